@@ -1,0 +1,390 @@
+"""The one module that talks to AWS (EC2 control plane and EBS direct reads).
+
+Everything above it sees plain dicts, small dataclasses and our own exceptions; nothing
+above it imports boto3. Secrets go into botocore and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from .params import Parameters
+from .retry import Retryable, RetryPolicy, RetryStats, call_with_retry
+
+THROTTLE_CODES = {"ThrottlingException", "RequestThrottledException", "RequestLimitExceeded", "Throttling"}
+TRANSIENT_CODES = {"InternalServerException", "InternalError", "ServiceUnavailable", "Unavailable"}
+
+
+class AwsError(Exception):
+    """An AWS call failed for good; the message names the operation and AWS's reason."""
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        super().__init__(f"{operation} failed: {code}: {message}")
+        self.operation = operation
+        self.code = code
+
+
+def _client_error(operation: str, exc: ClientError) -> AwsError:
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", "Unknown"))
+    message = str(err.get("Message", "")) or str(exc.response.get("Reason", ""))
+    reason = exc.response.get("Reason")
+    if reason and reason not in message:
+        message = f"{message} ({reason})"
+    return AwsError(operation, code, message)
+
+
+def classify(operation: str, exc: Exception) -> Exception:
+    """Map a botocore failure to Retryable or a final AwsError."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        text = str(_client_error(operation, exc))
+        if code in THROTTLE_CODES:
+            return Retryable(text, throttled=True)
+        if code in TRANSIENT_CODES or status >= 500:
+            return Retryable(text)
+        return _client_error(operation, exc)
+    if isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectionClosedError
+        | ReadTimeoutError
+        | ResponseStreamingError
+        | IncompleteReadError,
+    ):
+        return Retryable(f"{operation}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, NoCredentialsError):
+        return AwsError(
+            operation,
+            "NoCredentials",
+            "no AWS credentials: set profile=, role_arn= or access_key=/secret_key=",
+        )
+    if isinstance(exc, BotoCoreError):
+        return AwsError(operation, type(exc).__name__, str(exc))
+    return exc
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    index: int
+    token: str
+
+
+@dataclass(frozen=True)
+class BlockBody:
+    index: int
+    data: bytes
+    sha256: bytes  # the checksum AWS sent, already verified against data
+
+
+class ChecksumMismatch(Retryable):
+    pass
+
+
+def _session(params: Parameters) -> boto3.Session:
+    core = botocore.session.Session(profile=params.profile)
+    if params.credentials_file:
+        core.set_config_variable("credentials_file", params.credentials_file)
+    if params.access_key or params.secret_key:
+        if not (params.access_key and params.secret_key):
+            raise AwsError(
+                "credentials", "InvalidParameter", "access_key and secret_key must be given together"
+            )
+        core.set_credentials(
+            params.access_key,
+            params.secret_key.get_secret_value(),
+            params.session_token.get_secret_value() if params.session_token else None,
+        )
+    if params.role_arn:
+        extra: dict[str, Any] = {"RoleSessionName": params.role_session_name}
+        if params.external_id:
+            extra["ExternalId"] = params.external_id
+        source = core.get_credentials()
+        if source is None:
+            raise AwsError("AssumeRole", "NoCredentials", "no source credentials to assume role_arn with")
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=core.create_client,
+            source_credentials=source,
+            role_arn=params.role_arn,
+            extra_args=extra,
+        )
+        core._credentials = DeferredRefreshableCredentials(
+            method="assume-role", refresh_using=fetcher.fetch_credentials
+        )
+    try:
+        return boto3.Session(botocore_session=core, region_name=params.region)
+    except ProfileNotFound as exc:
+        raise AwsError("credentials", "ProfileNotFound", str(exc)) from None
+
+
+class Aws:
+    """EC2 and EBS direct clients of one region, with the calls the jobs need."""
+
+    def __init__(
+        self,
+        params: Parameters,
+        *,
+        stats: RetryStats | None = None,
+        cancel: threading.Event | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.stats = stats or RetryStats()
+        self.cancel = cancel
+        self.policy = policy or RetryPolicy()
+        try:
+            session = _session(params)
+        except ProfileNotFound as exc:
+            raise AwsError("credentials", "ProfileNotFound", str(exc)) from None
+        self.region = params.region or session.region_name
+        if not self.region:
+            raise AwsError(
+                "configuration", "NoRegion", "no region: add region=<name> (e.g. region=eu-west-1)"
+            )
+        control = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+        data = Config(
+            retries={"mode": "standard", "max_attempts": 1},
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=params.concurrent_threads + 8,
+            tcp_keepalive=True,
+        )
+        try:
+            self.ec2 = session.client(
+                "ec2",
+                region_name=self.region,
+                config=control,
+                endpoint_url=params.ec2_endpoint_url or params.endpoint_url,
+            )
+            self.ebs = session.client(
+                "ebs",
+                region_name=self.region,
+                config=data,
+                endpoint_url=params.ebs_endpoint_url or params.endpoint_url,
+            )
+        except NoRegionError:
+            raise AwsError("configuration", "NoRegion", "no region: add region=<name>") from None
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, operation: str, fn: Callable[[], Any], retry: bool = True) -> Any:
+        def once() -> Any:
+            try:
+                return fn()
+            except Exception as exc:
+                mapped = classify(operation, exc)
+                raise mapped from None
+
+        if not retry:
+            return once()
+        return call_with_retry(once, what=operation, policy=self.policy, stats=self.stats, cancel=self.cancel)
+
+    def _pages(
+        self, operation: str, method: Callable[..., Any], key: str, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            args = dict(kwargs)
+            if token:
+                args["NextToken"] = token
+            page = self._call(operation, lambda a=args: method(**a))  # type: ignore[misc]
+            if key == "Reservations":
+                for res in page.get(key, []):
+                    yield from res.get("Instances", [])
+            else:
+                yield from page.get(key, [])
+            token = page.get("NextToken")
+            if not token:
+                return
+
+    # ------------------------------------------------------------------ EC2
+    def describe_instances(
+        self, filters: list[dict[str, Any]] | None = None, instance_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {}
+        if filters:
+            kwargs["Filters"] = filters
+        if instance_ids:
+            kwargs["InstanceIds"] = instance_ids
+        return list(self._pages("DescribeInstances", self.ec2.describe_instances, "Reservations", **kwargs))
+
+    def describe_volumes(self, volume_ids: list[str]) -> list[dict[str, Any]]:
+        if not volume_ids:
+            return []
+        return list(
+            self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", VolumeIds=volume_ids)
+        )
+
+    def instance_user_data(self, instance_id: str) -> str | None:
+        out = self._call(
+            "DescribeInstanceAttribute",
+            lambda: self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData"),
+        )
+        value = out.get("UserData", {}).get("Value")
+        return str(value) if value else None
+
+    def create_snapshots(
+        self,
+        instance_id: str,
+        exclude_volume_ids: list[str],
+        exclude_boot: bool,
+        tags: dict[str, str],
+        description: str,
+    ) -> list[dict[str, Any]]:
+        spec: dict[str, Any] = {"InstanceId": instance_id, "ExcludeBootVolume": exclude_boot}
+        if exclude_volume_ids:
+            spec["ExcludeDataVolumeIds"] = exclude_volume_ids
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        # Not retried blindly: a retried CreateSnapshots could leave duplicate snapshots.
+        out = self._call(
+            "CreateSnapshots",
+            lambda: self.ec2.create_snapshots(
+                InstanceSpecification=spec,
+                Description=description,
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
+            ),
+            retry=False,
+        )
+        return list(out.get("Snapshots", []))
+
+    def describe_snapshots(
+        self, snapshot_ids: list[str] | None = None, filters: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"OwnerIds": ["self"]}
+        if snapshot_ids:
+            kwargs["SnapshotIds"] = snapshot_ids
+        if filters:
+            kwargs["Filters"] = filters
+        return list(self._pages("DescribeSnapshots", self.ec2.describe_snapshots, "Snapshots", **kwargs))
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        try:
+            self._call("DeleteSnapshot", lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id))
+        except AwsError as exc:
+            if exc.code != "InvalidSnapshot.NotFound":
+                raise
+
+    def tag(self, resource_ids: list[str], tags: dict[str, str]) -> None:
+        self._call(
+            "CreateTags",
+            lambda: self.ec2.create_tags(
+                Resources=resource_ids, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+            ),
+        )
+
+    def wait_snapshots(
+        self,
+        snapshot_ids: list[str],
+        timeout: float,
+        progress: Callable[[list[dict[str, Any]]], None] | None = None,
+        interval: float = 1.0,
+    ) -> list[dict[str, Any]]:
+        """Poll until every snapshot is completed; fail on `error` or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snaps = self.describe_snapshots(snapshot_ids=snapshot_ids)
+            states = {s["SnapshotId"]: s.get("State") for s in snaps}
+            failed = [sid for sid, st in states.items() if st == "error"]
+            if failed:
+                raise AwsError(
+                    "CreateSnapshots",
+                    "SnapshotError",
+                    f"snapshot(s) {', '.join(failed)} ended in state error",
+                )
+            if len(states) == len(snapshot_ids) and all(st == "completed" for st in states.values()):
+                return snaps
+            if progress is not None:
+                progress(snaps)
+            if time.monotonic() > deadline:
+                pending = [sid for sid in snapshot_ids if states.get(sid) != "completed"]
+                raise AwsError(
+                    "CreateSnapshots",
+                    "Timeout",
+                    f"snapshot(s) {', '.join(pending)} not completed after {timeout:.0f} s "
+                    "(raise snapshot_timeout=)",
+                )
+            if self.cancel is not None and self.cancel.wait(interval):
+                raise AwsError("CreateSnapshots", "Cancelled", "job cancelled while waiting for snapshots")
+            if self.cancel is None:
+                time.sleep(interval)
+
+    # ------------------------------------------------------------------ EBS direct
+    def list_snapshot_blocks(self, snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:
+        """Stream a snapshot's written blocks in index order, page by page (never all at once)."""
+        token: str | None = None
+        while True:
+            args: dict[str, Any] = {"SnapshotId": snapshot_id, "MaxResults": page_size}
+            if token:
+                args["NextToken"] = token
+            page = self._call(
+                "ListSnapshotBlocks",
+                lambda a=args: self._not_found_is_retryable(  # type: ignore[misc]
+                    "ListSnapshotBlocks", lambda: self.ebs.list_snapshot_blocks(**a)
+                ),
+            )
+            for blk in page.get("Blocks", []):
+                yield BlockRef(int(blk["BlockIndex"]), str(blk["BlockToken"]))
+            token = page.get("NextToken")
+            if not token:
+                return
+
+    def _not_found_is_retryable(self, operation: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise Retryable(str(_client_error(operation, exc)), not_found=True) from None
+            raise
+
+    def get_snapshot_block(self, snapshot_id: str, ref: BlockRef) -> BlockBody:
+        """One attempt: fetch, read the whole body, verify length and SHA-256."""
+        import hashlib
+
+        operation = f"GetSnapshotBlock {snapshot_id} block {ref.index}"
+        try:
+            out = self._not_found_is_retryable(
+                operation,
+                lambda: self.ebs.get_snapshot_block(
+                    SnapshotId=snapshot_id, BlockIndex=ref.index, BlockToken=ref.token
+                ),
+            )
+            body = out["BlockData"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+        except Retryable:
+            raise
+        except Exception as exc:
+            raise classify(operation, exc) from None
+        expected_len = int(out.get("DataLength", len(data)))
+        if len(data) != expected_len:
+            raise ChecksumMismatch(f"{operation}: body has {len(data)} bytes, header says {expected_len}")
+        algo = out.get("ChecksumAlgorithm", "SHA256")
+        if algo != "SHA256":
+            raise AwsError(operation, "UnsupportedChecksum", f"checksum algorithm {algo}")
+        digest = hashlib.sha256(data).digest()
+        if base64.b64encode(digest).decode() != out.get("Checksum"):
+            raise ChecksumMismatch(f"{operation}: body does not match its SHA-256 checksum")
+        return BlockBody(ref.index, data, digest)

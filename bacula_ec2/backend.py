@@ -1,0 +1,327 @@
+"""`ec2-backend`: the process a metaplugin `ec2-fd.so` starts for every job.
+
+It reads the setup (handshake, Job, Params, start command) through `protocol`, runs the
+job from `jobs`, and decides at the end, from END or its absence, whether the job's
+snapshots are kept (END: Bacula stored the data) or deleted (EOF: the job failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+from protocol import (
+    BackendSession,
+    BaseRestoreHandler,
+    Connection,
+    EndOfStream,
+    EndReason,
+    FileAttrs,
+    ItemStream,
+    JobInfo,
+    Mode,
+    Reply,
+    RestoreFile,
+    RestoreRefused,
+)
+from protocol.backup import FileWriter as ProtocolFileWriter
+
+from .aws import Aws, AwsError
+from .formats.blockimage import FormatError
+from .jobs.backup import BackupJob
+from .jobs.context import JobContext, JobError
+from .jobs.restore_local import LocalRestore
+from .jobs.sink import DIR_MODE, FILE_MODE, FileInfo
+from .logs import REDACTOR, quiet_until_configured, setup_backend_logging
+from .params import ParameterError, Parameters, parse_parameters
+from .retry import Cancelled, RetriesExhausted
+
+PLUGIN_NAME = "ec2"
+PLUGIN_API = "1"
+COALESCE = 64 << 10
+
+log = logging.getLogger("bacula-ec2.backend")
+
+#: Failures that carry a message meant for the admin (no traceback needed).
+EXPECTED_FAILURES = (JobError, AwsError, ParameterError, RetriesExhausted, FormatError, OSError)
+
+
+class SessionReporter:
+    """Job messages through the FD, secrets scrubbed, and a copy in the log file."""
+
+    def __init__(self, session: BackendSession) -> None:
+        self.session = session
+
+    def info(self, text: str) -> None:
+        text = REDACTOR.scrub(text)
+        log.info("%s", text)
+        self.session.info(text)
+
+    def warning(self, text: str) -> None:
+        text = REDACTOR.scrub(text)
+        log.warning("%s", text)
+        self.session.warning(text)
+
+    def error(self, text: str) -> None:
+        text = REDACTOR.scrub(text)
+        log.error("%s", text)
+        self.session.error(text)
+
+
+class _Writer:
+    """Coalesces the 48-byte records of a block image with the block that follows them.
+
+    A record header and its block leave as one D packet (one Bacula record) in one writev;
+    runs of small pieces (empty-block records) are gathered up to 64 KiB.
+    """
+
+    def __init__(self, inner: ProtocolFileWriter) -> None:
+        self.inner = inner
+        self.small = bytearray()
+
+    def write(self, *parts: bytes | memoryview) -> None:
+        if sum(len(p) for p in parts) < COALESCE:
+            for part in parts:
+                self.small += part
+            if len(self.small) >= COALESCE:
+                self._flush()
+            return
+        pending = bytes(self.small)
+        self.small.clear()
+        self.inner.write(pending, *parts)
+
+    def _flush(self) -> None:
+        if self.small:
+            self.inner.write(bytes(self.small))
+            self.small.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self.inner.close()
+
+
+class ProtocolSink:
+    """BackupSink on top of the protocol's item stream."""
+
+    def __init__(self, stream: ItemStream) -> None:
+        self.stream = stream
+
+    @staticmethod
+    def _attrs(info: FileInfo) -> FileAttrs:
+        return FileAttrs(
+            name=info.path,
+            type="F",
+            size=info.size,
+            mode=FILE_MODE,
+            atime=info.mtime,
+            mtime=info.mtime,
+            ctime=info.mtime,
+        )
+
+    def file(self, info: FileInfo, data: bytes) -> None:
+        self.stream.file(self._attrs(info), data if self.stream.has_data_phase else None)
+
+    def open_file(self, info: FileInfo) -> _Writer:
+        return _Writer(self.stream.open_file(self._attrs(info)))
+
+    def directory(self, path: str, mtime: int) -> None:
+        self.stream.directory(path, mtime=mtime, mode=DIR_MODE)
+
+
+class RestoreAdapter(BaseRestoreHandler):
+    """The protocol's restore callbacks, forwarded to a LocalRestore."""
+
+    def __init__(self, restore: LocalRestore) -> None:
+        self.restore = restore
+
+    def start_file(self, f: RestoreFile) -> Reply:
+        try:
+            return Reply.OK if self.restore.start(f.name) else Reply.SKIP
+        except EXPECTED_FAILURES as exc:
+            raise RestoreRefused(f"{f.name}: {exc}") from None
+
+    def file_data(self, chunk: memoryview) -> None:
+        try:
+            self.restore.data(chunk)
+        except EXPECTED_FAILURES as exc:
+            self.restore.abandon()
+            raise RestoreRefused(f"{exc}; the partial file was removed") from None
+
+    def end_file_data(self) -> None:
+        try:
+            self.restore.end()
+        except EXPECTED_FAILURES as exc:
+            self.restore.abandon()
+            raise RestoreRefused(f"{exc}; the partial file was removed") from None
+
+
+def _restore_dir(job: JobInfo, params: Parameters) -> str:
+    """Where local images go; product.md §4: where=/dir (or restore_to=local)."""
+    if job.regex_where is not None:
+        raise JobError("regexwhere= is not supported by bacula-ec2: use where=/some/dir")
+    if params.restore_to == "aws":
+        raise JobError("restore_to=aws is not available in this version: use where=/some/dir")
+    base = params.local_path or job.where or ""
+    if base in ("", "/"):
+        if params.restore_to == "local":
+            raise JobError("restore_to=local needs where=/some/dir or local_path=/some/dir")
+        raise JobError(
+            "where=/ means restore into AWS, which this version cannot do yet: "
+            "restore with where=/some/dir to get raw disk images"
+        )
+    if not os.path.isabs(base):
+        raise JobError(f"the restore directory '{base}' is not an absolute path")
+    return base
+
+
+class Backend:
+    def __init__(self, session: BackendSession) -> None:
+        self.session = session
+        self.reporter = SessionReporter(session)
+
+    def run(self) -> None:
+        s = self.session
+        s.handshake()
+        job = s.read_job()
+        log_path = setup_backend_logging(job.working_dir)
+        log.info(
+            "job %s (id %s, type %s, level %s) started; log %s",
+            job.name,
+            job.jobid,
+            job.type,
+            job.level,
+            log_path,
+        )
+        pairs = s.read_params()
+        mode = s.read_start()
+        try:
+            params = parse_parameters(pairs)
+        except ParameterError as exc:
+            REDACTOR.add(*[v for k, v in pairs if k in ("secret_key", "session_token")])
+            self._fail(f"bad plugin parameters: {exc}")
+            return
+        REDACTOR.add(*params.secret_values())
+        log.info("mode %s, parameters %s", mode.name, params.redacted())
+        ctx = JobContext(
+            params=params,
+            job_name=job.name,
+            job_id=job.jobid,
+            level=job.level or "F",
+            reporter=self.reporter,
+            working_dir=job.working_dir or "",
+            since=job.since,
+            cancel=s.cancelled,
+        )
+        if mode in (Mode.BACKUP, Mode.ESTIMATE):
+            self._backup(ctx, mode)
+        elif mode is Mode.RESTORE:
+            self._restore(ctx, job)
+        elif mode is Mode.LISTING:
+            self.reporter.warning("browsing (.ls) is not available in this version")
+            s.item_stream().finish()
+            s.wait_for_end()
+        else:
+            q = s.query_stream()
+            q.send_kv("error", "queries are not available in this version")
+            q.finish()
+            s.wait_for_end()
+
+    # ------------------------------------------------------------------ modes
+    def _backup(self, ctx: JobContext, mode: Mode) -> None:
+        s = self.session
+        job: BackupJob | None = None
+        try:
+            aws = Aws(ctx.params, cancel=ctx.cancel)
+            job = BackupJob(ctx, aws)
+            stream = s.item_stream()
+            sink = ProtocolSink(stream)
+            if mode is Mode.ESTIMATE:
+                job.estimate(sink)
+            else:
+                job.run(sink)
+            stream.finish()
+        except Cancelled:
+            log.warning("job cancelled")
+            self._rollback(job, quiet=True)
+            s.wait_for_end()
+            return
+        except EXPECTED_FAILURES as exc:
+            self._rollback(job)
+            self._fail(str(exc))
+            return
+        except EndOfStream:
+            self._rollback(job, quiet=True)
+            raise
+        except Exception as exc:
+            log.exception("internal error")
+            self._rollback(job)
+            self._fail(f"internal error: {type(exc).__name__}: {exc} (details in the backend log)")
+            return
+        on_end = job.commit if mode is Mode.BACKUP else None
+        reason = s.wait_for_end(on_end=on_end)
+        if mode is Mode.BACKUP and reason is not EndReason.END:
+            log.warning("no END from the FD: the job did not finish well; deleting its snapshots")
+            self._rollback(job, quiet=True)
+
+    def _rollback(self, job: BackupJob | None, quiet: bool = False) -> None:
+        if job is None or not job.ledger.created:
+            return
+        ids = ", ".join(job.ledger.created)
+        if not quiet:
+            self.reporter.info(f"deleting the snapshots of this failed job: {ids}")
+        left = job.rollback()
+        if left:
+            msg = f"could not delete snapshot(s) {', '.join(left)}: the next job will retry"
+            log.error("%s", msg)
+            if not quiet:
+                self.reporter.warning(msg)
+
+    def _restore(self, ctx: JobContext, job: JobInfo) -> None:
+        s = self.session
+        try:
+            base = _restore_dir(job, ctx.params)
+        except JobError as exc:
+            self._fail(str(exc))
+            return
+        restore = LocalRestore(ctx, base, job.where, replace=job.replace or "a")
+        s.run_restore(RestoreAdapter(restore))
+        try:
+            restore.finish()
+        except EXPECTED_FAILURES as exc:
+            self.reporter.error(str(exc))
+        images = len(restore.images)
+        self.reporter.info(f"restore finished: {restore.files} file(s), {images} disk image(s) under {base}")
+        s.wait_for_end()
+
+    def _fail(self, text: str) -> None:
+        """Fatal for the job: A with the reason, then serve the FD until it lets go."""
+        text = REDACTOR.scrub(text)
+        log.error("job failed: %s", text)
+        self.session.abort(text)
+        self.session.wait_for_end()
+
+
+def main() -> int:
+    quiet_until_configured()
+    conn = Connection.from_fds(0, 1)
+    session = BackendSession(conn, plugin_name=PLUGIN_NAME, plugin_api=PLUGIN_API)
+    session.install_signal_handlers()
+    try:
+        Backend(session).run()
+    except EndOfStream:
+        log.info("the FD closed the connection")
+    except Exception as exc:
+        log.error("backend failure: %s", REDACTOR.scrub("".join(traceback.format_exception(exc))))
+        try:
+            session.abort(REDACTOR.scrub(f"ec2-backend failed: {type(exc).__name__}: {exc}"))
+            session.wait_for_end()
+        except Exception:
+            pass
+    logging.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

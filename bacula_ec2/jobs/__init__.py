@@ -1,0 +1,1 @@
+"""Job logic: backup, estimate, restore and listing, composed from aws, formats and a sink."""

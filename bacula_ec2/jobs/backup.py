@@ -1,0 +1,254 @@
+"""Backup and estimate of EC2 instances (product.md §3, steps 1-6)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .. import naming
+from ..aws import Aws
+from ..download import BlockDownloader
+from ..formats import config
+from ..formats.blockimage import (
+    BLOCK_SIZE,
+    ZERO_BLOCK_SHA256,
+    BlockRecord,
+    FileKind,
+    ImageHeader,
+    RecordEncoder,
+    RecordKind,
+)
+from .context import JobContext
+from .selection import InstanceTarget, VolumeTarget, select_instances
+from .sink import BackupSink, FileInfo
+from .snapshots import SnapshotLedger
+
+GIB = 1 << 30
+SPOOL_IN_MEMORY = 4 << 20
+
+
+def _epoch(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return int(value.timestamp())
+    return int(time.time())
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class VolumeStats:
+    blocks: int = 0
+    data_blocks: int = 0
+    zero_blocks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def data_bytes(self) -> int:
+        return self.data_blocks * BLOCK_SIZE
+
+
+class BackupJob:
+    def __init__(self, ctx: JobContext, aws: Aws) -> None:
+        self.ctx = ctx
+        self.aws = aws
+        self.ledger = SnapshotLedger(aws, ctx)
+        self.downloader = BlockDownloader(aws, ctx.params.concurrent_threads, cancel=ctx.cancel)
+        self.total = VolumeStats()
+
+    # ------------------------------------------------------------------ estimate
+    def estimate(self, sink: BackupSink) -> None:
+        """List what a backup would store, without creating anything in AWS."""
+        now = int(time.time())
+        for target in select_instances(self.aws, self.ctx.params):
+            iid = target.instance_id
+            doc = config.instance_document(
+                target.instance, region=self.aws.region, user_data=None, snapshots=[], job=self.ctx.job_info
+            )
+            sink.file(FileInfo(naming.instance_json(iid), len(config.encode(doc)), now), b"")
+            for vol in target.volumes:
+                for info in self._volume_files(target, vol, now, estimate=True):
+                    sink.file(info, b"")
+            sink.directory(naming.instance_dir(iid), now)
+
+    def _volume_files(
+        self, target: InstanceTarget, vol: VolumeTarget, mtime: int, estimate: bool
+    ) -> Iterator[FileInfo]:
+        iid, vid = target.instance_id, vol.volume_id
+        yield FileInfo(naming.volume_json(iid, vid, vol.device, vol.size_gib), 0, mtime)
+        yield FileInfo(
+            naming.volume_image(iid, vid, vol.device, vol.size_gib, self.ctx.level, self.ctx.job_id),
+            vol.size_gib * GIB,
+            mtime,
+        )
+        if self.ctx.params.bitmap_headers and estimate:
+            yield FileInfo(naming.volume_map(iid, vid), 0, mtime)
+            yield FileInfo(naming.volume_empty_map(iid, vid), 0, mtime)
+
+    # ------------------------------------------------------------------ backup
+    def run(self, sink: BackupSink) -> None:
+        ctx = self.ctx
+        if ctx.level != "F":
+            ctx.reporter.warning(
+                f"level {ctx.level} is not supported by this version yet: doing a Full backup"
+            )
+            ctx.level = "F"
+        started = time.monotonic()
+        targets = select_instances(self.aws, ctx.params)
+        for t in targets:
+            vols = ", ".join(
+                f"{v.volume_id} ({naming.device_short_name(v.device)}, {v.size_gib} GiB)" for v in t.volumes
+            )
+            skipped = ", ".join(v.volume_id for v in t.excluded)
+            ctx.reporter.info(
+                f"instance {t.label}: volumes {vols or 'none'}" + (f"; excluded {skipped}" if skipped else "")
+            )
+        self.ledger.clean_stale(targets)
+        snapshots: dict[str, dict[str, dict[str, Any]]] = {}
+        for t in targets:
+            if t.volumes:
+                snapshots[t.instance_id] = self.ledger.take(t)
+                ids = ", ".join(s["SnapshotId"] for s in snapshots[t.instance_id].values())
+                ctx.reporter.info(f"created crash-consistent snapshots of {t.label}: {ids}")
+        all_ids = [s["SnapshotId"] for per in snapshots.values() for s in per.values()]
+        completed = self.ledger.wait(all_ids) if all_ids else {}
+        for t in targets:
+            per = {v: completed[s["SnapshotId"]] for v, s in snapshots.get(t.instance_id, {}).items()}
+            self._backup_instance(sink, t, per)
+        elapsed = time.monotonic() - started
+        mib = self.total.data_bytes / (1 << 20)
+        ctx.reporter.info(
+            f"backed up {len(targets)} instance(s): {self.total.blocks} blocks, {mib:.1f} MiB of data, "
+            f"{self.total.zero_blocks} empty blocks in {elapsed:.1f} s; "
+            f"{self.aws.stats.retries} AWS retries ({self.aws.stats.throttled} throttled)"
+        )
+
+    def _backup_instance(
+        self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, dict[str, Any]]
+    ) -> None:
+        iid = target.instance_id
+        mtime = int(time.time())
+        if snaps:
+            mtime = max(_epoch(s.get("StartTime")) for s in snaps.values())
+        else:
+            self.ctx.reporter.warning(
+                f"instance {target.label}: every volume is excluded; saving its configuration only"
+            )
+        user_data = self.aws.instance_user_data(iid)
+        doc = config.instance_document(
+            target.instance,
+            region=self.aws.region,
+            user_data=user_data,
+            snapshots=list(snaps.values()),
+            job=self.ctx.job_info,
+        )
+        data = config.encode(doc)
+        sink.file(FileInfo(naming.instance_json(iid), len(data), mtime), data)
+        for vol in target.volumes:
+            self._backup_volume(sink, target, vol, snaps[vol.volume_id])
+        sink.directory(naming.instance_dir(iid), mtime)
+
+    def _backup_volume(
+        self, sink: BackupSink, target: InstanceTarget, vol: VolumeTarget, snap: dict[str, Any]
+    ) -> None:
+        ctx = self.ctx
+        iid, vid, sid = target.instance_id, vol.volume_id, snap["SnapshotId"]
+        mtime = _epoch(snap.get("StartTime"))
+        doc = config.volume_document(
+            vol.volume,
+            region=self.aws.region,
+            instance_id=iid,
+            device=vol.device,
+            snapshot=snap,
+            base_snapshot_id=None,
+            level=ctx.level,
+            job=ctx.job_info,
+        )
+        data = config.encode(doc)
+        sink.file(FileInfo(naming.volume_json(iid, vid, vol.device, vol.size_gib), len(data), mtime), data)
+
+        def header(kind: FileKind) -> ImageHeader:
+            return ImageHeader(
+                kind=kind,
+                volume_id=vid,
+                volume_size=vol.size_gib * GIB,
+                snapshot_id=sid,
+                level=ctx.level,
+                created=_iso(snap.get("StartTime")),
+                instance_id=iid,
+                device=vol.device,
+                region=self.aws.region,
+                job_name=ctx.job_name,
+                job_id=ctx.job_id,
+            )
+
+        image = RecordEncoder(header(FileKind.IMAGE))
+        maps = [RecordEncoder(header(FileKind.MAP)), RecordEncoder(header(FileKind.EMPTY_MAP))]
+        spools = [self._spool(), self._spool()]
+        for enc, spool in zip(maps, spools, strict=True):
+            spool.write(enc.start())
+        stats = VolumeStats()
+        t0 = time.monotonic()
+        path = naming.volume_image(iid, vid, vol.device, vol.size_gib, ctx.level, ctx.job_id)
+        writer = sink.open_file(FileInfo(path, vol.size_gib * GIB, mtime))
+        writer.write(image.start())
+        for body in self.downloader.fetch(sid, self.aws.list_snapshot_blocks(sid)):
+            offset = body.index * BLOCK_SIZE
+            stats.blocks += 1
+            if body.sha256 == ZERO_BLOCK_SHA256:
+                rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.ZERO, body.sha256)
+                writer.write(image.record(rec))
+                spools[1].write(maps[1].record(rec))
+                stats.zero_blocks += 1
+            else:
+                rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.DATA, body.sha256)
+                writer.write(image.record(rec), body.data)
+                stats.data_blocks += 1
+            spools[0].write(maps[0].record(rec))
+        writer.write(image.end())
+        writer.close()
+        stats.seconds = time.monotonic() - t0
+        if ctx.params.bitmap_headers:
+            sink_paths = [naming.volume_map(iid, vid), naming.volume_empty_map(iid, vid)]
+            for enc, spool, p in zip(maps, spools, sink_paths, strict=True):
+                spool.write(enc.end())
+                self._emit_spool(sink, FileInfo(p, spool.tell(), mtime), spool)
+        for spool in spools:
+            spool.close()
+        self.total.blocks += stats.blocks
+        self.total.data_blocks += stats.data_blocks
+        self.total.zero_blocks += stats.zero_blocks
+        rate = stats.data_bytes / (1 << 20) / stats.seconds if stats.seconds > 0 else 0.0
+        ctx.reporter.info(
+            f"volume {vid} ({naming.device_short_name(vol.device)}, {vol.size_gib} GiB) from {sid}: "
+            f"{stats.blocks} blocks read, {stats.data_bytes / (1 << 20):.1f} MiB data, "
+            f"{stats.zero_blocks} empty, {stats.seconds:.1f} s ({rate:.1f} MiB/s)"
+        )
+
+    def _spool(self) -> IO[bytes]:
+        """Block maps are sent after the image: keep them on disk, not in memory."""
+        return tempfile.SpooledTemporaryFile(
+            max_size=SPOOL_IN_MEMORY, dir=self.ctx.working_dir or None, prefix="bacula-ec2-map-"
+        )
+
+    @staticmethod
+    def _emit_spool(sink: BackupSink, info: FileInfo, spool: IO[bytes]) -> None:
+        spool.seek(0)
+        writer = sink.open_file(info)
+        while chunk := spool.read(1 << 20):
+            writer.write(chunk)
+        writer.close()
+
+    # ------------------------------------------------------------------ end of job
+    def commit(self) -> None:
+        self.ledger.commit()
+
+    def rollback(self) -> list[str]:
+        return self.ledger.rollback()

@@ -1,0 +1,37 @@
+"""What every job needs to know and where it reports, independent of Bacula or bec2."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..params import Parameters
+
+
+class Reporter(Protocol):
+    """Job messages: Bacula job log in the backend, stderr in bec2."""
+
+    def info(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+    def error(self, text: str) -> None: ...
+
+
+class JobError(Exception):
+    """The job cannot go on; the message says what was wrong and what to do."""
+
+
+@dataclass
+class JobContext:
+    params: Parameters
+    job_name: str
+    job_id: int
+    level: str  # F, I or D
+    reporter: Reporter
+    working_dir: str
+    since: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def job_info(self) -> dict[str, object]:
+        return {"job_name": self.job_name, "job_id": self.job_id, "level": self.level}

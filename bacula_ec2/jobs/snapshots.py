@@ -1,0 +1,130 @@
+"""The life of the snapshots a job creates, told by their tags.
+
+A snapshot is created with `bacula-ec2:state=pending`. It becomes `base` only after Bacula
+has confirmed the job (the FD sends END only to a job that ended well), so a failed,
+cancelled or killed job can never become the base of the next Incremental. A failed job
+deletes its own snapshots at once; a killed one leaves `pending` snapshots that the next
+job on the same volumes removes (docs/SNAPSHOTS.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..aws import Aws, AwsError
+from .context import JobContext
+from .selection import InstanceTarget
+
+TAG = "bacula-ec2:"
+STATE_TAG = TAG + "state"
+PENDING = "pending"
+BASE = "base"
+
+
+def job_tags(ctx: JobContext, instance_id: str) -> dict[str, str]:
+    tags = dict(ctx.params.snapshot_tags)
+    tags.update(
+        {
+            TAG + "job": ctx.job_name,
+            TAG + "jobid": str(ctx.job_id),
+            TAG + "level": ctx.level,
+            TAG + "instance": instance_id,
+            STATE_TAG: PENDING,
+        }
+    )
+    return tags
+
+
+@dataclass
+class SnapshotLedger:
+    """Every snapshot this job created, so it can commit or roll back exactly those."""
+
+    aws: Aws
+    ctx: JobContext
+    created: list[str] = field(default_factory=list)
+    committed: bool = False
+
+    def clean_stale(self, targets: list[InstanceTarget]) -> int:
+        """Step 3: remove `pending` leftovers of earlier jobs on these volumes (ours only)."""
+        volume_ids = [v.volume_id for t in targets for v in t.volumes]
+        if not volume_ids:
+            return 0
+        stale = self.aws.describe_snapshots(
+            filters=[
+                {"Name": f"tag:{STATE_TAG}", "Values": [PENDING]},
+                {"Name": "volume-id", "Values": volume_ids},
+            ]
+        )
+        removed = 0
+        for snap in stale:
+            sid = snap["SnapshotId"]
+            if sid in self.created:
+                continue
+            self.aws.delete_snapshot(sid)
+            removed += 1
+            self.ctx.reporter.info(
+                f"removed snapshot {sid} of volume {snap.get('VolumeId')} left by an earlier "
+                "job that did not finish"
+            )
+        return removed
+
+    def take(self, target: InstanceTarget) -> dict[str, dict[str, Any]]:
+        """Snapshot every target volume of one instance at the same moment (CreateSnapshots)."""
+        wanted = {v.volume_id for v in target.volumes}
+        exclude_boot = any(v.is_root for v in target.excluded)
+        exclude_data = [v.volume_id for v in target.excluded if not v.is_root]
+        snaps = self.aws.create_snapshots(
+            target.instance_id,
+            exclude_data,
+            exclude_boot,
+            job_tags(self.ctx, target.instance_id),
+            f"bacula-ec2 {self.ctx.job_name} ({target.label})",
+        )
+        self.created.extend(s["SnapshotId"] for s in snaps)
+        by_volume = {s["VolumeId"]: s for s in snaps}
+        extra = [s["SnapshotId"] for v, s in by_volume.items() if v not in wanted]
+        for sid in extra:  # a volume attached after we looked: not ours to keep
+            self.aws.delete_snapshot(sid)
+            self.created.remove(sid)
+        missing = wanted - by_volume.keys()
+        if missing:
+            raise AwsError(
+                "CreateSnapshots",
+                "MissingSnapshot",
+                f"no snapshot was created for volume(s) {', '.join(sorted(missing))} of {target.label}",
+            )
+        for vol_id, snap in by_volume.items():
+            if vol_id in wanted:
+                self.aws.tag([snap["SnapshotId"]], {TAG + "volume": vol_id})
+        return {v: s for v, s in by_volume.items() if v in wanted}
+
+    def wait(self, snapshot_ids: list[str]) -> dict[str, dict[str, Any]]:
+        last = [time.monotonic()]
+
+        def progress(snaps: list[dict[str, Any]]) -> None:
+            if time.monotonic() - last[0] >= 30:
+                last[0] = time.monotonic()
+                done = ", ".join(f"{s['SnapshotId']} {s.get('Progress', '?')}" for s in snaps)
+                self.ctx.reporter.info(f"waiting for snapshots to complete: {done}")
+
+        snaps = self.aws.wait_snapshots(snapshot_ids, self.ctx.params.snapshot_timeout, progress)
+        return {s["SnapshotId"]: s for s in snaps}
+
+    def commit(self) -> None:
+        """The job's data is in Bacula: its snapshots may now serve as bases."""
+        if self.created:
+            self.aws.tag(self.created, {STATE_TAG: BASE})
+        self.committed = True
+
+    def rollback(self) -> list[str]:
+        """The job failed: delete what it created; report what could not be deleted."""
+        left: list[str] = []
+        for sid in list(self.created):
+            try:
+                self.aws.delete_snapshot(sid)
+                self.created.remove(sid)
+            except Exception:
+                left.append(sid)
+        return left

@@ -1,0 +1,252 @@
+"""Plugin parameters: one pydantic model for the FileSet line, restore options and bec2.
+
+The FD hands parameters over as `key=value` lines, repeated keys included (restore Plugin
+Options are sent twice, metaplugin-protocol.md §3.4.5), so the last value wins. Every
+problem is reported with the parameter's name, and secrets never appear in a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+
+class ParameterError(ValueError):
+    """A parameter is unknown, missing or malformed; the message names it."""
+
+
+_TRUE = {"1", "yes", "true", "on", "y"}
+_FALSE = {"0", "no", "false", "off", "n", ""}
+
+
+def _split_list(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _split_tags(value: object) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    tags: dict[str, str] = {}
+    for item in _split_list(value):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"'{item}' is not of the form key=value")
+        tags[key.strip()] = val.strip()
+    return tags
+
+
+class Parameters(BaseModel):
+    """Everything a FileSet `Plugin = "ec2: ..."` line, a restore or bec2 can set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # --- AWS connection and credentials
+    region: str | None = Field(None, description="AWS region of the instances, e.g. eu-west-1")
+    access_key: str | None = Field(None, description="Access key id (prefer profile or role)")
+    secret_key: SecretStr | None = Field(None, description="Secret access key")
+    session_token: SecretStr | None = Field(None, description="Session token for temporary keys")
+    profile: str | None = Field(None, description="Profile name in the AWS config/credentials files")
+    credentials_file: str | None = Field(None, description="Path of an AWS shared credentials file")
+    role_arn: str | None = Field(None, description="IAM role to assume for all AWS calls")
+    external_id: str | None = Field(None, description="External id for role_arn")
+    role_session_name: str = Field("bacula-ec2", description="Session name for role_arn")
+    endpoint_url: str | None = Field(None, description="Endpoint for both EC2 and EBS (tests)")
+    ec2_endpoint_url: str | None = Field(None, description="EC2 endpoint (overrides endpoint_url)")
+    ebs_endpoint_url: str | None = Field(None, description="EBS direct endpoint (overrides endpoint_url)")
+
+    # --- selection
+    instances: list[str] = Field(
+        default_factory=list, description="Instances by id (i-...) or Name tag, comma separated"
+    )
+    instance_tags: dict[str, str] = Field(
+        default_factory=dict, description="Select instances having all these tags: k=v,k2=v2"
+    )
+    instance_regex: str | None = Field(None, description="Select instances whose Name matches")
+    exclude_instances: list[str] = Field(
+        default_factory=list, description="Instances (id or Name) never backed up"
+    )
+    exclude_volumes: list[str] = Field(
+        default_factory=list, description="Volume ids or device names (sdf, /dev/xvdf) to skip"
+    )
+    exclude_boot_volume: bool = Field(False, description="Skip each instance's root volume")
+
+    # --- behaviour
+    keep_full_snapshot: bool = Field(
+        False, description="Keep the Full's snapshot through Incrementals (allows Differentials)"
+    )
+    bitmap_headers: bool = Field(True, description="Also store the .bmp and .abmp block maps")
+    concurrent_threads: int = Field(
+        64, ge=1, le=512, description="GetSnapshotBlock requests in flight per volume"
+    )
+    snapshot_timeout: int = Field(3600, ge=10, description="Seconds to wait for snapshots to complete")
+    snapshot_tags: dict[str, str] = Field(
+        default_factory=dict, description="Extra tags on the snapshots we create: k=v,k2=v2"
+    )
+    abort_on_error: bool = Field(False, description="Fail the whole job on the first error")
+
+    # --- restore
+    restore_to: Literal["local", "aws"] | None = Field(
+        None, description="local (raw images) or aws; default: where=/dir means local"
+    )
+    local_path: str | None = Field(None, description="Directory for restore_to=local")
+
+    # --- set by the FD itself
+    listing: str | None = Field(None, description="(set by bconsole .ls) path to list")
+    query: str | None = Field(None, description="(set by bconsole .query) what to answer")
+    accurate: bool = Field(False, alias="Accurate", description="(set by the FD) accurate job")
+
+    @field_validator("instances", "exclude_instances", "exclude_volumes", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> list[str]:
+        return _split_list(value)
+
+    @field_validator("instance_tags", "snapshot_tags", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> dict[str, str]:
+        return _split_tags(value)
+
+    @field_validator(
+        "exclude_boot_volume",
+        "keep_full_snapshot",
+        "bitmap_headers",
+        "abort_on_error",
+        "accurate",
+        mode="before",
+    )
+    @classmethod
+    def _bools(cls, value: object) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"'{value}' is not a yes/no value")
+
+    @field_validator("instance_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+-\d+", value):
+            raise ValueError(f"'{value}' does not look like an AWS region (e.g. eu-west-1)")
+        return value
+
+    @field_validator("endpoint_url", "ec2_endpoint_url", "ebs_endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://", value):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value
+
+    def selects_instances(self) -> bool:
+        return bool(self.instances or self.instance_tags or self.instance_regex)
+
+    def redacted(self) -> dict[str, Any]:
+        """What may be logged: the parameters that were set, secrets masked."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump(exclude_defaults=True).items():
+            if name in SECRET_PARAMETERS:
+                out[name] = "***"
+            else:
+                out[name] = value
+        return out
+
+    def secret_values(self) -> list[str]:
+        """Secret strings to scrub from any text that leaves the process."""
+        found = []
+        for name in SECRET_PARAMETERS:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+        return found
+
+
+SECRET_PARAMETERS = ("secret_key", "session_token")
+
+_FIELD_BY_KEY: dict[str, str] = {(info.alias or name): name for name, info in Parameters.model_fields.items()}
+
+
+def parse_parameters(pairs: Iterable[tuple[str, str]]) -> Parameters:
+    """Build the model from FD `key=value` pairs (last value wins)."""
+    values: dict[str, str] = {}
+    for key, value in pairs:
+        name = key.strip()
+        if name not in _FIELD_BY_KEY:
+            lowered = {k.lower(): k for k in _FIELD_BY_KEY}
+            hint = lowered.get(name.lower())
+            suggestion = f" (did you mean '{hint}'?)" if hint else ""
+            raise ParameterError(
+                f"unknown parameter '{name}'{suggestion}; see docs/PARAMETERS.md for the list"
+            )
+        values[name] = value
+    try:
+        return Parameters.model_validate(values)
+    except ValidationError as exc:
+        raise ParameterError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "parameters"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        value = err.get("input")
+        if loc not in SECRET_PARAMETERS and isinstance(value, str) and value not in msg:
+            msg += f" (got '{value}')"
+        parts.append(f"parameter {loc}: {msg}")
+    return "; ".join(parts)
+
+
+# name, kind, prompt, default shown in bconsole ("" = none)
+RESTORE_OPTIONS: list[tuple[str, str, str, str]] = [
+    ("restore_to", "str", "Restore target: local or aws (default: local when where= is a directory)", ""),
+    ("local_path", "str", "Local directory for restored images (with restore_to=local)", ""),
+]
+
+
+def valid_param_names() -> list[str]:
+    """Every key the FileSet line may carry (FD `valid_params[]`)."""
+    return [info.alias or name for name, info in Parameters.model_fields.items()]
+
+
+def restore_option_items() -> list[tuple[str, str, str, str]]:
+    """Restore "Plugin Options" (FD `plugin_items_dump[]`): (name, str|int64|bool, prompt, default)."""
+    return list(RESTORE_OPTIONS)
+
+
+def parameter_docs() -> list[tuple[str, str, str]]:
+    """(name, default, description) for docs/PARAMETERS.md and `bec2 --help`."""
+    rows = []
+    for name, info in Parameters.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, list | dict):
+            default = ",".join(default) if default else ""
+        rows.append((info.alias or name, "" if default is None else str(default), info.description or ""))
+    return rows
+
+
+def parameters_markdown() -> str:
+    """The table in docs/PARAMETERS.md (a test keeps the two identical)."""
+    lines = ["| parameter | default | meaning |", "|---|---|---|"]
+    for name, default, text in parameter_docs():
+        lines.append(f"| `{name}` | {f'`{default}`' if default else ''} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(parameters_markdown(), end="")

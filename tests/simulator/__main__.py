@@ -1,0 +1,54 @@
+"""``python -m tests.simulator``: run the simulator until SIGTERM/SIGINT.
+
+Prints exactly one line, ``SIMULATOR_ENDPOINT=http://127.0.0.1:<port>``, on stdout once the
+socket is listening, so a parent process can start it with ``--port 0`` and read the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .model import DEFAULT_SNAPSHOT_DELAY, World
+from .server import SimulatorServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulator",
+                                     description="AWS EC2 + EBS direct simulator")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (loopback only by design)")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--snapshot-delay", type=float, default=DEFAULT_SNAPSHOT_DELAY,
+                        help="seconds a new snapshot stays pending")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log one line per request to stderr")
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("the simulator binds loopback addresses only")
+
+    server = SimulatorServer((args.host, args.port), World(args.snapshot_delay),
+                             verbose=args.verbose)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    print(f"SIMULATOR_ENDPOINT={server.endpoint}", flush=True)
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

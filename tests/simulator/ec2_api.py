@@ -1,0 +1,524 @@
+"""EC2 Query API (``POST /`` with ``Action=...&Version=2016-11-15``).
+
+Parameters are decoded and results encoded by :mod:`.query_codec` from botocore's EC2
+model, so handlers here take and return the same dicts boto3 users see. To add an action
+(RunInstances, DescribeImages, ...), write ``def _action(self, region, args) -> dict`` and
+list it in ``_HANDLERS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from . import tokens
+from .errors import SimError
+from .messages import Request, Response
+from .model import (
+    OWNER_ID,
+    Instance,
+    Region,
+    Snapshot,
+    Volume,
+    World,
+    state_code,
+)
+from .policy import Call, Policy
+from .query_codec import error_xml, parse_query, service_model, to_xml
+
+XML = "text/xml;charset=UTF-8"
+T = TypeVar("T")
+Handler = Callable[["Ec2Api", Region, dict[str, Any]], dict[str, Any]]
+
+KNOWN_REGIONS = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-west-1",
+    "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "ap-south-1", "ap-northeast-1",
+    "ap-northeast-2", "ap-southeast-1", "ap-southeast-2", "sa-east-1",
+)
+
+
+# ------------------------------------------------------------------ filters and paging
+
+
+def _wildcard(value: str) -> re.Pattern[str]:
+    """EC2 filter values accept ``*`` and ``?`` wildcards."""
+    return re.compile("".join(
+        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value) + r"\Z")
+
+
+def _tag_values(tags: Mapping[str, str], name: str) -> list[str] | None:
+    if name.startswith("tag:"):
+        key = name[4:]
+        return [tags[key]] if key in tags else []
+    if name == "tag-key":
+        return list(tags)
+    if name == "tag-value":
+        return list(tags.values())
+    return None
+
+
+def _filter(items: Iterable[T], filters: Sequence[Mapping[str, Any]],
+            fields: Mapping[str, Callable[[T], Iterable[Any]]],
+            tags_of: Callable[[T], Mapping[str, str]] | None) -> list[T]:
+    """Keep items matching every filter (any value of a filter may match)."""
+    compiled: list[tuple[str, list[re.Pattern[str]]]] = []
+    for f in filters:
+        name = f.get("Name", "")
+        if name not in fields and not (tags_of and (
+                name.startswith("tag:") or name in ("tag-key", "tag-value"))):
+            raise SimError("InvalidParameterValue", f"The filter '{name}' is invalid")
+        compiled.append((name, [_wildcard(v) for v in f.get("Values", [])]))
+
+    def values(item: T, name: str) -> list[str]:
+        if name in fields:
+            return [_str(v) for v in fields[name](item)]
+        assert tags_of is not None
+        return _tag_values(tags_of(item), name) or []
+
+    return [item for item in items
+            if all(any(p.match(v) for p in pats for v in values(item, name))
+                   for name, pats in compiled)]
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _page(items: list[T], args: Mapping[str, Any], seq: Callable[[T], int], scope: str,
+          ids_given: bool, limits: tuple[int, int] = (5, 1000)) -> tuple[list[T], str | None]:
+    """EC2 MaxResults/NextToken paging; the token remembers the last item's creation order."""
+    max_results = args.get("MaxResults")
+    token = args.get("NextToken")
+    if max_results is None and token is None:
+        return items, None
+    if ids_given:
+        raise SimError("InvalidParameterCombination",
+                       "The parameter MaxResults cannot be used with resource IDs")
+    if max_results is None:
+        max_results = limits[1]
+    if not limits[0] <= max_results <= limits[1]:
+        raise SimError("InvalidParameterValue",
+                       f"Value ({max_results}) for parameter maxResults is invalid. "
+                       f"Expecting a value between {limits[0]} and {limits[1]}.")
+    if token:
+        after = tokens.unwrap(token, scope)
+        if after is None or not after.isdigit():
+            raise SimError("InvalidPaginationToken", f"Invalid pagination token: {token}")
+        items = [i for i in items if seq(i) > int(after)]
+    page = items[:max_results]
+    more = len(items) > max_results
+    return page, tokens.opaque(str(seq(page[-1])), scope) if more else None
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]] | None:
+    """EC2 omits ``tagSet`` entirely when a resource has no tags."""
+    return [{"Key": k, "Value": v} for k, v in tags.items()] or None
+
+
+def _tag_specs(specs: Sequence[Mapping[str, Any]], resource_type: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for spec in specs:
+        if spec.get("ResourceType") != resource_type:
+            raise SimError("InvalidParameterValue",
+                           f"'{spec.get('ResourceType')}' is not a valid taggable resource "
+                           f"type for this operation.")
+        for tag in spec.get("Tags", []):
+            tags[tag["Key"]] = tag.get("Value", "")
+    return tags
+
+
+def _dns(region: str, ip: str) -> str:
+    domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
+    return f"ip-{ip.replace('.', '-')}.{domain}"
+
+
+def _zone_id(region: str, az: str) -> str:
+    parts = region.split("-")
+    return f"{parts[0]}{''.join(p[0] for p in parts[1:-1])}{parts[-1]}-az{'abc'.index(az[-1]) + 1}"
+
+
+# ------------------------------------------------------------------ API
+
+
+class Ec2Api:
+    """Decodes an EC2 query request, runs its handler against the model, encodes the XML."""
+
+    def __init__(self, world: World, policy: Policy) -> None:
+        self.world = world
+        self.policy = policy
+        self.model = service_model("ec2")
+
+    def handle(self, req: Request) -> Response:
+        params = dict(req.query)
+        if req.body:
+            params.update(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            action = params.get("Action")
+            if not action:
+                raise SimError("MissingAction", "The request must contain the parameter Action")
+            handler = _HANDLERS.get(action)
+            if handler is None:
+                raise SimError("InvalidAction",
+                               f"The action {action} is not valid for this web service.")
+            op = self.model.operation_model(action)
+            args = parse_query(params, op.input_shape)
+            self.policy.admit(Call("ec2", action, req.region))
+            if args.get("DryRun"):
+                raise SimError("DryRunOperation",
+                               "Request would have succeeded, but DryRun flag is set.", 412)
+            result = handler(self, self.world.region(req.region), args)
+            return Response(200, to_xml(action, op.output_shape, result, req.request_id), XML)
+        except SimError as err:
+            return Response(err.status, error_xml(err.code, err.message, req.request_id), XML)
+
+    # -------------------------------------------------------------- renderers
+
+    def _instance(self, region: Region, inst: Instance) -> dict[str, Any]:
+        groups = [{"GroupId": gid, "GroupName": name} for gid, name in inst.security_groups]
+        dns = _dns(region.name, inst.private_ip)
+        mappings = []
+        for device, vid in inst.devices:
+            att = region.volumes[vid].attachment
+            assert att is not None
+            mappings.append({"DeviceName": device, "Ebs": {
+                "AttachTime": att.attach_time, "DeleteOnTermination": att.delete_on_termination,
+                "Status": "attached", "VolumeId": vid}})
+        return {
+            "AmiLaunchIndex": 0,
+            "ImageId": inst.image_id,
+            "InstanceId": inst.id,
+            "InstanceType": inst.instance_type,
+            "KeyName": inst.key_name,
+            "LaunchTime": inst.launch_time,
+            "Monitoring": {"State": "disabled"},
+            "Placement": {"AvailabilityZone": inst.az, "GroupName": "", "Tenancy": "default",
+                          "AvailabilityZoneId": _zone_id(region.name, inst.az)},
+            "PrivateDnsName": dns,
+            "PrivateIpAddress": inst.private_ip,
+            "ProductCodes": [],
+            "PublicDnsName": "",
+            "State": {"Code": state_code(inst.state), "Name": inst.state},
+            "StateTransitionReason": "",
+            "SubnetId": inst.subnet_id,
+            "VpcId": inst.vpc_id,
+            "Architecture": inst.architecture,
+            "BlockDeviceMappings": mappings,
+            "ClientToken": "",
+            "EbsOptimized": False,
+            "EnaSupport": True,
+            "Hypervisor": "xen",
+            "IamInstanceProfile": ({"Arn": inst.iam_instance_profile,
+                                    "Id": "AIPA" + inst.id[2:].upper()}
+                                   if inst.iam_instance_profile else None),
+            "NetworkInterfaces": [{
+                "Attachment": {"AttachTime": inst.launch_time,
+                               "AttachmentId": "eni-attach-" + inst.eni_id[4:],
+                               "DeleteOnTermination": True, "DeviceIndex": 0,
+                               "Status": "attached", "NetworkCardIndex": 0},
+                "Description": "",
+                "Groups": groups,
+                "Ipv6Addresses": [],
+                "MacAddress": inst.mac,
+                "NetworkInterfaceId": inst.eni_id,
+                "OwnerId": OWNER_ID,
+                "PrivateDnsName": dns,
+                "PrivateIpAddress": inst.private_ip,
+                "PrivateIpAddresses": [{"Primary": True, "PrivateDnsName": dns,
+                                        "PrivateIpAddress": inst.private_ip}],
+                "SourceDestCheck": True,
+                "Status": "in-use",
+                "SubnetId": inst.subnet_id,
+                "VpcId": inst.vpc_id,
+                "InterfaceType": "interface",
+            }],
+            "RootDeviceName": inst.root_device_name,
+            "RootDeviceType": "ebs",
+            "SecurityGroups": groups,
+            "SourceDestCheck": True,
+            "Tags": _tag_list(inst.tags),
+            "VirtualizationType": "hvm",
+            "CpuOptions": {"CoreCount": 1, "ThreadsPerCore": 2},
+            "CapacityReservationSpecification": {"CapacityReservationPreference": "open"},
+            "HibernationOptions": {"Configured": False},
+            "MetadataOptions": {"State": "applied", "HttpTokens": "required",
+                                "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled",
+                                "HttpProtocolIpv6": "disabled",
+                                "InstanceMetadataTags": "disabled"},
+            "EnclaveOptions": {"Enabled": False},
+            "BootMode": "uefi-preferred",
+            "PlatformDetails": "Linux/UNIX",
+            "UsageOperation": "RunInstances",
+            "UsageOperationUpdateTime": inst.launch_time,
+            "PrivateDnsNameOptions": {"HostnameType": "ip-name",
+                                      "EnableResourceNameDnsARecord": False,
+                                      "EnableResourceNameDnsAAAARecord": False},
+            "MaintenanceOptions": {"AutoRecovery": "default"},
+            "CurrentInstanceBootMode": "uefi",
+        }
+
+    @staticmethod
+    def _volume(vol: Volume) -> dict[str, Any]:
+        att = vol.attachment
+        return {
+            "Attachments": [{
+                "AttachTime": att.attach_time, "Device": att.device,
+                "InstanceId": att.instance_id, "State": "attached", "VolumeId": vol.id,
+                "DeleteOnTermination": att.delete_on_termination}] if att else [],
+            "AvailabilityZone": vol.az,
+            "CreateTime": vol.create_time,
+            "Encrypted": vol.encrypted,
+            "KmsKeyId": vol.kms_key_id,
+            "Size": vol.size_gib,
+            "SnapshotId": vol.snapshot_id or "",
+            "State": vol.state,
+            "VolumeId": vol.id,
+            "Iops": vol.iops,
+            "Tags": _tag_list(vol.tags),
+            "VolumeType": vol.volume_type,
+            "MultiAttachEnabled": False,
+            "Throughput": vol.throughput,
+        }
+
+    @staticmethod
+    def _snapshot(snap: Snapshot, info: bool = False) -> dict[str, Any]:
+        """A ``Snapshot`` (Describe/CreateSnapshot) or, with ``info``, a ``SnapshotInfo``."""
+        state = snap.state()
+        out: dict[str, Any] = {
+            "Description": snap.description,
+            "Encrypted": snap.encrypted,
+            "OwnerId": snap.owner_id,
+            "Progress": snap.progress(),
+            "SnapshotId": snap.id,
+            "StartTime": snap.start_time,
+            "State": state,
+            "VolumeId": snap.volume_id,
+            "VolumeSize": snap.volume_size,
+            "Tags": _tag_list(snap.tags),
+        }
+        if not info:
+            out["KmsKeyId"] = snap.kms_key_id
+            out["StorageTier"] = "standard"
+        return out
+
+    # -------------------------------------------------------------- actions
+
+    def _describe_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        ids = args.get("InstanceIds") or []
+        with self.world.lock:
+            found: list[Instance] = (region.select("instance", ids) if ids
+                                     else list(region.instances.values()))
+            found = _filter(found, args.get("Filters", []), {
+                "instance-id": lambda i: [i.id],
+                "instance-state-name": lambda i: [i.state],
+                "instance-state-code": lambda i: [state_code(i.state)],
+                "instance-type": lambda i: [i.instance_type],
+                "availability-zone": lambda i: [i.az],
+                "image-id": lambda i: [i.image_id],
+                "vpc-id": lambda i: [i.vpc_id],
+                "subnet-id": lambda i: [i.subnet_id],
+                "key-name": lambda i: [i.key_name or ""],
+                "private-ip-address": lambda i: [i.private_ip],
+                "reservation-id": lambda i: [i.reservation_id],
+                "root-device-name": lambda i: [i.root_device_name],
+                "block-device-mapping.volume-id": lambda i: [v for _, v in i.devices],
+                "block-device-mapping.device-name": lambda i: [d for d, _ in i.devices],
+            }, lambda i: i.tags)
+            order = {iid: n for n, iid in enumerate(region.instances)}
+            page, token = _page(found, args, lambda i: order[i.id],
+                                f"{region.name}/DescribeInstances", bool(ids))
+            reservations: dict[str, dict[str, Any]] = {}
+            for inst in page:
+                res = reservations.setdefault(inst.reservation_id, {
+                    "ReservationId": inst.reservation_id, "OwnerId": OWNER_ID,
+                    "Groups": [], "Instances": []})
+                res["Instances"].append(self._instance(region, inst))
+        return {"Reservations": list(reservations.values()), "NextToken": token}
+
+    def _describe_instance_attribute(self, region: Region, args: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        inst = region.instance(args["InstanceId"])
+        attr = args["Attribute"]
+        out: dict[str, Any] = {"InstanceId": inst.id}
+        if attr == "userData":
+            out["UserData"] = ({"Value": base64.b64encode(inst.user_data).decode()}
+                               if inst.user_data is not None else {})
+        elif attr == "instanceType":
+            out["InstanceType"] = {"Value": inst.instance_type}
+        elif attr == "rootDeviceName":
+            out["RootDeviceName"] = {"Value": inst.root_device_name}
+        elif attr == "blockDeviceMapping":
+            out["BlockDeviceMappings"] = self._instance(region, inst)["BlockDeviceMappings"]
+        elif attr == "groupSet":
+            out["Groups"] = [{"GroupId": g, "GroupName": n} for g, n in inst.security_groups]
+        elif attr in ("disableApiTermination", "disableApiStop", "ebsOptimized"):
+            out[attr[0].upper() + attr[1:]] = {"Value": False}
+        elif attr in ("enaSupport", "sourceDestCheck"):
+            out[attr[0].upper() + attr[1:]] = {"Value": True}
+        elif attr == "instanceInitiatedShutdownBehavior":
+            out["InstanceInitiatedShutdownBehavior"] = {"Value": "stop"}
+        elif attr in ("kernel", "ramdisk", "sriovNetSupport"):
+            out[{"kernel": "KernelId", "ramdisk": "RamdiskId",
+                 "sriovNetSupport": "SriovNetSupport"}[attr]] = {}
+        elif attr == "productCodes":
+            out["ProductCodes"] = []
+        elif attr == "enclaveOptions":
+            out["EnclaveOptions"] = {"Enabled": False}
+        else:
+            raise SimError("InvalidParameterValue",
+                           f"Value ({attr}) for parameter attribute is invalid. "
+                           f"Unknown attribute.")
+        return out
+
+    def _describe_volumes(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        ids = args.get("VolumeIds") or []
+        with self.world.lock:
+            found: list[Volume] = (region.select("volume", ids) if ids
+                                   else list(region.volumes.values()))
+            found = _filter(found, args.get("Filters", []), {
+                "volume-id": lambda v: [v.id],
+                "attachment.instance-id": lambda v: [v.attachment.instance_id]
+                if v.attachment else [],
+                "attachment.device": lambda v: [v.attachment.device] if v.attachment else [],
+                "attachment.status": lambda v: ["attached"] if v.attachment else [],
+                "attachment.delete-on-termination": lambda v:
+                    [v.attachment.delete_on_termination] if v.attachment else [],
+                "availability-zone": lambda v: [v.az],
+                "encrypted": lambda v: [v.encrypted],
+                "size": lambda v: [v.size_gib],
+                "snapshot-id": lambda v: [v.snapshot_id or ""],
+                "status": lambda v: [v.state],
+                "volume-type": lambda v: [v.volume_type],
+            }, lambda v: v.tags)
+            order = {vid: n for n, vid in enumerate(region.volumes)}
+            page, token = _page(found, args, lambda v: order[v.id],
+                                f"{region.name}/DescribeVolumes", bool(ids), (5, 500))
+            return {"Volumes": [self._volume(v) for v in page], "NextToken": token}
+
+    def _describe_snapshots(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        ids = args.get("SnapshotIds") or []
+        owners = args.get("OwnerIds") or []
+        with self.world.lock:
+            found: list[Snapshot] = (region.select("snapshot", ids) if ids
+                                     else list(region.snapshots.values()))
+        if owners and not {"self", OWNER_ID} & set(owners):
+            found = []  # only this account's snapshots exist here
+        found = _filter(found, args.get("Filters", []), {
+            "snapshot-id": lambda s: [s.id],
+            "volume-id": lambda s: [s.volume_id],
+            "status": lambda s: [s.state()],
+            "owner-id": lambda s: [s.owner_id],
+            "description": lambda s: [s.description],
+            "volume-size": lambda s: [s.volume_size],
+            "encrypted": lambda s: [s.encrypted],
+            "progress": lambda s: [s.progress()],
+            "storage-tier": lambda s: ["standard"],
+        }, lambda s: s.tags)
+        page, token = _page(found, args, lambda s: s.seq, f"{region.name}/DescribeSnapshots",
+                            bool(ids))
+        return {"Snapshots": [self._snapshot(s) for s in page], "NextToken": token}
+
+    def _create_snapshots(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        spec = args["InstanceSpecification"]
+        if "InstanceId" not in spec:
+            raise SimError("MissingParameter",
+                           "The request must contain the parameter InstanceSpecification.InstanceId")
+        copy = args.get("CopyTagsFromSource")
+        if copy not in (None, "volume"):
+            raise SimError("InvalidParameterValue",
+                           f"Value ({copy}) for parameter CopyTagsFromSource is invalid.")
+        snaps = region.create_snapshots(
+            spec["InstanceId"],
+            exclude_boot_volume=bool(spec.get("ExcludeBootVolume", False)),
+            exclude_volume_ids=spec.get("ExcludeDataVolumeIds", []),
+            description=args.get("Description", ""),
+            tags=_tag_specs(args.get("TagSpecifications", []), "snapshot"),
+            copy_tags_from_volume=copy == "volume",
+        )
+        return {"Snapshots": [self._snapshot(s, info=True) for s in snaps]}
+
+    def _create_snapshot(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        snap = region.create_snapshot(
+            args["VolumeId"], description=args.get("Description", ""),
+            tags=_tag_specs(args.get("TagSpecifications", []), "snapshot"))
+        return self._snapshot(snap)
+
+    def _delete_snapshot(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        region.delete_snapshot(args["SnapshotId"])
+        return {}
+
+    def _create_tags(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        with self.world.lock:
+            targets = [region.taggable(rid) for rid in args["Resources"]]
+            for target in targets:
+                for tag in args["Tags"]:
+                    target.tags[tag["Key"]] = tag.get("Value", "")
+        return {}
+
+    def _delete_tags(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        with self.world.lock:
+            targets = [region.taggable(rid) for rid in args["Resources"]]
+            for target in targets:
+                if "Tags" not in args:
+                    target.tags.clear()
+                for tag in args.get("Tags", []):
+                    key = tag["Key"]
+                    if key in target.tags and (
+                            "Value" not in tag or target.tags[key] == tag["Value"]):
+                        del target.tags[key]
+        return {}
+
+    def _describe_availability_zones(self, region: Region, args: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        zones = [{
+            "State": "available", "OptInStatus": "opt-in-not-required", "Messages": [],
+            "RegionName": region.name, "ZoneName": az, "ZoneId": _zone_id(region.name, az),
+            "GroupName": region.name, "NetworkBorderGroup": region.name,
+            "ZoneType": "availability-zone"} for az in region.azs]
+        names = args.get("ZoneNames") or []
+        for name in names:
+            if name not in region.azs:
+                raise SimError("InvalidParameterValue",
+                               f"The zone '{name}' does not exist in region {region.name}.")
+        if names:
+            zones = [z for z in zones if z["ZoneName"] in names]
+        zones = _filter(zones, args.get("Filters", []), {
+            "zone-name": lambda z: [z["ZoneName"]], "zone-id": lambda z: [z["ZoneId"]],
+            "region-name": lambda z: [z["RegionName"]], "state": lambda z: [z["State"]],
+            "zone-type": lambda z: [z["ZoneType"]],
+        }, None)
+        return {"AvailabilityZones": zones}
+
+    def _describe_regions(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        names = list(dict.fromkeys([*KNOWN_REGIONS, *self.world.regions]))
+        wanted = args.get("RegionNames") or []
+        for name in wanted:
+            if name not in names:
+                raise SimError("InvalidParameterValue", f"Invalid region: {name}")
+        regions = [{"RegionName": n, "Endpoint": f"ec2.{n}.amazonaws.com",
+                    "OptInStatus": "opt-in-not-required"}
+                   for n in names if not wanted or n in wanted]
+        regions = _filter(regions, args.get("Filters", []), {
+            "region-name": lambda r: [r["RegionName"]], "endpoint": lambda r: [r["Endpoint"]],
+            "opt-in-status": lambda r: [r["OptInStatus"]],
+        }, None)
+        return {"Regions": regions}
+
+
+_HANDLERS: dict[str, Handler] = {
+    "DescribeInstances": Ec2Api._describe_instances,
+    "DescribeInstanceAttribute": Ec2Api._describe_instance_attribute,
+    "DescribeVolumes": Ec2Api._describe_volumes,
+    "DescribeSnapshots": Ec2Api._describe_snapshots,
+    "CreateSnapshots": Ec2Api._create_snapshots,
+    "CreateSnapshot": Ec2Api._create_snapshot,
+    "DeleteSnapshot": Ec2Api._delete_snapshot,
+    "CreateTags": Ec2Api._create_tags,
+    "DeleteTags": Ec2Api._delete_tags,
+    "DescribeAvailabilityZones": Ec2Api._describe_availability_zones,
+    "DescribeRegions": Ec2Api._describe_regions,
+}

@@ -1,0 +1,117 @@
+"""Pytest fixtures running the simulator as a subprocess (the backend under test runs in
+other processes, so the simulator must be a real server, not an in-process mock).
+
+Use from ``tests/conftest.py``::
+
+    from tests.simulator.fixtures import sim, simulator  # noqa: F401
+
+``simulator`` (session) starts ``python -m tests.simulator --port 0`` once; ``sim``
+(function) is the same object after ``reset()``, so every test starts from an empty world
+with default options.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .control import SimulatorClient
+from .model import DEFAULT_REGION
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENDPOINT_PREFIX = "SIMULATOR_ENDPOINT="
+ACCESS_KEY = "AKIDEXAMPLE"
+SECRET_KEY = "secret"
+
+
+@dataclass
+class RunningSimulator:
+    endpoint: str
+    client: SimulatorClient
+    process: subprocess.Popen[str]
+
+    def boto3_kwargs(self, region: str = DEFAULT_REGION) -> dict[str, Any]:
+        """Keyword arguments for ``boto3.client(service, **...)`` aimed at the simulator."""
+        return {"endpoint_url": self.endpoint, "region_name": region,
+                "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY}
+
+    def env(self, region: str = DEFAULT_REGION) -> dict[str, str]:
+        """Environment for a child process (e.g. the backend) so plain boto3 uses us."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": region,
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+
+def start_simulator(snapshot_delay: float | None = None, timeout: float = 20.0,
+                    verbose: bool = False) -> RunningSimulator:
+    """Start ``python -m tests.simulator`` and wait for its endpoint line."""
+    cmd = [sys.executable, "-m", "tests.simulator", "--port", "0"]
+    if snapshot_delay is not None:
+        cmd += ["--snapshot-delay", str(snapshot_delay)]
+    if verbose:
+        cmd.append("--verbose")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                      env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = ""
+    while not line.endswith("\n"):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+        if not ready:
+            _terminate(proc)
+            raise RuntimeError(f"simulator printed no endpoint within {timeout}s")
+        chunk = proc.stdout.readline()
+        if not chunk:
+            _terminate(proc)
+            raise RuntimeError(f"simulator exited early (code {proc.poll()})")
+        line += chunk
+    if not line.startswith(ENDPOINT_PREFIX):
+        _terminate(proc)
+        raise RuntimeError(f"unexpected simulator output: {line!r}")
+    endpoint = line[len(ENDPOINT_PREFIX):].strip()
+    return RunningSimulator(endpoint, SimulatorClient(endpoint), proc)
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def stop_simulator(running: RunningSimulator) -> None:
+    _terminate(running.process)
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[RunningSimulator]:
+    """One simulator process for the whole session."""
+    running = start_simulator()
+    try:
+        yield running
+    finally:
+        stop_simulator(running)
+
+
+@pytest.fixture
+def sim(simulator: RunningSimulator) -> RunningSimulator:
+    """The session simulator, emptied and back to default options for this test."""
+    simulator.client.reset()
+    return simulator

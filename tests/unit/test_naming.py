@@ -1,0 +1,47 @@
+"""Catalog paths round-trip, and every backup's block image has a name of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from bacula_ec2 import naming
+
+
+def test_paths_of_a_full_backup() -> None:
+    assert naming.instance_json("i-0abc") == "/@amazon-ec2/i-0abc/i-0abc.json"
+    assert naming.volume_json("i-0abc", "vol-01", "/dev/sda1", 8) == "/@amazon-ec2/i-0abc/vol-01-sda1-8G.json"
+    assert (
+        naming.volume_image("i-0abc", "vol-01", "/dev/sda1", 8, "F", 3)
+        == "/@amazon-ec2/i-0abc/vol-01-sda1-8G.bimg"
+    )
+    assert naming.volume_map("i-0abc", "vol-01") == "/@amazon-ec2/i-0abc/vol-01.bmp"
+    assert naming.volume_empty_map("i-0abc", "vol-01") == "/@amazon-ec2/i-0abc/vol-01.abmp"
+
+
+def test_incremental_and_differential_names_are_unique() -> None:
+    i = naming.volume_image("i-1", "vol-2", "xvdf", 16, "I", 42)
+    d = naming.volume_image("i-1", "vol-2", "xvdf", 16, "D", 43)
+    assert i.endswith("vol-2-xvdf-16G.I42.bimg") and d.endswith("vol-2-xvdf-16G.D43.bimg")
+    parsed = naming.parse_catalog_path(i)
+    assert (parsed.kind, parsed.level, parsed.job_id, parsed.device, parsed.size_gib) == (
+        "bimg",
+        "I",
+        42,
+        "xvdf",
+        16,
+    )
+    assert parsed.image_name == "vol-2-xvdf-16G.img"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/passwd", "/@amazon-ec2/i-1/other.txt", "/@amazon-ec2/i-1/vol-2.I4.bmp", "/@amazon-ec2/i-1/a/b"],
+)
+def test_foreign_paths_refused(path: str) -> None:
+    with pytest.raises(ValueError):
+        naming.parse_catalog_path(path)
+
+
+def test_strip_where() -> None:
+    assert naming.strip_where("/tmp/r/@amazon-ec2/i-1/i-1.json", "/tmp/r") == "/@amazon-ec2/i-1/i-1.json"
+    assert naming.strip_where("/@amazon-ec2/i-1/", "") == "/@amazon-ec2/i-1/"
