@@ -1,0 +1,176 @@
+"""`bec2`: the backup engine from the command line, with a local folder as the catalog.
+
+Same parameter names as the FileSet line (`--name=value`); backups go into
+`<output>/@amazon-ec2/...`, restores read that folder and write raw disk images.
+Exit codes: 0 success, 1 the job failed, 2 bad parameters or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import __version__
+from .aws import Aws, AwsError
+from .formats.blockimage import FormatError
+from .jobs.backup import BackupJob
+from .jobs.context import JobContext, JobError
+from .jobs.folder import FolderSink, stored_files
+from .jobs.restore_local import LocalRestore
+from .jobs.sink import FileInfo, FileWriter
+from .logs import REDACTOR
+from .params import ParameterError, parameter_docs, parse_parameters
+from .retry import Cancelled, RetriesExhausted
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+OPERATIONS = ("backup", "restore", "estimate")
+FAILURES = (JobError, AwsError, RetriesExhausted, FormatError, OSError, Cancelled)
+
+
+class ConsoleReporter:
+    """Progress on a terminal, quiet otherwise; warnings and errors always (stderr)."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def _say(self, level: str, text: str) -> None:
+        print(f"bec2: {level}{REDACTOR.scrub(text)}", file=sys.stderr, flush=True)
+
+    def info(self, text: str) -> None:
+        if self.verbose:
+            self._say("", text)
+
+    def warning(self, text: str) -> None:
+        self._say("warning: ", text)
+
+    def error(self, text: str) -> None:
+        self._say("error: ", text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bec2",
+        description="Back up EC2 instances at block level into a local folder, and restore them.",
+        epilog="Exit codes: 0 success, 1 the job failed, 2 bad parameters. See docs/PARAMETERS.md.",
+    )
+    parser.add_argument("--operation", required=True, choices=OPERATIONS)
+    parser.add_argument(
+        "--output", default=".", help="folder holding the @amazon-ec2 backup tree (default: .)"
+    )
+    parser.add_argument("--job_name", default="bec2", help="name recorded in snapshot tags and headers")
+    parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    parser.add_argument(
+        "--verbose", action="store_true", help="progress messages even when not on a terminal"
+    )
+    parser.add_argument("--version", action="version", version=f"bec2 {__version__}")
+    group = parser.add_argument_group("plugin parameters (same names as the FileSet line)")
+    for name, default, text in parameter_docs():
+        if name in ("listing", "query", "Accurate"):
+            continue
+        help_text = f"{text} (default: {default})" if default else text
+        group.add_argument(
+            f"--{name}", dest=f"p_{name}", metavar="VALUE", nargs="?", const="1", help=help_text
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    pairs = [(k[2:], v) for k, v in vars(args).items() if k.startswith("p_") and v is not None]
+    try:
+        params = parse_parameters(pairs)
+    except ParameterError as exc:
+        print(f"bec2: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    REDACTOR.add(*params.secret_values())
+    reporter = ConsoleReporter(verbose=not args.quiet and (args.verbose or sys.stderr.isatty()))
+    output = os.path.abspath(args.output)
+    ctx = JobContext(
+        params=params,
+        job_name=args.job_name,
+        job_id=int(time.time()),
+        level="F",
+        reporter=reporter,
+        working_dir=output,
+    )
+    try:
+        if args.operation == "restore":
+            return _restore(ctx, output, reporter)
+        return _backup(ctx, output, args.operation, reporter)
+    except KeyboardInterrupt:
+        reporter.error("interrupted")
+        return EXIT_FAILED
+
+
+def _backup(ctx: JobContext, output: str, operation: str, reporter: ConsoleReporter) -> int:
+    job: BackupJob | None = None
+    sink = FolderSink(output)
+    try:
+        job = BackupJob(ctx, Aws(ctx.params, cancel=ctx.cancel))
+        if operation == "estimate":
+            est = _EstimatePrinter()
+            job.estimate(est)
+            return EXIT_OK
+        os.makedirs(output, exist_ok=True)
+        job.run(sink)
+        job.commit()
+        reporter.info(f"backup stored under {os.path.join(output, '@amazon-ec2')}")
+        return EXIT_OK
+    except (*FAILURES, KeyboardInterrupt) as exc:
+        sink.abandon()
+        if job is not None and job.ledger.created:
+            left = job.rollback()
+            if left:
+                reporter.warning(f"could not delete snapshot(s) {', '.join(left)}")
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        reporter.error(str(exc))
+        return EXIT_FAILED
+
+
+class _EstimatePrinter:
+    """Estimate output: one line per file, like bconsole's `estimate listing`."""
+
+    def file(self, info: FileInfo, data: bytes) -> None:
+        print(f"{info.size:>16}  {info.path}")
+
+    def open_file(self, info: FileInfo) -> FileWriter:
+        raise RuntimeError("estimate does not write data")
+
+    def directory(self, path: str, mtime: int) -> None:
+        print(f"{0:>16}  {path}")
+
+
+def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter) -> int:
+    target = ctx.params.local_path
+    if not target:
+        reporter.error("restore needs --local_path=/dir for the raw disk images")
+        return EXIT_USAGE
+    restore = LocalRestore(ctx, os.path.abspath(target), where=None)
+    count = 0
+    try:
+        for catalog_path, local in stored_files(source):
+            if not restore.start(catalog_path):
+                continue
+            with open(local, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    restore.data(memoryview(chunk))
+            restore.end()
+            count += 1
+        restore.finish()
+    except FAILURES as exc:
+        restore.abandon()
+        reporter.error(str(exc))
+        return EXIT_FAILED
+    if count == 0:
+        reporter.error(f"no bacula-ec2 backup found under {source}")
+        return EXIT_FAILED
+    reporter.info(f"restored {count} file(s), {len(restore.images)} disk image(s) under {target}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""A local folder laid out like the Bacula catalog (`<dir>/@amazon-ec2/...`), for bec2."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from .. import naming
+from .sink import FileInfo
+
+
+class _FolderWriter:
+    """Writes to `<name>.part` and renames on close: a failed run leaves no half file."""
+
+    def __init__(self, path: str, mtime: int) -> None:
+        self.path = path
+        self.mtime = mtime
+        self.tmp = path + ".part"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+
+    def write(self, *parts: bytes | memoryview) -> None:
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(self.fd, view) :]
+
+    def close(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+        os.utime(self.tmp, (self.mtime, self.mtime))
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        os.close(self.fd)
+        os.unlink(self.tmp)
+
+
+class FolderSink:
+    """BackupSink writing into a folder; `<root>/@amazon-ec2/<instance>/<file>`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.open: _FolderWriter | None = None
+
+    def local(self, catalog_path: str) -> str:
+        return os.path.join(self.root, catalog_path.lstrip("/"))
+
+    def file(self, info: FileInfo, data: bytes) -> None:
+        w = self.open_file(info)
+        w.write(data)
+        w.close()
+
+    def open_file(self, info: FileInfo) -> _FolderWriter:
+        self.open = _FolderWriter(self.local(info.path), info.mtime)
+        return self.open
+
+    def directory(self, path: str, mtime: int) -> None:
+        os.makedirs(self.local(path), exist_ok=True)
+
+    def abandon(self) -> None:
+        if self.open is not None and os.path.exists(self.open.tmp):
+            self.open.discard()
+        self.open = None
+
+
+def stored_files(root: str) -> Iterator[tuple[str, str]]:
+    """(catalog path, local path) of every backup file under `root`, in backup order.
+
+    Order: per instance, its JSON, then per volume JSON, block images (Full first, then by
+    job id), maps - the order a Bacula restore would deliver them in.
+    """
+    base = os.path.join(root, naming.NAMESPACE)
+    if not os.path.isdir(base):
+        return
+    for instance in sorted(os.listdir(base)):
+        folder = os.path.join(base, instance)
+        if not os.path.isdir(folder):
+            continue
+        entries = []
+        for name in os.listdir(folder):
+            if name.endswith(".part"):
+                continue
+            path = f"{naming.ROOT}{instance}/{name}"
+            try:
+                cat = naming.parse_catalog_path(path)
+            except ValueError:
+                continue
+            order = {"instance": 0, "volume-json": 1, "bimg": 2, "bmp": 3, "abmp": 4}[cat.kind]
+            entries.append(((cat.volume_id or "", order, cat.job_id or 0, name), path))
+        for _key, path in sorted(entries):
+            yield path, os.path.join(root, path.lstrip("/"))
