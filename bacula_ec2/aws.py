@@ -31,7 +31,7 @@ from botocore.exceptions import (
 )
 
 from .params import Parameters
-from .retry import Retryable, RetryPolicy, RetryStats, call_with_retry
+from .retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_retry
 
 THROTTLE_CODES = {"ThrottlingException", "RequestThrottledException", "RequestLimitExceeded", "Throttling"}
 TRANSIENT_CODES = {"InternalServerException", "InternalError", "ServiceUnavailable", "Unavailable"}
@@ -298,10 +298,15 @@ class Aws:
         snapshot_ids: list[str],
         timeout: float,
         progress: Callable[[list[dict[str, Any]]], None] | None = None,
-        interval: float = 1.0,
+        max_interval: float = 5.0,
     ) -> list[dict[str, Any]]:
-        """Poll until every snapshot is completed; fail on `error` or timeout."""
+        """Poll until every snapshot is completed; fail on `error` or timeout.
+
+        The interval grows from 0.2 s to `max_interval`: small snapshots are ready fast,
+        large ones are not worth polling every second.
+        """
         deadline = time.monotonic() + timeout
+        interval = 0.2
         while True:
             snaps = self.describe_snapshots(snapshot_ids=snapshot_ids)
             states = {s["SnapshotId"]: s.get("State") for s in snaps}
@@ -324,10 +329,12 @@ class Aws:
                     f"snapshot(s) {', '.join(pending)} not completed after {timeout:.0f} s "
                     "(raise snapshot_timeout=)",
                 )
-            if self.cancel is not None and self.cancel.wait(interval):
-                raise AwsError("CreateSnapshots", "Cancelled", "job cancelled while waiting for snapshots")
-            if self.cancel is None:
+            if self.cancel is not None:
+                if self.cancel.wait(interval):
+                    raise Cancelled("job cancelled while waiting for snapshots")
+            else:
                 time.sleep(interval)
+            interval = min(max_interval, interval * 1.5)
 
     # ------------------------------------------------------------------ EBS direct
     def list_snapshot_blocks(self, snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:

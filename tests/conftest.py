@@ -56,3 +56,9 @@ def bacula_stack(bacula_build: BaculaBuild, tmp_path: Path) -> Iterator[StackFac
 # ---------------------------------------------------------------------------
 # Other fixtures (added by the lead) go below this line.
 # ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# AWS simulator (tests/simulator): `simulator` (session) and `sim` (reset per test).
+# ---------------------------------------------------------------------------
+
+from tests.simulator.fixtures import sim, simulator  # noqa: E402, F401

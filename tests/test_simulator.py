@@ -14,18 +14,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.simulator import BLOCK_SIZE, SimulatorClient, start_in_thread, stop
-from tests.simulator.fixtures import RunningSimulator
+from tests.simulator import BLOCK_SIZE, SimulatorClient, World, start_in_thread, stop
 
-# Brings the `simulator`/`sim` fixtures; harmless once tests/conftest.py imports them too.
-pytest_plugins = ["tests.simulator.fixtures"]
+if TYPE_CHECKING:
+    from tests.simulator.fixtures import RunningSimulator
+
+# The `simulator` / `sim` fixtures come from tests/conftest.py (tests.simulator.fixtures).
 
 ZERO_BLOCK_SHA256_B64 = "B4VNL+8pega6gWheZgwzLeNtXRjVRpJ9MNqtbX/aFUE="
 ONE_GIB_OF_ZEROS_SHA256 = "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14"
@@ -220,8 +223,13 @@ def test_create_snapshots_is_crash_consistent(sim: RunningSimulator, aws: Client
     sim.client.write_volume(data, 3 * BLOCK_SIZE + 17, b"data-after!")
     sim.client.write_volume(data, 9 * BLOCK_SIZE, b"new")
 
-    snap_data = snaps[1]["SnapshotId"]
-    assert sim.client.snapshot_sha256(snaps[0]["SnapshotId"]) == sim.client.volume_sha256(root)
+    sim.client.write_volume(root, 5, b"root-after")
+    snap_root, snap_data = snaps[0]["SnapshotId"], snaps[1]["SnapshotId"]
+
+    root_now = sim.client.volume_sha256(root)
+    assert sim.client.snapshot_sha256(snap_root) != root_now
+    sim.client.write_volume(root, 5, (b"root-before" * 2)[5:15])  # undo: bytes as snapshotted
+    assert sim.client.snapshot_sha256(snap_root) == sim.client.volume_sha256(root)
     listed, _ = _list_all(ebs, snap_data)
     assert listed == [3]
     block = ebs.list_snapshot_blocks(SnapshotId=snap_data)["Blocks"][0]
@@ -229,7 +237,6 @@ def test_create_snapshots_is_crash_consistent(sim: RunningSimulator, aws: Client
                                   BlockToken=block["BlockToken"])["BlockData"].read()
     assert body[17:28] == b"data-before"
     assert sim.client.read_volume(data, 3 * BLOCK_SIZE + 17, 11) == b"data-after!"
-    assert sim.client.snapshot_sha256(snap_data) != sim.client.volume_sha256(data)
 
     boot_less = ec2.create_snapshots(InstanceSpecification={
         "InstanceId": made["instance_id"], "ExcludeBootVolume": True})["Snapshots"]
@@ -485,3 +492,37 @@ def test_start_in_thread_keep_alive() -> None:
             assert ec2.describe_volumes()["Volumes"][0]["VolumeId"] == made["volume_ids"][0]
     finally:
         stop(server)
+
+
+# --------------------------------------------------------------------------- model properties
+
+_SPAN = 3 * BLOCK_SIZE + 1000  # a few blocks of a 1 GiB volume, with an unaligned tail
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, _SPAN - 1), st.binary(min_size=0, max_size=70000)),
+                max_size=6))
+def test_model_writes_match_a_flat_image(writes: list[tuple[int, bytes]]) -> None:
+    """Any sequence of writes reads back like a bytearray; a snapshot keeps its moment."""
+    region = World(snapshot_delay=0).region("us-east-1")
+    vol = region.create_volume(1)
+    image = bytearray(_SPAN + 70000)
+    for n, (offset, data) in enumerate(writes):
+        region.write_volume(vol.id, offset, data)
+        image[offset:offset + len(data)] = data
+        if n == len(writes) // 2:
+            snap, frozen = region.create_snapshot(vol.id), bytes(image)
+    assert region.read_volume(vol.id, 0, len(image)) == bytes(image)
+    touched = {i for off, d in writes for i in range(off // BLOCK_SIZE,
+                                                     (off + len(d) - 1) // BLOCK_SIZE + 1)
+               if d}
+    assert set(vol.blocks) == touched
+    for block in vol.blocks.values():
+        assert block.checksum == base64.b64encode(hashlib.sha256(block.data).digest()).decode()
+        assert len(block.data) == BLOCK_SIZE
+    if writes:
+        for index in range(len(image) // BLOCK_SIZE + 1):
+            want = frozen[index * BLOCK_SIZE:(index + 1) * BLOCK_SIZE]
+            got = snap.blocks[index].data[:len(want)] if index in snap.blocks else bytes(
+                len(want))
+            assert got == want

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true",
                         help="log one line per request to stderr")
     args = parser.parse_args(argv)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in ("127.0.0.1", "localhost"):
         parser.error("the simulator binds loopback addresses only")
 
     server = SimulatorServer((args.host, args.port), World(args.snapshot_delay),

@@ -171,7 +171,8 @@ class Ec2Api:
             if args.get("DryRun"):
                 raise SimError("DryRunOperation",
                                "Request would have succeeded, but DryRun flag is set.", 412)
-            result = handler(self, self.world.region(req.region), args)
+            with self.world.lock:  # each response is one consistent view of the world
+                result = handler(self, self.world.region(req.region), args)
             return Response(200, to_xml(action, op.output_shape, result, req.request_id), XML)
         except SimError as err:
             return Response(err.status, error_xml(err.code, err.message, req.request_id), XML)
@@ -309,34 +310,33 @@ class Ec2Api:
 
     def _describe_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("InstanceIds") or []
-        with self.world.lock:
-            found: list[Instance] = (region.select("instance", ids) if ids
-                                     else list(region.instances.values()))
-            found = _filter(found, args.get("Filters", []), {
-                "instance-id": lambda i: [i.id],
-                "instance-state-name": lambda i: [i.state],
-                "instance-state-code": lambda i: [state_code(i.state)],
-                "instance-type": lambda i: [i.instance_type],
-                "availability-zone": lambda i: [i.az],
-                "image-id": lambda i: [i.image_id],
-                "vpc-id": lambda i: [i.vpc_id],
-                "subnet-id": lambda i: [i.subnet_id],
-                "key-name": lambda i: [i.key_name or ""],
-                "private-ip-address": lambda i: [i.private_ip],
-                "reservation-id": lambda i: [i.reservation_id],
-                "root-device-name": lambda i: [i.root_device_name],
-                "block-device-mapping.volume-id": lambda i: [v for _, v in i.devices],
-                "block-device-mapping.device-name": lambda i: [d for d, _ in i.devices],
-            }, lambda i: i.tags)
-            order = {iid: n for n, iid in enumerate(region.instances)}
-            page, token = _page(found, args, lambda i: order[i.id],
-                                f"{region.name}/DescribeInstances", bool(ids))
-            reservations: dict[str, dict[str, Any]] = {}
-            for inst in page:
-                res = reservations.setdefault(inst.reservation_id, {
-                    "ReservationId": inst.reservation_id, "OwnerId": OWNER_ID,
-                    "Groups": [], "Instances": []})
-                res["Instances"].append(self._instance(region, inst))
+        found: list[Instance] = (region.select("instance", ids) if ids
+                                 else list(region.instances.values()))
+        found = _filter(found, args.get("Filters", []), {
+            "instance-id": lambda i: [i.id],
+            "instance-state-name": lambda i: [i.state],
+            "instance-state-code": lambda i: [state_code(i.state)],
+            "instance-type": lambda i: [i.instance_type],
+            "availability-zone": lambda i: [i.az],
+            "image-id": lambda i: [i.image_id],
+            "vpc-id": lambda i: [i.vpc_id],
+            "subnet-id": lambda i: [i.subnet_id],
+            "key-name": lambda i: [i.key_name or ""],
+            "private-ip-address": lambda i: [i.private_ip],
+            "reservation-id": lambda i: [i.reservation_id],
+            "root-device-name": lambda i: [i.root_device_name],
+            "block-device-mapping.volume-id": lambda i: [v for _, v in i.devices],
+            "block-device-mapping.device-name": lambda i: [d for d, _ in i.devices],
+        }, lambda i: i.tags)
+        order = {iid: n for n, iid in enumerate(region.instances)}
+        page, token = _page(found, args, lambda i: order[i.id],
+                            f"{region.name}/DescribeInstances", bool(ids))
+        reservations: dict[str, dict[str, Any]] = {}
+        for inst in page:
+            res = reservations.setdefault(inst.reservation_id, {
+                "ReservationId": inst.reservation_id, "OwnerId": OWNER_ID,
+                "Groups": [], "Instances": []})
+            res["Instances"].append(self._instance(region, inst))
         return {"Reservations": list(reservations.values()), "NextToken": token}
 
     def _describe_instance_attribute(self, region: Region, args: dict[str, Any]
@@ -376,35 +376,33 @@ class Ec2Api:
 
     def _describe_volumes(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("VolumeIds") or []
-        with self.world.lock:
-            found: list[Volume] = (region.select("volume", ids) if ids
-                                   else list(region.volumes.values()))
-            found = _filter(found, args.get("Filters", []), {
-                "volume-id": lambda v: [v.id],
-                "attachment.instance-id": lambda v: [v.attachment.instance_id]
-                if v.attachment else [],
-                "attachment.device": lambda v: [v.attachment.device] if v.attachment else [],
-                "attachment.status": lambda v: ["attached"] if v.attachment else [],
-                "attachment.delete-on-termination": lambda v:
-                    [v.attachment.delete_on_termination] if v.attachment else [],
-                "availability-zone": lambda v: [v.az],
-                "encrypted": lambda v: [v.encrypted],
-                "size": lambda v: [v.size_gib],
-                "snapshot-id": lambda v: [v.snapshot_id or ""],
-                "status": lambda v: [v.state],
-                "volume-type": lambda v: [v.volume_type],
-            }, lambda v: v.tags)
-            order = {vid: n for n, vid in enumerate(region.volumes)}
-            page, token = _page(found, args, lambda v: order[v.id],
-                                f"{region.name}/DescribeVolumes", bool(ids), (5, 500))
-            return {"Volumes": [self._volume(v) for v in page], "NextToken": token}
+        found: list[Volume] = (region.select("volume", ids) if ids
+                               else list(region.volumes.values()))
+        found = _filter(found, args.get("Filters", []), {
+            "volume-id": lambda v: [v.id],
+            "attachment.instance-id": lambda v: [v.attachment.instance_id]
+            if v.attachment else [],
+            "attachment.device": lambda v: [v.attachment.device] if v.attachment else [],
+            "attachment.status": lambda v: ["attached"] if v.attachment else [],
+            "attachment.delete-on-termination": lambda v:
+                [v.attachment.delete_on_termination] if v.attachment else [],
+            "availability-zone": lambda v: [v.az],
+            "encrypted": lambda v: [v.encrypted],
+            "size": lambda v: [v.size_gib],
+            "snapshot-id": lambda v: [v.snapshot_id or ""],
+            "status": lambda v: [v.state],
+            "volume-type": lambda v: [v.volume_type],
+        }, lambda v: v.tags)
+        order = {vid: n for n, vid in enumerate(region.volumes)}
+        page, token = _page(found, args, lambda v: order[v.id],
+                            f"{region.name}/DescribeVolumes", bool(ids), (5, 500))
+        return {"Volumes": [self._volume(v) for v in page], "NextToken": token}
 
     def _describe_snapshots(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("SnapshotIds") or []
         owners = args.get("OwnerIds") or []
-        with self.world.lock:
-            found: list[Snapshot] = (region.select("snapshot", ids) if ids
-                                     else list(region.snapshots.values()))
+        found: list[Snapshot] = (region.select("snapshot", ids) if ids
+                                 else list(region.snapshots.values()))
         if owners and not {"self", OWNER_ID} & set(owners):
             found = []  # only this account's snapshots exist here
         found = _filter(found, args.get("Filters", []), {
@@ -452,24 +450,22 @@ class Ec2Api:
         return {}
 
     def _create_tags(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
-        with self.world.lock:
-            targets = [region.taggable(rid) for rid in args["Resources"]]
-            for target in targets:
-                for tag in args["Tags"]:
-                    target.tags[tag["Key"]] = tag.get("Value", "")
+        targets = [region.taggable(rid) for rid in args["Resources"]]
+        for target in targets:
+            for tag in args["Tags"]:
+                target.tags[tag["Key"]] = tag.get("Value", "")
         return {}
 
     def _delete_tags(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
-        with self.world.lock:
-            targets = [region.taggable(rid) for rid in args["Resources"]]
-            for target in targets:
-                if "Tags" not in args:
-                    target.tags.clear()
-                for tag in args.get("Tags", []):
-                    key = tag["Key"]
-                    if key in target.tags and (
-                            "Value" not in tag or target.tags[key] == tag["Value"]):
-                        del target.tags[key]
+        targets = [region.taggable(rid) for rid in args["Resources"]]
+        for target in targets:
+            if "Tags" not in args:
+                target.tags.clear()
+            for tag in args.get("Tags", []):
+                key = tag["Key"]
+                if key in target.tags and (
+                        "Value" not in tag or target.tags[key] == tag["Value"]):
+                    del target.tags[key]
         return {}
 
     def _describe_availability_zones(self, region: Region, args: dict[str, Any]

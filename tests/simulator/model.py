@@ -415,12 +415,12 @@ class Region:
         vol = self.volume(volume_id)
         with self.world.lock:
             blocks = dict(vol.blocks)
-            key = (vol.id, vol.version)
+            key = f"{vol.id}@{vol.version}"
         return self.world.content_sha256(key, blocks, vol.nblocks)
 
     def snapshot_sha256(self, snapshot_id: str) -> str:
         snap = self.snapshot(snapshot_id)
-        return self.world.content_sha256(snap.source, snap.blocks,
+        return self.world.content_sha256(snap.id, snap.blocks,
                                          snap.volume_size * BLOCKS_PER_GIB)
 
     # ----------------------------------------------------------------- snapshots
@@ -491,7 +491,7 @@ class World:
         self.snapshot_delay = snapshot_delay
         self.regions: dict[str, Region] = {}
         self.seq = itertools.count(1)
-        self._sha_cache: dict[tuple[str, int], str] = {}
+        self._sha_cache: dict[str, str] = {}
 
     def region(self, name: str) -> Region:
         region = self.regions.get(name)
@@ -520,13 +520,12 @@ class World:
     def options(self) -> dict[str, Any]:
         return {"snapshot_delay": self.snapshot_delay}
 
-    def content_sha256(self, key: tuple[str, int], blocks: Mapping[int, Block],
-                       nblocks: int) -> str:
-        """SHA-256 over a whole disk image (zeros where unwritten), cached per content.
+    def content_sha256(self, key: str, blocks: Mapping[int, Block], nblocks: int) -> str:
+        """SHA-256 over a whole disk image (zeros where unwritten), cached per ``key``.
 
         Streams block by block and reuses one zero block, so nothing disk-sized is built.
-        A snapshot shares its key with the volume version it captured, so comparing the
-        two hashes costs one pass.
+        Keys are a snapshot id or ``volume@version``: a volume and its snapshot are always
+        hashed separately, so comparing them really compares their bytes.
         """
         cached = self._sha_cache.get(key)
         if cached is not None:
