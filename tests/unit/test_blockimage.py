@@ -113,7 +113,7 @@ def test_truncation_is_detected(blocks: list[tuple[int, bytes | None]], cut: int
 
 def test_real_block_size_and_zero_checksum() -> None:
     assert BLOCK_SIZE == 524288
-    assert ZERO_BLOCK_SHA256 == hashlib.sha256(bytes(BLOCK_SIZE)).digest()
+    assert hashlib.sha256(bytes(BLOCK_SIZE)).digest() == ZERO_BLOCK_SHA256
     # The base64 form EBS sends for an all-zero block (ebs-direct-facts.md §1.1).
     import base64
 
