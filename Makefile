@@ -1,0 +1,49 @@
+# bacula-ec2 — every target does its own set-up on a fresh Debian bookworm machine.
+#   make demo   backup + restore through a real Bacula 15.0.3 stack and the AWS simulator
+#   make test   lint, type checks and the whole test suite (incl. real-Bacula end-to-end)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all deps venv bacula demo test unit lint format clean
+
+all: test
+
+deps:
+	bash packaging/install-deps.sh
+
+$(STAMP): pyproject.toml
+	bash packaging/install-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+bacula: venv
+	bash packaging/build-bacula.sh >/dev/null
+	bash packaging/build-plugin.sh --python $(PY) >/dev/null
+
+demo: bacula
+	$(PY) -m tests.demo
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check bacula_ec2 protocol
+	$(PY) -m mypy bacula_ec2 protocol
+
+test: lint bacula
+	$(PY) -m pytest -q
+
+unit: venv
+	$(PY) -m pytest -q -m "not bacula"
+
+format: venv
+	$(PY) -m ruff format bacula_ec2 protocol tests
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
