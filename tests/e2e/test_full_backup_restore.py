@@ -136,3 +136,20 @@ def test_bad_parameter_fails_the_job_naming_it(sim, bacula_stack) -> None:  # ty
     jobid = stack.run_job(level="Full", wait=True, timeout=120)
     assert stack.job_status(jobid) == "f"
     assert "parameter bitmap_headers" in stack.job_log(jobid)
+
+
+def test_cancelled_job_deletes_its_snapshots(sim, bacula_stack) -> None:  # type: ignore[no-untyped-def]
+    seed_instance(sim)
+    sim.client.set_options(snapshot_delay=30.0)  # the job is still waiting when we cancel
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=e2e-web")])
+    jobid = stack.run_job(level="Full", wait=False)
+    deadline = time.monotonic() + 60
+    while not sim.client.snapshots():
+        assert time.monotonic() < deadline, stack.job_log(jobid)
+        time.sleep(0.05)
+    out = stack.bconsole(f"cancel jobid={jobid} yes")
+    assert stack.wait_job(jobid, timeout=120) == "A", out + stack.job_log(jobid)
+    deadline = time.monotonic() + 30
+    while sim.client.snapshots():  # deleted by the backend after SIGUSR1
+        assert time.monotonic() < deadline, sim.client.snapshots()
+        time.sleep(0.1)
