@@ -7,7 +7,6 @@ raw images, checks their SHA-256 against the snapshots, and says what it did.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.harness import BaculaStack, ensure_build
+from tests.helpers import sha256_file
 from tests.simulator.fixtures import ACCESS_KEY, start_simulator, stop_simulator
 
 BLOCK = 524288
@@ -23,14 +23,6 @@ SECRET_KEY = "demo/" + os.urandom(12).hex()  # the simulator accepts any key pai
 
 def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main() -> int:

@@ -6,23 +6,14 @@ restore to raw images whose bytes must equal the volumes at snapshot time.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import time
 from pathlib import Path
 
+from tests.helpers import sha256_file, wait_until
 from tests.simulator.fixtures import ACCESS_KEY
 
 BLOCK = 524288
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYE2ESECRET"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plugin_line(endpoint: str, *extra: str) -> str:
@@ -62,10 +53,7 @@ def test_full_backup_and_local_restore_through_real_bacula(sim, bacula_stack, tm
     stack = bacula_stack([plugin_line(sim.endpoint, "instances=e2e-web")])
 
     jobid = stack.run_job(level="Full", wait=False)
-    deadline = time.monotonic() + 60
-    while not sim.client.snapshots():
-        assert time.monotonic() < deadline, stack.job_log(jobid)
-        time.sleep(0.05)
+    wait_until(sim.client.snapshots, 60, lambda: stack.job_log(jobid))
     # Written after the snapshots were taken: must not be in the backup.
     sim.client.write_volume(root, 0, b"WRITTEN AFTER THE SNAPSHOT" * 100)
     sim.client.write_volume(data, 5 * BLOCK, b"also too late")
@@ -143,13 +131,8 @@ def test_cancelled_job_deletes_its_snapshots(sim, bacula_stack) -> None:  # type
     sim.client.set_options(snapshot_delay=30.0)  # the job is still waiting when we cancel
     stack = bacula_stack([plugin_line(sim.endpoint, "instances=e2e-web")])
     jobid = stack.run_job(level="Full", wait=False)
-    deadline = time.monotonic() + 60
-    while not sim.client.snapshots():
-        assert time.monotonic() < deadline, stack.job_log(jobid)
-        time.sleep(0.05)
+    wait_until(sim.client.snapshots, 60, lambda: stack.job_log(jobid))
     out = stack.bconsole(f"cancel jobid={jobid} yes")
     assert stack.wait_job(jobid, timeout=120) == "A", out + stack.job_log(jobid)
-    deadline = time.monotonic() + 30
-    while sim.client.snapshots():  # deleted by the backend after SIGUSR1
-        assert time.monotonic() < deadline, sim.client.snapshots()
-        time.sleep(0.1)
+    # deleted by the backend after SIGUSR1
+    wait_until(lambda: not sim.client.snapshots(), 30, lambda: str(sim.client.snapshots()))
