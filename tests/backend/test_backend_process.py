@@ -170,3 +170,30 @@ def test_estimate_lists_files_and_creates_nothing(sim, tmp_path: Path) -> None: 
     assert any(it.name.endswith("-sda1-1G.bimg") and it.size == 1 << 30 for it in items)
     assert inst["instance_id"] in items[0].name
     assert sim.client.snapshots() == []
+
+
+def test_restore_to_aws_is_refused_clearly(tmp_path: Path) -> None:
+    with backend(Mode.RESTORE, ["region=us-east-1"], tmp_path, where="") as be:
+        with pytest.raises(BackendError) as err:
+            be.peer.restore_file("/@amazon-ec2/i-1/i-1.json", "F 10 0 0 100640 1 0")
+        be.peer.close()
+    assert err.value.status == "A"
+    assert "where=/some/dir" in err.value.text
+
+
+def test_corrupt_block_image_fails_the_restore_and_leaves_no_image(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = make_instance(sim)
+    items, _ = backup_items(sim, tmp_path)
+    bimg = next(it for it in items if it.name.endswith("-sda1-1G.bimg"))
+    assert bimg.data is not None
+    bimg.data[len(bimg.data) // 2] ^= 0xFF  # one flipped bit inside a data block
+    where = tmp_path / "restore"
+    with backend(Mode.RESTORE, ["region=us-east-1"], tmp_path, where=str(where)) as be:
+        assert be.peer.restore_file(str(where) + bimg.name, f"F {bimg.size} 0 0 100640 1 0") == "OK"
+        data = bytes(bimg.data)
+        assert be.peer.send_data([data[i : i + 65536] for i in range(0, len(data), 65536)]) == "E"
+        assert any(st == "E" and "SHA-256" in text for st, text in be.peer.messages), be.peer.messages
+        be.peer.finish()
+        be.peer.close()
+    image = where / "@amazon-ec2" / inst["instance_id"] / f"{inst['volume_ids'][0]}-sda1-1G.img"
+    assert not image.exists(), "a corrupt image must not be left behind"
