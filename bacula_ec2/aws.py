@@ -89,8 +89,10 @@ def classify(operation: str, exc: Exception) -> Exception:
 
 @dataclass(frozen=True)
 class BlockRef:
+    """A block to read; `token` None means "known to read as zeros": nothing to fetch."""
+
     index: int
-    token: str
+    token: str | None
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,36 @@ class Aws:
             if not token:
                 return
 
+    def list_changed_blocks(
+        self, first_id: str, second_id: str, page_size: int = 10000
+    ) -> Iterator[BlockRef]:
+        """Blocks that differ between two snapshots of one lineage, in index order.
+
+        A block absent from the second snapshot (no SecondBlockToken) reads as zeros there:
+        it comes back with token None, so that the restore zeroes it.
+        """
+        token: str | None = None
+        while True:
+            args: dict[str, Any] = {
+                "FirstSnapshotId": first_id,
+                "SecondSnapshotId": second_id,
+                "MaxResults": page_size,
+            }
+            if token:
+                args["NextToken"] = token
+            page = self._call(
+                "ListChangedBlocks",
+                lambda a=args: self._not_found_is_retryable(  # type: ignore[misc]
+                    "ListChangedBlocks", lambda: self.ebs.list_changed_blocks(**a)
+                ),
+            )
+            for blk in page.get("ChangedBlocks", []):
+                second = blk.get("SecondBlockToken")
+                yield BlockRef(int(blk["BlockIndex"]), str(second) if second else None)
+            token = page.get("NextToken")
+            if not token:
+                return
+
     def _not_found_is_retryable(self, operation: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
@@ -367,6 +399,9 @@ class Aws:
     def get_snapshot_block(self, snapshot_id: str, ref: BlockRef) -> BlockBody:
         """One attempt: fetch, read the whole body, verify length and SHA-256."""
         import hashlib
+
+        if ref.token is None:
+            raise ValueError(f"block {ref.index} has no token to read it with")
 
         operation = f"GetSnapshotBlock {snapshot_id} block {ref.index}"
         try:

@@ -156,6 +156,17 @@ class RestoreAdapter(BaseRestoreHandler):
             self.restore.abandon()
             raise RestoreRefused(f"{exc}; the partial file was removed") from None
 
+    def finish(self) -> None:
+        """Before FINISH is answered: a chain with a gap fails the restore (a Fatal)."""
+        try:
+            self.restore.finish()
+        except EXPECTED_FAILURES as exc:
+            raise RestoreRefused(str(exc)) from None
+        r = self.restore
+        r.ctx.reporter.info(
+            f"restore finished: {r.files} file(s), {len(r.restored)} disk image(s) under {r.base_dir}"
+        )
+
 
 def _restore_dir(job: JobInfo, params: Parameters) -> str:
     """Where local images go; product.md §4: where=/dir (or restore_to=local)."""
@@ -212,6 +223,7 @@ class Backend:
             reporter=self.reporter,
             working_dir=job.working_dir or "",
             since=job.since,
+            reference_job=job.prev_job_name or None,
             cancel=s.cancelled,
         )
         if mode in (Mode.BACKUP, Mode.ESTIMATE):
@@ -287,12 +299,6 @@ class Backend:
             return
         restore = LocalRestore(ctx, base, job.where, replace=job.replace or "a")
         s.run_restore(RestoreAdapter(restore))
-        try:
-            restore.finish()
-        except EXPECTED_FAILURES as exc:
-            self.reporter.error(str(exc))
-        images = len(restore.images)
-        self.reporter.info(f"restore finished: {restore.files} file(s), {images} disk image(s) under {base}")
         s.wait_for_end()
 
     def _fail(self, text: str) -> None:

@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 the job failed, 2 bad parameters or usage.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ from .aws import Aws, AwsError
 from .formats.blockimage import FormatError
 from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
-from .jobs.folder import FolderSink, stored_files
+from .jobs.folder import FolderSink, reference_backup, stored_files
 from .jobs.restore_local import LocalRestore
 from .jobs.sink import FileInfo, FileWriter
 from .logs import REDACTOR
@@ -59,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=".", help="folder holding the @amazon-ec2 backup tree (default: .)"
     )
-    parser.add_argument("--job_name", default="bec2", help="name recorded in snapshot tags and headers")
+    parser.add_argument(
+        "--level", default="F", choices=("F", "I", "D"), help="Full, Incremental or Differential (default F)"
+    )
+    parser.add_argument("--job_name", default="bec2", help="chain name recorded in snapshot tags and headers")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.add_argument(
         "--verbose", action="store_true", help="progress messages even when not on a terminal"
@@ -88,14 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     REDACTOR.add(*params.secret_values())
     reporter = ConsoleReporter(verbose=not args.quiet and (args.verbose or sys.stderr.isatty()))
     output = os.path.abspath(args.output)
+    now = time.time()
     ctx = JobContext(
         params=params,
-        job_name=args.job_name,
-        job_id=int(time.time()),
-        level="F",
+        job_name=f"{args.job_name}.{time.strftime('%Y-%m-%d_%H.%M.%S', time.gmtime(now))}_{os.getpid() % 100:02d}",  # noqa: E501
+        job_id=int(now),
+        level=args.level,
         reporter=reporter,
         working_dir=output,
     )
+    if args.operation == "backup" and args.level != "F":
+        ref = reference_backup(output, args.level)
+        if ref is None:
+            reporter.warning(f"no Full backup in {output}: doing a Full backup")
+            ctx.level = "F"
+        else:
+            ctx.reference_job = ref.job_name
+            ctx.since = int(dt.datetime.fromisoformat(ref.created.replace("Z", "+00:00")).timestamp())
     try:
         if args.operation == "restore":
             return _restore(ctx, output, reporter)
@@ -168,7 +181,7 @@ def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter) -> int:
     if count == 0:
         reporter.error(f"no bacula-ec2 backup found under {source}")
         return EXIT_FAILED
-    reporter.info(f"restored {count} file(s), {len(restore.images)} disk image(s) under {target}")
+    reporter.info(f"restored {count} file(s), {len(restore.restored)} disk image(s) under {target}")
     return EXIT_OK
 
 

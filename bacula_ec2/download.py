@@ -13,9 +13,17 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .aws import Aws, BlockBody, BlockRef
+from .formats.blockimage import ZERO_BLOCK_SHA256
 from .retry import RetryPolicy, call_with_retry
 
 BLOCK_RETRY = RetryPolicy(attempts=10, base_delay=0.1, max_delay=10.0)
+
+
+def _zero(index: int) -> Future[BlockBody]:
+    """A block known to read as zeros (absent from the newer snapshot): no request."""
+    fut: Future[BlockBody] = Future()
+    fut.set_result(BlockBody(index, b"", ZERO_BLOCK_SHA256))
+    return fut
 
 
 class BlockDownloader:
@@ -56,7 +64,10 @@ class BlockDownloader:
                     if ref is None:
                         exhausted = True
                         break
-                    pending.append(pool.submit(self._get, snapshot_id, ref))
+                    if ref.token is None:
+                        pending.append(_zero(ref.index))
+                    else:
+                        pending.append(pool.submit(self._get, snapshot_id, ref))
                 if not pending:
                     return
                 yield pending.popleft().result()

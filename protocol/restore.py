@@ -67,6 +67,10 @@ class RestoreHandler(Protocol):
 
     def xattr(self, data: bytes) -> None: ...
 
+    def finish(self) -> None:
+        """FINISH arrived: complete the restore; raising fails the job (see `_finish`)."""
+        ...
+
 
 class BaseRestoreHandler:
     """Accept-everything defaults; subclass and override what you need."""
@@ -90,6 +94,9 @@ class BaseRestoreHandler:
         pass
 
     def xattr(self, data: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
         pass
 
 
@@ -158,10 +165,22 @@ class RestoreLoop:
             elif text.startswith("RESTOREOBJ:"):
                 self._object(text[len("RESTOREOBJ:") :])
             elif text == "FINISH":
-                self.session.send_eod()  # §6.7
+                self._finish()
                 return
             else:
                 raise UnexpectedPacket(f"restore: unknown command {text!r}")
+
+    def _finish(self) -> None:
+        """§6.7: the FD decides a restore's status *before* FINISH, so a failure found in
+        the handler's `finish` (say, an incomplete set of parts) can only fail the job as a
+        Fatal `A`, sent instead of the F that would answer FINISH."""
+        try:
+            self.handler.finish()
+        except Exception as exc:
+            reason = self._failed(exc, "FINISH")
+            self.session.abort(reason)
+            return
+        self.session.send_eod()
 
     def _file(self, name: str) -> None:
         """§6.3: STAT (7 fields), TSTAMP, [LSTAT], F → OK | SKIP | CORE | E."""

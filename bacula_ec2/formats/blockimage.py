@@ -78,13 +78,14 @@ class ImageHeader:
     level: str  # F, I or D
     created: str  # ISO 8601 UTC
     base_snapshot_id: str | None = None
+    base_created: str | None = None  # ISO 8601 UTC start time of the base snapshot
     block_size: int = BLOCK_SIZE
     instance_id: str | None = None
     device: str | None = None
     region: str | None = None
     job_name: str | None = None
     job_id: int | None = None
-    chain_position: int = 0  # 0 for a Full; later issues count parts since the Full
+    chain_position: int = 0  # 0 for a Full, then one more than the part it was compared with
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,7 @@ class ImageHeader:
             "block_size": self.block_size,
             "snapshot_id": self.snapshot_id,
             "base_snapshot_id": self.base_snapshot_id,
+            "base_created": self.base_created,
             "level": self.level,
             "chain_position": self.chain_position,
             "created": self.created,
@@ -121,6 +123,7 @@ class ImageHeader:
                 level=str(doc["level"]),
                 created=str(doc["created"]),
                 base_snapshot_id=doc.get("base_snapshot_id"),
+                base_created=doc.get("base_created"),
                 block_size=int(doc.get("block_size", BLOCK_SIZE)),
                 instance_id=doc.get("instance_id"),
                 device=doc.get("device"),

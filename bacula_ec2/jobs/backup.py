@@ -22,6 +22,7 @@ from ..formats.blockimage import (
     RecordEncoder,
     RecordKind,
 )
+from .chain import BaseChoice, choose_base
 from .context import JobContext
 from .selection import InstanceTarget, VolumeTarget, select_instances
 from .sink import BackupSink, FileInfo
@@ -62,6 +63,7 @@ class BackupJob:
         self.ledger = SnapshotLedger(aws, ctx)
         self.downloader = BlockDownloader(aws, ctx.params.concurrent_threads, cancel=ctx.cancel)
         self.total = VolumeStats()
+        self.bases: dict[str, BaseChoice] = {}
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, sink: BackupSink) -> None:
@@ -95,11 +97,6 @@ class BackupJob:
     # ------------------------------------------------------------------ backup
     def run(self, sink: BackupSink) -> None:
         ctx = self.ctx
-        if ctx.level != "F":
-            ctx.reporter.warning(
-                f"level {ctx.level} is not supported by this version yet: doing a Full backup"
-            )
-            ctx.level = "F"
         started = time.monotonic()
         targets = select_instances(self.aws, ctx.params)
         for t in targets:
@@ -111,10 +108,12 @@ class BackupJob:
                 f"instance {t.label}: volumes {vols or 'none'}" + (f"; excluded {skipped}" if skipped else "")
             )
         self.ledger.clean_stale(targets)
+        self.bases = self._choose_bases(targets)
+        positions = {v: (c.base.position + 1 if c.base else 0) for v, c in self.bases.items()}
         snapshots: dict[str, dict[str, dict[str, Any]]] = {}
         for t in targets:
             if t.volumes:
-                snapshots[t.instance_id] = self.ledger.take(t)
+                snapshots[t.instance_id] = self.ledger.take(t, positions)
                 ids = ", ".join(s["SnapshotId"] for s in snapshots[t.instance_id].values())
                 ctx.reporter.info(f"created crash-consistent snapshots of {t.label}: {ids}")
         all_ids = [s["SnapshotId"] for per in snapshots.values() for s in per.values()]
@@ -129,6 +128,22 @@ class BackupJob:
             f"{self.total.zero_blocks} empty blocks in {elapsed:.1f} s; "
             f"{self.aws.stats.retries} AWS retries ({self.aws.stats.throttled} throttled)"
         )
+
+    def _choose_bases(self, targets: list[InstanceTarget]) -> dict[str, BaseChoice]:
+        """Step 4: the snapshot each volume's Incremental/Differential compares with."""
+        ctx = self.ctx
+        volume_ids = [v.volume_id for t in targets for v in t.volumes]
+        if ctx.level == "F":
+            return {v: BaseChoice(None) for v in volume_ids}
+        chains = self.ledger.chains(volume_ids)
+        since = dt.datetime.fromtimestamp(ctx.since, dt.UTC) if ctx.since else None
+        choices = {}
+        for vid in volume_ids:
+            choice = choose_base(ctx.level, vid, chains.get(vid, []), ctx.reference_job, since)
+            if choice.note:
+                (ctx.reporter.warning if choice.warn else ctx.reporter.info)(choice.note)
+            choices[vid] = choice
+        return choices
 
     def _backup_instance(
         self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, dict[str, Any]]
@@ -161,13 +176,15 @@ class BackupJob:
         ctx = self.ctx
         iid, vid, sid = target.instance_id, vol.volume_id, snap["SnapshotId"]
         mtime = _epoch(snap.get("StartTime"))
+        choice = self.bases.get(vid) or BaseChoice(None)
+        base = choice.base
         doc = config.volume_document(
             vol.volume,
             region=self.aws.region,
             instance_id=iid,
             device=vol.device,
             snapshot=snap,
-            base_snapshot_id=None,
+            base_snapshot_id=base.snapshot_id if base else None,
             level=ctx.level,
             job=ctx.job_info,
         )
@@ -182,6 +199,9 @@ class BackupJob:
                 snapshot_id=sid,
                 level=ctx.level,
                 created=_iso(snap.get("StartTime")),
+                base_snapshot_id=base.snapshot_id if base else None,
+                base_created=_iso(base.start) if base else None,
+                chain_position=base.position + 1 if base else 0,
                 instance_id=iid,
                 device=vol.device,
                 region=self.aws.region,
@@ -199,7 +219,12 @@ class BackupJob:
         path = naming.volume_image(iid, vid, vol.device, vol.size_gib, ctx.level, ctx.job_id)
         writer = sink.open_file(FileInfo(path, vol.size_gib * GIB, mtime))
         writer.write(image.start())
-        for body in self.downloader.fetch(sid, self.aws.list_snapshot_blocks(sid)):
+        refs = (
+            self.aws.list_changed_blocks(base.snapshot_id, sid)
+            if base
+            else self.aws.list_snapshot_blocks(sid)
+        )
+        for body in self.downloader.fetch(sid, refs):
             offset = body.index * BLOCK_SIZE
             stats.blocks += 1
             if body.sha256 == ZERO_BLOCK_SHA256:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 from .. import naming
+from ..formats.blockimage import FileKind, ImageHeader, RecordDecoder
 from .sink import FileInfo
 
 
@@ -90,3 +91,25 @@ def stored_files(root: str) -> Iterator[tuple[str, str]]:
             entries.append(((cat.volume_id or "", order, cat.job_id or 0, name), path))
         for _key, path in sorted(entries):
             yield path, os.path.join(root, path.lstrip("/"))
+
+
+def stored_headers(root: str) -> list[ImageHeader]:
+    """Headers of every block image in the folder (read from the first bytes only)."""
+    headers = []
+    for catalog_path, local in stored_files(root):
+        if not catalog_path.endswith(".bimg"):
+            continue
+        decoder = RecordDecoder(expect=FileKind.IMAGE)
+        with open(local, "rb") as fh:
+            while (chunk := fh.read(65536)) and decoder.header is None:
+                for _ in decoder.feed(chunk):
+                    break
+        if decoder.header is not None:
+            headers.append(decoder.header)
+    return headers
+
+
+def reference_backup(root: str, level: str) -> ImageHeader | None:
+    """What Bacula would name as PrevJobName: the newest backup (I) or newest Full (D)."""
+    headers = [h for h in stored_headers(root) if level == "I" or h.level == "F"]
+    return max(headers, key=lambda h: h.created, default=None)

@@ -1,10 +1,10 @@
-"""The life of the snapshots a job creates, told by their tags.
+"""The life of the snapshots a job creates, told by their tags (docs/SNAPSHOTS.md).
 
 A snapshot is created with `bacula-ec2:state=pending`. It becomes `base` only after Bacula
 has confirmed the job (the FD sends END only to a job that ended well), so a failed,
 cancelled or killed job can never become the base of the next Incremental. A failed job
 deletes its own snapshots at once; a killed one leaves `pending` snapshots that the next
-job on the same volumes removes (docs/SNAPSHOTS.md).
+job on the same volumes removes.
 """
 
 from __future__ import annotations
@@ -14,20 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..aws import Aws, AwsError
+from . import chain
+from .chain import BASE, PENDING, STATE_TAG, TAG, Kept
 from .context import JobContext
 from .selection import InstanceTarget
-
-TAG = "bacula-ec2:"
-STATE_TAG = TAG + "state"
-PENDING = "pending"
-BASE = "base"
 
 
 def job_tags(ctx: JobContext, instance_id: str) -> dict[str, str]:
     tags = dict(ctx.params.snapshot_tags)
     tags.update(
         {
-            TAG + "job": ctx.job_name,
+            TAG + "job": chain.job_resource(ctx.job_name),
+            TAG + "jobname": ctx.job_name,
             TAG + "jobid": str(ctx.job_id),
             TAG + "level": ctx.level,
             TAG + "instance": instance_id,
@@ -44,7 +42,12 @@ class SnapshotLedger:
     aws: Aws
     ctx: JobContext
     created: list[str] = field(default_factory=list)
+    volume_of: dict[str, str] = field(default_factory=dict)
     committed: bool = False
+
+    @property
+    def job(self) -> str:
+        return chain.job_resource(self.ctx.job_name)
 
     def clean_stale(self, targets: list[InstanceTarget]) -> int:
         """Step 3: remove `pending` leftovers of earlier jobs on these volumes (ours only)."""
@@ -70,7 +73,20 @@ class SnapshotLedger:
             )
         return removed
 
-    def take(self, target: InstanceTarget) -> dict[str, dict[str, Any]]:
+    def chains(self, volume_ids: list[str]) -> dict[str, list[Kept]]:
+        """Committed snapshots of this Job's chain, per volume, oldest first."""
+        if not volume_ids:
+            return {}
+        snaps = self.aws.describe_snapshots(
+            filters=[
+                {"Name": f"tag:{STATE_TAG}", "Values": [BASE]},
+                {"Name": f"tag:{TAG}job", "Values": [self.job]},
+                {"Name": "volume-id", "Values": volume_ids},
+            ]
+        )
+        return {v: chain.committed(snaps, self.job, v) for v in volume_ids}
+
+    def take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, dict[str, Any]]:
         """Snapshot every target volume of one instance at the same moment (CreateSnapshots)."""
         wanted = {v.volume_id for v in target.volumes}
         exclude_boot = any(v.is_root for v in target.excluded)
@@ -82,12 +98,14 @@ class SnapshotLedger:
             job_tags(self.ctx, target.instance_id),
             f"bacula-ec2 {self.ctx.job_name} ({target.label})",
         )
-        self.created.extend(s["SnapshotId"] for s in snaps)
+        for s in snaps:
+            self.created.append(s["SnapshotId"])
+            self.volume_of[s["SnapshotId"]] = s["VolumeId"]
         by_volume = {s["VolumeId"]: s for s in snaps}
-        extra = [s["SnapshotId"] for v, s in by_volume.items() if v not in wanted]
-        for sid in extra:  # a volume attached after we looked: not ours to keep
-            self.aws.delete_snapshot(sid)
-            self.created.remove(sid)
+        for vol_id, snap in by_volume.items():
+            if vol_id not in wanted:  # a volume attached after we looked: not ours to keep
+                self.aws.delete_snapshot(snap["SnapshotId"])
+                self.created.remove(snap["SnapshotId"])
         missing = wanted - by_volume.keys()
         if missing:
             raise AwsError(
@@ -95,9 +113,11 @@ class SnapshotLedger:
                 "MissingSnapshot",
                 f"no snapshot was created for volume(s) {', '.join(sorted(missing))} of {target.label}",
             )
-        for vol_id, snap in by_volume.items():
-            if vol_id in wanted:
-                self.aws.tag([snap["SnapshotId"]], {TAG + "volume": vol_id})
+        for vol_id in wanted:
+            self.aws.tag(
+                [by_volume[vol_id]["SnapshotId"]],
+                {TAG + "volume": vol_id, TAG + "position": str(positions.get(vol_id, 0))},
+            )
         return {v: s for v, s in by_volume.items() if v in wanted}
 
     def wait(self, snapshot_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -113,10 +133,26 @@ class SnapshotLedger:
         return {s["SnapshotId"]: s for s in snaps}
 
     def commit(self) -> None:
-        """The job's data is in Bacula: its snapshots may now serve as bases."""
-        if self.created:
-            self.aws.tag(self.created, {STATE_TAG: BASE})
+        """The job's data is in Bacula: its snapshots become bases, retention applies."""
+        if not self.created:
+            self.committed = True
+            return
+        level = self.ctx.level
+        self.aws.tag(self.created, {STATE_TAG: BASE})
         self.committed = True
+        chains = self.chains(sorted(set(self.volume_of.values())))
+        keep_full = self.ctx.params.keep_full_snapshot
+        for sid in list(self.created):
+            volume_id = self.volume_of[sid]
+            for old in chain.to_delete(level, sid, chains.get(volume_id, []), keep_full):
+                self.aws.delete_snapshot(old)
+                if old == sid:
+                    self.created.remove(sid)
+                    self.ctx.reporter.info(
+                        f"deleted snapshot {sid} of {volume_id}: a Differential keeps none"
+                    )
+                else:
+                    self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
 
     def rollback(self) -> list[str]:
         """The job failed: delete what it created; report what could not be deleted."""

@@ -16,17 +16,31 @@ from protocol.fdpeer import FDPeer
 REPO = Path(__file__).resolve().parents[2]
 
 
+def job_name(jobid: int) -> str:
+    return f"ec2test.2026-11-26_16.00.00_{jobid:02d}"
+
+
 def job_lines(
-    jobtype: str, working_dir: Path, *, level: str | None = "F", jobid: int = 7, where: str | None = None
+    jobtype: str,
+    working_dir: Path,
+    *,
+    level: str | None = "F",
+    jobid: int = 7,
+    where: str | None = None,
+    since: int | None = None,
+    prev: str = "",
 ) -> list[str]:
-    lines = [f"Name=ec2test.2026-11-26_16.00.00_{jobid:02d}", f"JobID={jobid}", f"Type={jobtype}"]
+    """The Job block as a 15.0.3 FD sends it (metaplugin-protocol.md §3.3), in order."""
+    lines = [f"Name={job_name(jobid)}", f"JobID={jobid}", f"Type={jobtype}"]
     if level is not None and jobtype != "R":
         lines.append(f"Level={level}")
+        if since is not None and level in "ID":
+            lines.append(f"Since={since}")
     if where is not None:
         lines += [f"Where={where}", "Replace=a"]
     lines += [
         "Namespace=@amazon-ec2",
-        "PrevJobName=",
+        f"PrevJobName={prev}",
         f"WorkingDir={working_dir}",
         "SysconfigPath=/etc/bacula/",
         "ExePath=/usr/sbin/",

@@ -6,7 +6,10 @@ AWS API: no SigV4, region is a ``region`` parameter (default us-east-1).
 
 Routes (``?region=`` on all that touch resources):
   POST /_sim/reset                         forget everything, restore start-up options
-  GET|POST /_sim/options                   {"snapshot_delay": s}
+  GET|POST /_sim/options                   every knob of options.Options (POST: a subset)
+  GET  /_sim/stats                         requests / throttled / faults counters
+  POST /_sim/stats/reset                   zero the counters and empty the token buckets
+  GET  /_sim/sts/sessions                  AssumeRole calls seen
   POST /_sim/instances                     create_instance JSON -> {instance_id, volume_ids}
   POST /_sim/volumes                       create_volume JSON -> {volume_id}
   PUT  /_sim/volumes/{id}/data?offset=N    body = bytes to write
@@ -31,6 +34,10 @@ from typing import Any
 from .errors import SimError
 from .messages import Request, Response
 from .model import DEFAULT_REGION, World
+from .options import Options
+from .policy import Policy
+
+_OPTION_NAMES = set(Options.__dataclass_fields__)
 
 # ------------------------------------------------------------------ server side
 
@@ -42,8 +49,9 @@ def _json(status: int, value: Any) -> Response:
 class ControlApi:
     """Serves ``/_sim/...`` against the world."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, policy: Policy | None = None) -> None:
         self.world = world
+        self.policy = policy
 
     def handle(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")[1:]  # drop "_sim"
@@ -66,12 +74,22 @@ class ControlApi:
             case ["options"] if method == "GET":
                 return _json(200, world.options())
             case ["options"] if method == "POST":
-                return _json(200, world.set_options(**_body(req, {"snapshot_delay"})))
+                return _json(200, world.set_options(**_body(req, _OPTION_NAMES)))
+            case ["stats"] if method == "GET":
+                return _json(200, self.policy.stats() if self.policy else {})
+            case ["stats", "reset"] if method == "POST":
+                if self.policy:
+                    self.policy.reset()
+                return _json(200, {"ok": True})
+            case ["sts", "sessions"] if method == "GET":
+                with world.lock:
+                    return _json(200, {"sessions": list(world.sts_sessions)})
             case ["instances"] if method == "POST":
                 return self._create_instance(req)
             case ["volumes"] if method == "POST":
                 spec = _body(req, {"region", "size_gib", "az", "volume_type", "iops",
-                                   "throughput", "encrypted", "kms_key_id", "tags"})
+                                   "throughput", "encrypted", "kms_key_id", "tags",
+                                   "snapshot_id"})
                 region = world.region(spec.pop("region", region_name))
                 vol = region.create_volume(**spec)
                 return _json(200, {"volume_id": vol.id, "availability_zone": vol.az})
@@ -95,7 +113,9 @@ class ControlApi:
                 return _json(200, {"snapshots": [{
                     "id": s.id, "volume_id": s.volume_id, "state": s.state(),
                     "volume_size": s.volume_size, "description": s.description,
-                    "tags": dict(s.tags), "written_blocks": len(s.blocks)} for s in snaps]})
+                    "tags": dict(s.tags), "written_blocks": len(s.blocks),
+                    "origin": s.origin, "parent_id": s.parent_id, "lineage": s.lineage,
+                    "encrypted": s.encrypted} for s in snaps]})
         raise SimError("NotFound", f"No control route {method} /_sim/{'/'.join(parts)}", 404)
 
     def _create_instance(self, req: Request) -> Response:
@@ -188,10 +208,31 @@ class SimulatorClient:
         """Forget all resources in every region and restore start-up options."""
         self._json("POST", "reset", payload={})
 
-    def set_options(self, snapshot_delay: float | None = None) -> dict[str, Any]:
-        """``snapshot_delay``: seconds a new snapshot stays pending (0 = born completed)."""
-        payload = {} if snapshot_delay is None else {"snapshot_delay": snapshot_delay}
+    def set_options(self, snapshot_delay: float | None = None, **knobs: Any) -> dict[str, Any]:
+        """Change knobs; returns all current values. ``snapshot_delay``: seconds a new
+        snapshot stays pending (0 = born completed). Other knobs (``aws_like``,
+        ``throttling``, ``latency_ms``, ``error_rate``, ``not_found_window``, ...): see
+        docs/SIMULATOR.md. ``reset()`` restores every default."""
+        payload = dict(knobs)
+        if snapshot_delay is not None:
+            payload["snapshot_delay"] = snapshot_delay
         result: dict[str, Any] = self._json("POST", "options", payload=payload)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last reset: ``requests``/``throttled``/``faults_by_operation``
+        (operation -> n), ``throttled_by_reason`` (Reason or error code -> n), ``faults``
+        (kind -> n), ``not_found_window`` (operation -> n)."""
+        result: dict[str, Any] = self._json("GET", "stats")
+        return result
+
+    def reset_stats(self) -> None:
+        """Zero the counters and refill the token buckets (options unchanged)."""
+        self._json("POST", "stats/reset", payload={})
+
+    def sts_sessions(self) -> list[dict[str, Any]]:
+        """Every STS AssumeRole call: role_arn, session_name, duration, external_id, ..."""
+        result: list[dict[str, Any]] = self._json("GET", "sts/sessions")["sessions"]
         return result
 
     def options(self) -> dict[str, Any]:
@@ -230,7 +271,7 @@ class SimulatorClient:
 
     def create_volume(
         self,
-        size_gib: int,
+        size_gib: int | None,
         region: str = DEFAULT_REGION,
         az: str | None = None,
         volume_type: str = "gp3",
@@ -239,11 +280,15 @@ class SimulatorClient:
         encrypted: bool = False,
         kms_key_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        snapshot_id: str | None = None,
     ) -> str:
-        """A standalone (available) volume; returns its id."""
+        """A standalone (available) volume; returns its id. With ``snapshot_id`` it holds
+        that snapshot's data (``size_gib`` may then be None for the snapshot's size)."""
         payload = {"region": region, "size_gib": size_gib, "az": az,
                    "volume_type": volume_type, "iops": iops, "throughput": throughput,
                    "encrypted": encrypted, "kms_key_id": kms_key_id, "tags": dict(tags or {})}
+        if snapshot_id is not None:
+            payload["snapshot_id"] = snapshot_id
         return str(self._json("POST", "volumes", payload=payload)["volume_id"])
 
     def write_volume(self, volume_id: str, offset: int, data: bytes,

@@ -19,3 +19,7 @@ class SimError(Exception):
         self.message = message
         self.status = status
         self.reason = reason
+
+
+class DropConnection(Exception):
+    """Fault injection: the server closes the socket without sending a response."""

@@ -26,3 +26,4 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    fault: str | None = None  # "connection_reset" | "truncated_body": the server misbehaves

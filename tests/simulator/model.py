@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import math
 import re
 import secrets
 import threading
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import SimError
+from .options import Options
 
 BLOCK_SIZE = 524288
 GIB = 1 << 30
@@ -88,6 +90,8 @@ class Volume:
     attachment: Attachment | None = None
     blocks: dict[int, Block] = field(default_factory=dict)
     version: int = 0  # bumped on every write; keys the content-hash cache
+    lineage: str = ""  # snapshots sharing it can be diffed by ListChangedBlocks
+    deleted: bool = False
 
     @property
     def state(self) -> str:
@@ -116,14 +120,35 @@ class Snapshot:
     seq: int  # creation order, for stable paging
     owner_id: str = OWNER_ID
     _indices: list[int] | None = None
+    # Lineage: EC2 snapshots of one volume (and of volumes created from them) share it, and
+    # an EBS-direct child inherits its parent's, so ListChangedBlocks can refuse the rest.
+    lineage: str = ""
+    parent_id: str | None = None
+    origin: str = "ec2"  # "ec2" (CreateSnapshot/CreateSnapshots) | "ebs" (StartSnapshot)
+    # EBS direct write side: open for PutSnapshotBlock until CompleteSnapshot or timeout.
+    open: bool = False
+    timeout_s: float = 0.0  # auto-cancel after this long without a put/complete
+    last_activity: float = 0.0
+    written: set[int] = field(default_factory=set)  # indexes put into this snapshot
+    client_token: str | None = None
+    fingerprint: str | None = None  # StartSnapshot parameters, for ClientToken conflicts
+    sse_type: str = "none"
+    completed_at: float | None = None  # when CompleteSnapshot sealed it (monotonic)
 
     def state(self, now: float | None = None) -> str:
-        return "completed" if (now or time.monotonic()) >= self.complete_at else "pending"
+        now = time.monotonic() if now is None else now
+        if self.open:
+            return "error" if now >= self.last_activity + self.timeout_s else "pending"
+        if self.complete_at == math.inf:
+            return "error"
+        return "completed" if now >= self.complete_at else "pending"
 
     def progress(self, now: float | None = None) -> str:
-        now = now or time.monotonic()
+        now = time.monotonic() if now is None else now
         if now >= self.complete_at:
             return "100%"
+        if self.open or self.complete_at == math.inf:
+            return "0%"
         span = self.complete_at - self.created_at
         return f"{min(99, int((now - self.created_at) / span * 100))}%"
 
@@ -163,6 +188,25 @@ class Instance:
         return self.tags.get("Name")
 
 
+@dataclass
+class Image:
+    """A registered AMI: EBS-backed, its block device mappings name snapshots."""
+
+    id: str
+    region: str
+    name: str
+    description: str
+    architecture: str
+    root_device_name: str
+    mappings: list[dict[str, Any]]  # boto3-shaped BlockDeviceMapping dicts
+    virtualization_type: str
+    ena_support: bool
+    boot_mode: str | None
+    tags: dict[str, str]
+    creation_date: datetime
+    state: str = "available"
+
+
 _STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
                 "stopping": 64, "stopped": 80}
 
@@ -175,11 +219,13 @@ _ID_RES = {
     "instance": (re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"), "InvalidInstanceID"),
     "volume": (re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$"), "InvalidVolumeID"),
     "snapshot": (re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$"), "InvalidSnapshotID"),
+    "image": (re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"), "InvalidAMIID"),
 }
 _NOT_FOUND = {
     "instance": ("InvalidInstanceID.NotFound", "instance ID"),
     "volume": ("InvalidVolume.NotFound", "volume"),
     "snapshot": ("InvalidSnapshot.NotFound", "snapshot"),
+    "image": ("InvalidAMIID.NotFound", "image id"),
 }
 
 
@@ -212,8 +258,11 @@ class Region:
         self.vpc_id = new_id("vpc")
         self.subnets = {az: new_id("subnet") for az in self.azs}
         self.default_sg = (new_id("sg"), "default")
+        self.security_groups: dict[str, str] = dict([self.default_sg])  # id -> name
+        self.images: dict[str, Image] = {}
         self.default_kms_key = f"arn:aws:kms:{name}:{OWNER_ID}:key/{uuid.uuid4()}"
         self._ip = itertools.count(10)
+        self._client_tokens: dict[str, Snapshot] = {}
 
     # ----------------------------------------------------------------- lookups
 
@@ -241,7 +290,8 @@ class Region:
     def select(self, kind: str, ids: Iterable[str]) -> list[Any]:
         """Resources by id, in request order; one error naming every missing id."""
         tables: dict[str, Mapping[str, Any]] = {
-            "instance": self.instances, "volume": self.volumes, "snapshot": self.snapshots}
+            "instance": self.instances, "volume": self.volumes, "snapshot": self.snapshots,
+            "image": self.images}
         table = tables[kind]
         ids = list(dict.fromkeys(ids))
         for rid in ids:
@@ -251,10 +301,20 @@ class Region:
             raise not_found(kind, missing)
         return [table[rid] for rid in ids]
 
-    def taggable(self, resource_id: str) -> Instance | Volume | Snapshot:
+    def image(self, image_id: str) -> Image:
+        check_id("image", image_id)
+        try:
+            return self.images[image_id]
+        except KeyError:
+            raise SimError("InvalidAMIID.NotFound",
+                           f"The image id '[{image_id}]' does not exist") from None
+
+    def taggable(self, resource_id: str) -> Instance | Volume | Snapshot | Image:
         """Any resource CreateTags/DeleteTags can name."""
-        for prefix, getter in (("i-", self.instance), ("vol-", self.volume),
-                               ("snap-", self.snapshot)):
+        getters: tuple[tuple[str, Any], ...] = (
+            ("i-", self.instance), ("vol-", self.volume), ("snap-", self.snapshot),
+            ("ami-", self.image))
+        for prefix, getter in getters:
             if resource_id.startswith(prefix):
                 return getter(resource_id)
         raise SimError("InvalidID", f'The ID \'{resource_id}\' is not valid')
@@ -263,7 +323,7 @@ class Region:
 
     def create_volume(
         self,
-        size_gib: int,
+        size_gib: int | None = None,
         az: str | None = None,
         volume_type: str = "gp3",
         iops: int | None = None,
@@ -271,7 +331,26 @@ class Region:
         encrypted: bool = False,
         kms_key_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        snapshot_id: str | None = None,
     ) -> Volume:
+        """A new available volume; from ``snapshot_id`` it holds that snapshot's data."""
+        source: Snapshot | None = None
+        if snapshot_id is not None:
+            source = self.snapshot(snapshot_id)
+            if source.state() != "completed":
+                raise SimError("IncorrectState",
+                               f"Snapshot is in invalid state - {source.state()}")
+            if size_gib is None:
+                size_gib = source.volume_size
+            elif size_gib < source.volume_size:
+                raise SimError("InvalidParameterValue",
+                               f"Volume of {size_gib}GiB is too small; minimum is "
+                               f"{source.volume_size}GiB.")
+            if source.encrypted:
+                encrypted = True
+                kms_key_id = kms_key_id or source.kms_key_id
+        if size_gib is None:
+            raise SimError("MissingParameter", "The request must contain the parameter size/snapshotId")
         if not isinstance(size_gib, int) or not 1 <= size_gib <= MAX_VOLUME_GIB:
             raise SimError("InvalidParameterValue", f"Invalid volume size: {size_gib!r}")
         if volume_type not in VOLUME_TYPES:
@@ -292,9 +371,65 @@ class Region:
             kms_key_id=kms_key_id if encrypted else None, tags=dict(tags or {}),
             create_time=utcnow(),
         )
+        vol.lineage = f"vol:{vol.id}"
+        if source is not None:
+            # Same Block objects: a later snapshot of this volume diffs against the source
+            # by what was written since, like EBS's incremental chain.
+            vol.blocks = dict(source.blocks)
+            vol.snapshot_id = source.id
+            vol.lineage = source.lineage
         with self.world.lock:
             self.volumes[vol.id] = vol
         return vol
+
+    def delete_volume(self, volume_id: str) -> None:
+        with self.world.lock:
+            vol = self.volume(volume_id)
+            if vol.attachment is not None:
+                raise SimError("VolumeInUse", f"Volume {volume_id} is currently attached to "
+                               f"{vol.attachment.instance_id}")
+            del self.volumes[volume_id]
+
+    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> Volume:
+        with self.world.lock:
+            vol = self.volume(volume_id)
+            inst = self.instance(instance_id)
+            if vol.attachment is not None:
+                raise SimError("VolumeInUse",
+                               f"{volume_id} is already attached to an instance")
+            if inst.state == "terminated":
+                raise SimError("IncorrectInstanceState",
+                               f"The instance '{instance_id}' is not in a valid state.")
+            if vol.az != inst.az:
+                raise SimError("InvalidVolume.ZoneMismatch",
+                               f"The volume '{volume_id}' is not in the same availability "
+                               f"zone as instance '{instance_id}'")
+            if any(d == device for d, _ in inst.devices):
+                raise SimError("InvalidParameterValue",
+                               f"Invalid value '{device}' for unixDevice. Attachment point "
+                               f"{device} is already in use")
+            vol.attachment = Attachment(instance_id, device, False, utcnow())
+            inst.devices.append((device, vol.id))
+            return vol
+
+    def detach_volume(self, volume_id: str, instance_id: str | None = None,
+                      device: str | None = None) -> tuple[Volume, Attachment]:
+        with self.world.lock:
+            vol = self.volume(volume_id)
+            att = vol.attachment
+            if att is None or (instance_id and att.instance_id != instance_id) or (
+                    device and att.device != device):
+                raise SimError("IncorrectState", f"Volume '{volume_id}' is in the "
+                               f"'available' state.")
+            inst = self.instances[att.instance_id]
+            if att.device == inst.root_device_name and inst.state not in (
+                    "stopped", "terminated"):
+                raise SimError("IncorrectState",
+                               f"Unable to detach root volume '{volume_id}' from instance "
+                               f"'{inst.id}'")
+            inst.devices = [(d, v) for d, v in inst.devices if v != volume_id]
+            vol.attachment = None
+            return vol, att
 
     def create_instance(
         self,
@@ -308,19 +443,51 @@ class Region:
         key_name: str | None = "sim-key",
         iam_instance_profile: str | None = None,
         architecture: str = "x86_64",
+        security_group_ids: Sequence[str] | None = None,
+        private_ip: str | None = None,
+        subnet_id: str | None = None,
     ) -> Instance:
-        """A running instance with its volumes attached in the given (device) order."""
+        """A running instance with its volumes attached in the given (device) order.
+
+        A volume spec with ``snapshot_id`` is created from that snapshot (RunInstances from an
+        image); ``size_gib`` is then optional.
+        """
         if not volumes:
             raise SimError("InvalidParameterValue", "An instance needs at least a root volume")
+        if subnet_id is not None:
+            by_subnet = {sid: zone for zone, sid in self.subnets.items()}
+            if subnet_id not in by_subnet:
+                raise SimError("InvalidSubnetID.NotFound",
+                               f"The subnet ID '{subnet_id}' does not exist")
+            if az is not None and az != by_subnet[subnet_id]:
+                raise SimError("InvalidParameterValue", f"The subnet '{subnet_id}' is not in "
+                               f"availability zone {az}")
+            az = by_subnet[subnet_id]
         az = az or self.azs[0]
         if az not in self.azs:
             raise SimError("InvalidParameterValue", f"Invalid availability zone: [{az}]")
+        groups = [self.default_sg]
+        if security_group_ids:
+            known = dict(self.security_groups)
+            missing = [g for g in security_group_ids if g not in known]
+            if missing:
+                raise SimError("InvalidGroup.NotFound",
+                               f"The security group '{missing[0]}' does not exist")
+            groups = [(g, known[g]) for g in dict.fromkeys(security_group_ids)]
+        if private_ip is not None:
+            if not re.fullmatch(r"10\.0\.\d{1,3}\.\d{1,3}", private_ip):
+                raise SimError("InvalidParameterValue", f"Address {private_ip} does not fall "
+                               f"within the subnet's address range")
+            if any(i.private_ip == private_ip and i.state != "terminated"
+                   for i in self.instances.values()):
+                raise SimError("InvalidIPAddress.InUse",
+                               f"Address {private_ip} is in use.")
         allowed = {"size_gib", "device", "volume_type", "iops", "throughput", "encrypted",
-                   "kms_key_id", "delete_on_termination", "tags"}
+                   "kms_key_id", "delete_on_termination", "tags", "snapshot_id"}
         devices: list[str] = []
         for i, spec in enumerate(volumes):
             extra = set(spec) - allowed
-            if extra or "size_gib" not in spec:
+            if extra or ("size_gib" not in spec and "snapshot_id" not in spec):
                 raise SimError("InvalidParameterValue",
                                f"volume spec {i}: needs size_gib; unknown keys {sorted(extra)}")
             devices.append(str(spec.get("device") or
@@ -336,8 +503,9 @@ class Region:
             inst = Instance(
                 id=instance_id, region=self.name, az=az, instance_type=instance_type,
                 image_id=image_id or new_id("ami"), subnet_id=self.subnets[az],
-                vpc_id=self.vpc_id, security_groups=[self.default_sg],
-                private_ip=f"10.0.{n // 250}.{n % 250 + 4}", eni_id=new_id("eni"),
+                vpc_id=self.vpc_id, security_groups=groups,
+                private_ip=private_ip or f"10.0.{n // 250}.{n % 250 + 4}",
+                eni_id=new_id("eni"),
                 mac="02:" + ":".join(secrets.token_hex(1) for _ in range(5)),
                 key_name=key_name,
                 iam_instance_profile=(
@@ -349,17 +517,105 @@ class Region:
             )
             for i, (spec, device) in enumerate(zip(volumes, devices, strict=True)):
                 vol = self.create_volume(
-                    size_gib=spec["size_gib"], az=az,
-                    volume_type=spec.get("volume_type", "gp3"), iops=spec.get("iops"),
+                    size_gib=spec.get("size_gib"), az=az,
+                    volume_type=spec.get("volume_type") or "gp3", iops=spec.get("iops"),
                     throughput=spec.get("throughput"),
                     encrypted=bool(spec.get("encrypted", False)),
                     kms_key_id=spec.get("kms_key_id"), tags=spec.get("tags"),
+                    snapshot_id=spec.get("snapshot_id"),
                 )
                 vol.attachment = Attachment(
                     instance_id, device, bool(spec.get("delete_on_termination", i == 0)), now)
                 inst.devices.append((device, vol.id))
             self.instances[instance_id] = inst
         return inst
+
+    def set_instance_state(self, instance_id: str, action: str) -> tuple[str, str, str]:
+        """Stop/start/terminate: (previous state, transitional state reported, new state).
+
+        Transitions are immediate (the API answers stopping/pending/shutting-down, later
+        Describe calls see stopped/running/terminated). Terminating deletes the volumes marked
+        DeleteOnTermination and detaches the others.
+        """
+        with self.world.lock:
+            inst = self.instance(instance_id)
+            prev = inst.state
+            if action == "terminate":
+                if prev != "terminated":
+                    for _, vid in inst.devices:
+                        vol = self.volumes.get(vid)
+                        if vol is None or vol.attachment is None:
+                            continue
+                        delete = vol.attachment.delete_on_termination
+                        vol.attachment = None
+                        if delete:
+                            del self.volumes[vid]
+                    inst.devices = []
+                    inst.state = "terminated"
+                return prev, "shutting-down" if prev != "terminated" else prev, "terminated"
+            if prev == "terminated":
+                raise SimError("IncorrectInstanceState", f"The instance '{instance_id}' is not "
+                               f"in a state from which it can be {action}ed.")
+            if action == "stop":
+                inst.state = "stopped"
+                return prev, "stopping" if prev != "stopped" else prev, "stopped"
+            inst.state = "running"
+            return prev, "pending" if prev != "running" else prev, "running"
+
+    def register_image(self, name: str, root_device_name: str,
+                       mappings: Sequence[Mapping[str, Any]], description: str = "",
+                       architecture: str = "x86_64", virtualization_type: str = "hvm",
+                       ena_support: bool = True, boot_mode: str | None = None,
+                       tags: Mapping[str, str] | None = None) -> Image:
+        """An EBS-backed AMI whose mappings name completed snapshots of this region."""
+        with self.world.lock:
+            if any(i.name == name for i in self.images.values()):
+                raise SimError("InvalidAMIName.Duplicate",
+                               f"AMI name {name} is already in use by AMI "
+                               f"{next(i.id for i in self.images.values() if i.name == name)}")
+            if not re.fullmatch(r"[A-Za-z0-9()\[\]./\-'@_ ]{3,128}", name):
+                raise SimError("InvalidAMIName.Malformed", f"AMI name '{name}' is invalid")
+            clean: list[dict[str, Any]] = []
+            for m in mappings:
+                entry = {k: v for k, v in m.items() if k in ("DeviceName", "Ebs", "NoDevice",
+                                                              "VirtualName")}
+                ebs = dict(entry.get("Ebs") or {})
+                if ebs.get("SnapshotId"):
+                    snap = self.snapshot(ebs["SnapshotId"])
+                    if snap.state() != "completed":
+                        raise SimError("IncorrectState",
+                                       f"Snapshot '{snap.id}' is not in completed state")
+                    ebs.setdefault("VolumeSize", snap.volume_size)
+                    ebs.setdefault("Encrypted", snap.encrypted)
+                if ebs:
+                    ebs.setdefault("DeleteOnTermination", True)
+                    ebs.setdefault("VolumeType", "gp3")
+                    entry["Ebs"] = ebs
+                clean.append(entry)
+            root = next((m for m in clean if m.get("DeviceName") == root_device_name), None)
+            if root is None or not (root.get("Ebs") or {}).get("SnapshotId"):
+                raise SimError("InvalidBlockDeviceMapping",
+                               f"The root device {root_device_name} needs a snapshot mapping")
+            image = Image(
+                id=new_id("ami"), region=self.name, name=name, description=description,
+                architecture=architecture, root_device_name=root_device_name, mappings=clean,
+                virtualization_type=virtualization_type, ena_support=ena_support,
+                boot_mode=boot_mode, tags=dict(tags or {}), creation_date=utcnow())
+            self.images[image.id] = image
+            return image
+
+    def deregister_image(self, image_id: str, delete_snapshots: bool = False) -> list[str]:
+        with self.world.lock:
+            image = self.image(image_id)
+            del self.images[image_id]
+            deleted = []
+            if delete_snapshots:
+                for m in image.mappings:
+                    sid = (m.get("Ebs") or {}).get("SnapshotId")
+                    if sid and sid in self.snapshots:
+                        del self.snapshots[sid]
+                        deleted.append(sid)
+            return deleted
 
     # ----------------------------------------------------------------- data
 
@@ -433,7 +689,8 @@ class Region:
             description=description, tags=dict(tags), start_time=utcnow(), created_at=now,
             complete_at=complete_at, blocks=dict(vol.blocks), encrypted=vol.encrypted,
             kms_key_id=vol.kms_key_id, source=(vol.id, vol.version),
-            seq=next(self.world.seq),
+            seq=next(self.world.seq), lineage=vol.lineage or f"vol:{vol.id}",
+            sse_type="sse-ebs" if vol.encrypted else "none",
         )
         self.snapshots[snap.id] = snap
         return snap
@@ -479,7 +736,114 @@ class Region:
     def delete_snapshot(self, snapshot_id: str) -> None:
         with self.world.lock:
             self.snapshot(snapshot_id)
+            for image in self.images.values():
+                if any((m.get("Ebs") or {}).get("SnapshotId") == snapshot_id
+                       for m in image.mappings):
+                    raise SimError("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is "
+                                   f"currently in use by {image.id}")
             del self.snapshots[snapshot_id]
+
+    # ----------------------------------------------------------------- EBS direct writes
+
+    def start_snapshot(
+        self,
+        volume_size: int,
+        parent: Snapshot | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        client_token: str | None = None,
+        encrypted: bool | None = None,
+        kms_key_arn: str | None = None,
+        timeout_minutes: int = 60,
+    ) -> Snapshot:
+        """StartSnapshot's rules (ebs-direct-facts.md 1.6); returns the pending snapshot.
+
+        A repeated ClientToken with identical parameters returns the original snapshot; with
+        different ones, ConflictException.
+        """
+        fingerprint = repr((volume_size, parent.id if parent else None, description,
+                            sorted((tags or {}).items()), encrypted, kms_key_arn,
+                            timeout_minutes))
+        with self.world.lock:
+            if client_token is not None:
+                earlier = self._client_tokens.get(client_token)
+                if earlier is not None:
+                    if earlier.fingerprint != fingerprint:
+                        raise SimError("ConflictException",
+                                       "The request uses the same client token as a previous, "
+                                       "but non-identical request.", 409)
+                    return earlier
+            if parent is not None and encrypted is not None:
+                raise SimError("ValidationException",
+                               "ParentSnapshotId can't be combined with Encrypted.", 400,
+                               "INVALID_PARAMETER_VALUE")
+            if volume_size > MAX_VOLUME_GIB:
+                raise SimError("ValidationException",
+                               f"The volume size {volume_size} GiB is larger than the maximum "
+                               f"of {MAX_VOLUME_GIB} GiB.", 400, "INVALID_VOLUME_SIZE")
+            if parent is not None and volume_size < parent.volume_size:
+                raise SimError("ValidationException",
+                               f"The volume size {volume_size} GiB is smaller than the parent "
+                               f"snapshot's {parent.volume_size} GiB.", 400,
+                               "INVALID_VOLUME_SIZE")
+            is_encrypted = bool(encrypted) or bool(parent and parent.encrypted)
+            if kms_key_arn is not None and not is_encrypted:
+                raise SimError("ValidationException",
+                               "KmsKeyArn can be specified only when Encrypted is true.", 400,
+                               "INVALID_PARAMETER_VALUE")
+            key = None
+            sse = "none"
+            if is_encrypted:
+                key = kms_key_arn or (parent.kms_key_id if parent else None) \
+                    or self.default_kms_key
+                sse = "sse-kms" if key != self.default_kms_key else "sse-ebs"
+            pending = sum(1 for s in self.snapshots.values() if s.open and
+                          s.state() == "pending")
+            if pending >= self.world.opts.max_pending_snapshots:
+                raise SimError("ConcurrentLimitExceededException",
+                               "You have reached the limit for concurrent snapshots.", 400)
+            now = time.monotonic()
+            snap = Snapshot(
+                id=new_id("snap"), region=self.name, volume_id="vol-ffffffff",
+                volume_size=volume_size, description=description, tags=dict(tags or {}),
+                start_time=utcnow(), created_at=now, complete_at=math.inf,
+                blocks=dict(parent.blocks) if parent else {}, encrypted=is_encrypted,
+                kms_key_id=key, source=("", 0), seq=next(self.world.seq),
+                parent_id=parent.id if parent else None, origin="ebs", open=True,
+                timeout_s=timeout_minutes * self.world.opts.timeout_minute,
+                last_activity=now, client_token=client_token, fingerprint=fingerprint,
+                sse_type=sse,
+            )
+            snap.lineage = parent.lineage if parent else f"snap:{snap.id}"
+            self.snapshots[snap.id] = snap
+            if client_token is not None:
+                self._client_tokens[client_token] = snap
+            return snap
+
+    def put_block(self, snap: Snapshot, index: int, block: Block) -> None:
+        """Store (or overwrite) one block of an open snapshot."""
+        with self.world.lock:
+            snap.blocks[index] = block
+            snap.written.add(index)
+            snap._indices = None
+            snap.last_activity = time.monotonic()
+
+    def seal(self, snap: Snapshot) -> None:
+        """CompleteSnapshot accepted: pending for ``snapshot_delay``, then completed."""
+        with self.world.lock:
+            now = time.monotonic()
+            snap.open = False
+            snap.completed_at = now
+            snap.complete_at = now + self.world.opts.snapshot_delay
+            snap._indices = None
+
+    def ebs_hidden(self, snap: Snapshot, now: float | None = None) -> bool:
+        """Inside the ``not_found_window`` after creation or completion (eventual consistency)."""
+        window = self.world.opts.not_found_window
+        if window <= 0:
+            return False
+        now = time.monotonic() if now is None else now
+        return now < snap.created_at + window or snap.complete_at <= now < snap.complete_at + window
 
 
 class World:
@@ -488,10 +852,20 @@ class World:
     def __init__(self, snapshot_delay: float = DEFAULT_SNAPSHOT_DELAY) -> None:
         self.lock = threading.RLock()
         self.default_snapshot_delay = snapshot_delay
-        self.snapshot_delay = snapshot_delay
+        self.opts = Options(snapshot_delay=snapshot_delay)
         self.regions: dict[str, Region] = {}
         self.seq = itertools.count(1)
         self._sha_cache: dict[str, str] = {}
+        self.on_reset: list[Any] = []  # callables run by reset() (policy counters, buckets)
+        self.sts_sessions: list[dict[str, Any]] = []  # AssumeRole calls seen, for tests
+
+    @property
+    def snapshot_delay(self) -> float:
+        return self.opts.snapshot_delay
+
+    @snapshot_delay.setter
+    def snapshot_delay(self, value: float) -> None:
+        self.opts.snapshot_delay = value
 
     def region(self, name: str) -> Region:
         region = self.regions.get(name)
@@ -507,18 +881,24 @@ class World:
         with self.lock:
             self.regions.clear()
             self._sha_cache.clear()
-            self.snapshot_delay = self.default_snapshot_delay
+            self.sts_sessions.clear()
+            self.opts = Options(snapshot_delay=self.default_snapshot_delay)
+            for hook in self.on_reset:
+                hook()
 
-    def set_options(self, snapshot_delay: float | None = None) -> dict[str, Any]:
+    def set_options(self, snapshot_delay: float | None = None, **knobs: Any) -> dict[str, Any]:
+        """Change knobs (see :class:`~.options.Options`); returns every current value."""
+        values = dict(knobs)
+        if snapshot_delay is not None:
+            values["snapshot_delay"] = snapshot_delay
         with self.lock:
-            if snapshot_delay is not None:
-                if snapshot_delay < 0:
-                    raise SimError("InvalidParameterValue", "snapshot_delay must be >= 0")
-                self.snapshot_delay = float(snapshot_delay)
+            trial = Options(**self.opts.as_dict())
+            trial.update(values)  # validate everything before changing anything
+            self.opts = trial
             return self.options()
 
     def options(self) -> dict[str, Any]:
-        return {"snapshot_delay": self.snapshot_delay}
+        return self.opts.as_dict()
 
     def content_sha256(self, key: str, blocks: Mapping[int, Block], nblocks: int) -> str:
         """SHA-256 over a whole disk image (zeros where unwritten), cached per ``key``.

@@ -1,22 +1,32 @@
 """The simulator's HTTP server: one port on 127.0.0.1 for EC2, EBS direct and control.
 
 Routing: ``/_sim/...`` -> control, ``/snapshots...`` -> EBS direct, ``/`` with ``Action`` ->
-EC2. The region (and service) of an AWS call come from the SigV4 credential scope in the
-Authorization header; signatures are not verified, but the header must be there. No
-credential or Authorization header is ever logged.
+EC2 (or STS when the SigV4 scope names ``sts``). The region (and service) of an AWS call come
+from the SigV4 credential scope in the Authorization header; signatures are not verified,
+but the header must be there. No credential or Authorization header is ever logged.
 
-HTTP/1.1 keep-alive with Content-Length on every response, Nagle off, and a response body
-written with one ``wfile.write`` of the stored bytes, because SDK clients reuse connections
-and the block read path must stay cheap.
+HTTP/1.1 keep-alive with Content-Length on every response and Nagle off. The response head
+is built as one bytes object and sent with the stored body in a single ``sendmsg`` (no
+copy of the 512 KiB block), because SDK clients reuse connections and the block read path
+must not be what limits a benchmark (see bench/simulator_capacity.py).
+
+Faults asked for by the policy happen here: ``connection_reset`` closes the socket without
+a response (RST), ``truncated_body`` sends an honest Content-Length, half the body, and
+closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import struct
 import sys
 import threading
+import time
 import traceback
 import uuid
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,11 +34,12 @@ from .control import ControlApi
 from .ebs_api import EbsApi
 from .ebs_api import error_response as ebs_error
 from .ec2_api import XML, Ec2Api
-from .errors import SimError
+from .errors import DropConnection, SimError
 from .messages import Request, Response
 from .model import DEFAULT_REGION, DEFAULT_SNAPSHOT_DELAY, World
 from .policy import Policy
 from .query_codec import error_xml
+from .sts_api import StsApi
 
 _SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
 _QUERY_SCOPE_RE = re.compile(r"^[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request$")
@@ -46,6 +57,18 @@ def credential_scope(authorization: str | None, query: dict[str, str]) -> tuple[
     return None
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """RFC 7231 date, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
 class SimulatorServer(ThreadingHTTPServer):
     """Threaded HTTP server holding the world and the three API layers."""
 
@@ -58,11 +81,17 @@ class SimulatorServer(ThreadingHTTPServer):
                  policy: Policy | None = None, verbose: bool = False) -> None:
         super().__init__(address, SimulatorHandler)
         self.world = world or World()
-        self.policy = policy or Policy()
+        self.policy = policy or Policy(self.world)
         self.verbose = verbose
         self.ec2 = Ec2Api(self.world, self.policy)
         self.ebs = EbsApi(self.world, self.policy)
-        self.control = ControlApi(self.world)
+        self.sts = StsApi(self.world, self.policy)
+        self.control = ControlApi(self.world, self.policy)
+
+    def server_bind(self) -> None:
+        """Large socket buffers: 512 KiB bodies should leave in few syscalls."""
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        super().server_bind()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients hanging up mid-response are normal; anything else is printed."""
@@ -94,7 +123,12 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         request_id = str(uuid.uuid4())
-        self._send(self._respond(request_id), request_id)
+        try:
+            resp = self._respond(request_id)
+        except DropConnection:
+            self._drop()
+            return
+        self._send(resp, request_id)
 
     def _respond(self, request_id: str) -> Response:
         split = urlsplit(self.path)
@@ -123,7 +157,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 return self.server.control.handle(req)
             if kind == "ebs":
                 return self.server.ebs.handle(req)
+            if service == "sts":
+                return self.server.sts.handle(req)
             return self.server.ec2.handle(req)
+        except DropConnection:
+            raise
         except Exception:  # a simulator bug: say so loudly, answer like AWS's 500
             traceback.print_exc(file=sys.stderr)
             err = SimError("InternalError" if kind == "ec2" else "InternalServerException",
@@ -142,15 +180,44 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                                   "Missing Authentication Token", 403))
 
     def _send(self, resp: Response, request_id: str) -> None:
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.send_header("x-amzn-RequestId", request_id)
+        """Status line and headers as one bytes object, then one ``sendmsg`` with the body."""
+        status = resp.status
+        phrase = self.responses.get(status, ("",))[0]
+        body = resp.body if self.command != "HEAD" else b""
+        lines = [f"HTTP/1.1 {status} {phrase}\r\nServer: {self.server_version}\r\n"
+                 f"Date: {_http_date()}\r\nContent-Type: {resp.content_type}\r\n"
+                 f"Content-Length: {len(resp.body)}\r\nx-amzn-RequestId: {request_id}\r\n"]
         for name, value in resp.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD" and resp.body:
-            self.wfile.write(resp.body)
+            lines.append(f"{name}: {value}\r\n")
+        if self.close_connection:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        if resp.fault == "truncated_body":  # honest Content-Length, then hang up mid-body
+            body = memoryview(body)[:len(body) // 2]
+            self.close_connection = True
+        sock = self.connection
+        sent = sock.sendmsg([head, body]) if body else sock.send(head)
+        total = len(head) + len(body)
+        if sent < total:  # finish what the kernel did not take in one go
+            rest = memoryview(body)[sent - len(head):] if sent >= len(head) else None
+            if rest is None:
+                sock.sendall(memoryview(head)[sent:])
+                sock.sendall(body)
+            else:
+                sock.sendall(rest)
+        if resp.fault == "truncated_body":
+            self._drop(graceful=True)
+        self.log_request(status, len(body))
+
+    def _drop(self, graceful: bool = False) -> None:
+        """Hang up: RST without a response (connection reset), or FIN after a partial body."""
+        self.close_connection = True
+        if not graceful:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR if graceful else socket.SHUT_RD)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Verbose mode logs method, path (no query string) and status; never headers."""

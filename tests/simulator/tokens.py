@@ -4,8 +4,8 @@ A token is standard base64 (the model's pattern is ``^[A-Za-z0-9+/=]+$``, so not
 of a small binary record plus a keyed BLAKE2b MAC over the record and the snapshot it is
 bound to. The key is random per process, so tokens from an earlier simulator run are
 invalid, and each List call mixes in a fresh nonce, so tokens change on every re-list as
-they do on AWS. Expiry is part of the record: 7 days for block tokens, 60 minutes for page
-tokens (EBS direct FAQ).
+they do on AWS. Expiry (epoch milliseconds) is part of the record: 7 days for block tokens,
+60 minutes for page tokens (EBS direct FAQ), shortened by the ``*_token_ttl`` options.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ BLOCK_TOKEN_TTL = 7 * 24 * 3600
 PAGE_TOKEN_TTL = 3600
 
 _KEY = secrets.token_bytes(32)
-_BLOCK = struct.Struct(">BIQ8s")  # kind, block index, expiry (epoch s), list nonce
-_PAGE = struct.Struct(">BIQ")  # kind, next block index, expiry (epoch s)
+_BLOCK = struct.Struct(">BIQ8s")  # kind, block index, expiry (epoch ms), list nonce
+_PAGE = struct.Struct(">BIQ")  # kind, next block index, expiry (epoch ms)
 _MAC_LEN = 16
 _KIND_BLOCK = 1
 _KIND_PAGE = 2
@@ -50,13 +50,15 @@ def _open(token: str, size: int, scope: str) -> bytes | None:
 class BlockTokens:
     """Mints the block tokens of one List call (one nonce, one expiry)."""
 
-    def __init__(self, scope: str, now: float | None = None) -> None:
+    def __init__(self, scope: str, now: float | None = None,
+                 ttl: float = BLOCK_TOKEN_TTL) -> None:
         self.scope = scope
-        self.expiry = int((now or time.time()) + BLOCK_TOKEN_TTL)
+        self.expiry_exact = (now or time.time()) + ttl
+        self.expiry = int(self.expiry_exact)
         self._nonce = secrets.token_bytes(8)
 
     def mint(self, index: int) -> str:
-        record = _BLOCK.pack(_KIND_BLOCK, index, self.expiry, self._nonce)
+        record = _BLOCK.pack(_KIND_BLOCK, index, int(self.expiry_exact * 1000), self._nonce)
         return base64.b64encode(record + _mac(record, self.scope)).decode()
 
 
@@ -66,11 +68,13 @@ def block_token_valid(token: str, scope: str, index: int, now: float | None = No
     if record is None:
         return False
     kind, tok_index, expiry, _nonce = _BLOCK.unpack(record)
-    return bool(kind == _KIND_BLOCK and tok_index == index and (now or time.time()) < expiry)
+    return bool(kind == _KIND_BLOCK and tok_index == index
+                and (now or time.time()) * 1000 < expiry)
 
 
-def page_token(scope: str, next_index: int, now: float | None = None) -> str:
-    record = _PAGE.pack(_KIND_PAGE, next_index, int((now or time.time()) + PAGE_TOKEN_TTL))
+def page_token(scope: str, next_index: int, now: float | None = None,
+               ttl: float = PAGE_TOKEN_TTL) -> str:
+    record = _PAGE.pack(_KIND_PAGE, next_index, int(((now or time.time()) + ttl) * 1000))
     return base64.b64encode(record + _mac(record, scope)).decode()
 
 
@@ -80,7 +84,7 @@ def page_token_index(token: str, scope: str, now: float | None = None) -> int | 
     if record is None:
         return None
     kind, next_index, expiry = _PAGE.unpack(record)
-    if kind != _KIND_PAGE or (now or time.time()) >= expiry:
+    if kind != _KIND_PAGE or (now or time.time()) * 1000 >= expiry:
         return None
     return int(next_index)
 

@@ -1,0 +1,133 @@
+"""Backup chains: which snapshot an Incremental/Differential compares with, and which
+snapshots a job keeps (product.md §3, docs/SNAPSHOTS.md). Pure functions, no AWS calls.
+
+The rules that keep a chain from losing blocks:
+- only committed (`state=base`) snapshots of the same Bacula Job and volume are candidates;
+- the base is the snapshot of the reference job Bacula names (`PrevJobName`: the last
+  backup for an Incremental, the last Full for a Differential);
+- if that snapshot is gone (a Differential deletes its own), any older committed snapshot
+  of the chain still works: it yields a superset of the changed blocks, never fewer;
+- with no candidate at all, the job reads every allocated block (and says so).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..formats.config import tag_dict
+
+TAG = "bacula-ec2:"
+STATE_TAG = TAG + "state"
+PENDING = "pending"
+BASE = "base"
+
+_UNIQUE_SUFFIX = re.compile(r"\.\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2}_\d+$")
+
+
+def job_resource(job_name: str) -> str:
+    """`backup-web.2026-11-26_16.01.42_33` -> `backup-web` (the Job resource's name)."""
+    return _UNIQUE_SUFFIX.sub("", job_name)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A committed snapshot of a chain, as its tags describe it."""
+
+    snapshot_id: str
+    volume_id: str
+    start: dt.datetime
+    level: str
+    job: str  # Job resource name
+    job_name: str  # unique job name
+    position: int
+
+    @classmethod
+    def from_ec2(cls, snap: dict[str, Any]) -> Kept:
+        tags = tag_dict(snap.get("Tags"))
+        start = snap.get("StartTime")
+        if not isinstance(start, dt.datetime):
+            start = dt.datetime.fromtimestamp(0, dt.UTC)
+        try:
+            position = int(tags.get(TAG + "position", "0"))
+        except ValueError:
+            position = 0
+        return cls(
+            snapshot_id=str(snap["SnapshotId"]),
+            volume_id=str(snap.get("VolumeId", "")),
+            start=start,
+            level=tags.get(TAG + "level", "F"),
+            job=tags.get(TAG + "job", ""),
+            job_name=tags.get(TAG + "jobname", ""),
+            position=position,
+        )
+
+
+@dataclass(frozen=True)
+class BaseChoice:
+    base: Kept | None
+    note: str | None = None  # for the job log
+    warn: bool = False  # the note is a warning (the job reads everything)
+
+
+def committed(snaps: list[dict[str, Any]], job: str, volume_id: str) -> list[Kept]:
+    """Committed snapshots of one chain (Job resource + volume), oldest first."""
+    kept = []
+    for snap in snaps:
+        tags = tag_dict(snap.get("Tags"))
+        if tags.get(STATE_TAG) != BASE or tags.get(TAG + "job") != job:
+            continue
+        if snap.get("VolumeId") != volume_id or snap.get("State", "completed") != "completed":
+            continue
+        kept.append(Kept.from_ec2(snap))
+    return sorted(kept, key=lambda k: k.start)
+
+
+def choose_base(
+    level: str, volume_id: str, kept: list[Kept], reference_job: str | None, since: dt.datetime | None
+) -> BaseChoice:
+    if level == "F":
+        return BaseChoice(None)
+    what = "Incremental" if level == "I" else "Differential"
+    exact = [k for k in kept if reference_job and k.job_name == reference_job]
+    if level == "D":
+        exact = [k for k in exact if k.level == "F"]
+    if exact:
+        base = exact[-1]
+        return BaseChoice(
+            base, f"{what} of {volume_id}: changes since snapshot {base.snapshot_id} of {base.job_name}"
+        )
+    older = [k for k in kept if since is not None and k.start <= since]
+    if older:
+        base = older[-1]
+        return BaseChoice(
+            base,
+            f"{what} of {volume_id}: the snapshot of {reference_job or 'the previous backup'} is gone; "
+            f"comparing with the older snapshot {base.snapshot_id} of {base.job_name} "
+            "(a few more blocks are read, the restore is the same)",
+        )
+    hint = " (keep_full_snapshot=yes keeps the Full's snapshot for Differentials)" if level == "D" else ""
+    return BaseChoice(
+        None,
+        f"{what} of {volume_id}: no snapshot of this job's chain is left to compare with{hint}; "
+        "backing up every allocated block",
+        warn=True,
+    )
+
+
+def to_delete(level: str, own: str, kept: list[Kept], keep_full: bool) -> list[str]:
+    """After a job is committed: the chain's snapshots it retires (docs/SNAPSHOTS.md).
+
+    Full keeps its own and retires the rest; Incremental keeps its own and retires the
+    rest, except the latest Full's with keep_full_snapshot; Differential retires its own.
+    """
+    others = [k for k in kept if k.snapshot_id != own]
+    if level == "D":
+        return [own]
+    if level == "I" and keep_full:
+        fulls = [k for k in others if k.level == "F"]
+        spare = fulls[-1].snapshot_id if fulls else None
+        return [k.snapshot_id for k in others if k.snapshot_id != spare]
+    return [k.snapshot_id for k in others]

@@ -1,0 +1,236 @@
+"""Incremental and Differential chains through the backend process, Bacula played by the
+test: it keeps every job's files, names the reference job, and restores any point in time
+with the parts delivered in a shuffled order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+
+from protocol import Mode
+from protocol.fdpeer import BackendError, BackupItem
+
+from .driver import backend, job_name
+from .test_backend_process import BLOCK, params
+
+GIB = 1 << 30
+
+
+@dataclass
+class Job:
+    jobid: int
+    level: str
+    start: int
+    items: list[BackupItem]
+    snapshots: set[str] = field(default_factory=set)
+
+
+@dataclass
+class FakeBacula:
+    """What the Director would do: pick reference jobs and restore chains."""
+
+    sim: object
+    tmp: Path
+    extra: tuple[str, ...] = ()
+    jobs: list[Job] = field(default_factory=list)
+
+    def reference(self, level: str) -> Job | None:
+        if level == "F":
+            return None
+        pool = [j for j in self.jobs if level == "I" or j.level == "F"]
+        return pool[-1] if pool else None
+
+    def backup(self, level: str) -> Job:
+        jobid = len(self.jobs) + 1
+        ref = self.reference(level)
+        start = int(time.time())
+        kw = {
+            "jobid": jobid,
+            "level": level,
+            "since": ref.start if ref else None,
+            "prev": job_name(ref.jobid) if ref else "",
+        }
+        with backend(Mode.BACKUP, params(self.sim.endpoint, *self.extra), self.tmp, **kw) as be:  # type: ignore[attr-defined]
+            items = be.peer.read_items(data_phase=True)
+            be.peer.end()
+            be.peer.terminate()
+            self.messages = list(be.peer.messages)
+        job = Job(jobid, level, start, items)
+        self.jobs.append(job)
+        return job
+
+    def chain(self, upto: int) -> list[Job]:
+        """Bacula's selection: last Full, last Differential after it, later Incrementals."""
+        jobs = [j for j in self.jobs if j.jobid <= upto]
+        full = max(i for i, j in enumerate(jobs) if j.level == "F")
+        picked = [jobs[full]]
+        diffs = [i for i in range(full + 1, len(jobs)) if jobs[i].level == "D"]
+        after = diffs[-1] if diffs else full
+        if diffs:
+            picked.append(jobs[after])
+        picked += [j for j in jobs[after + 1 :] if j.level == "I"]
+        return picked
+
+    def restore(self, jobs: list[Job], where: Path, seed: int) -> tuple[list[tuple[str, str]], Path]:
+        newest: dict[str, BackupItem] = {}
+        for job in jobs:  # the newest version of each path wins
+            for it in job.items:
+                newest[it.name] = it
+        items = list(newest.values())
+        random.Random(seed).shuffle(items)
+        with backend(Mode.RESTORE, ["region=us-east-1"], self.tmp, where=str(where)) as be:
+            for it in items:
+                reply = be.peer.restore_file(
+                    str(where) + it.name, f"{it.type} {it.size} 0 0 {it.mode:06o} 1 0"
+                )
+                assert reply == "OK", be.peer.messages
+                if it.data:
+                    data = bytes(it.data)
+                    assert (
+                        be.peer.send_data([data[i : i + 65536] for i in range(0, len(data), 65536)]) == "OK"
+                    )
+            try:
+                be.peer.finish()
+                be.peer.end()
+                be.peer.terminate()
+            except BackendError as exc:
+                be.peer.messages.append((exc.status, exc.text))
+                be.peer.close()
+            return list(be.peer.messages), where
+
+
+def image_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_full_incremental_differential_chain_restores_every_point(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    w = sim.client.write_volume
+    w(vid, 0, os.urandom(6 * BLOCK))
+    bacula = FakeBacula(sim, tmp_path, ("instances=web-1", "keep_full_snapshot=yes"))
+    expected: dict[int, str] = {}
+    kept_after: dict[int, set[str]] = {}
+
+    def run(level: str) -> Job:
+        job = bacula.backup(level)
+        expected[job.jobid] = sim.client.volume_sha256(vid)
+        kept_after[job.jobid] = {s["id"] for s in sim.client.snapshots()}
+        return job
+
+    f1 = run("F")
+    w(vid, 2 * BLOCK + 5, b"incremental one")  # overwrite
+    w(vid, 300 * BLOCK, os.urandom(BLOCK))  # new block
+    i2 = run("I")
+    w(vid, 0, bytes(2 * BLOCK))  # data overwritten with zeros
+    w(vid, 500 * BLOCK, b"new")  # new block
+    i3 = run("I")
+    w(vid, 700 * BLOCK, os.urandom(100))
+    d4 = run("D")
+    w(vid, 300 * BLOCK, bytes(BLOCK))  # zeroed again
+    w(vid, 900 * BLOCK, b"last")
+    i5 = run("I")
+
+    # Names: a Full keeps the plain name, every other backup has its own.
+    bimgs = {j.jobid: next(it.name for it in j.items if it.name.endswith(".bimg")) for j in bacula.jobs}
+    assert bimgs[1].endswith(f"{vid}-sda1-1G.bimg")
+    assert bimgs[2].endswith(".I2.bimg") and bimgs[4].endswith(".D4.bimg") and bimgs[5].endswith(".I5.bimg")
+    # Incrementals read changed blocks only.
+    sizes = {
+        j.jobid: len(next(it.data for it in j.items if it.name.endswith(".bimg")) or b"") for j in bacula.jobs
+    }
+    assert sizes[2] < 3 * BLOCK and sizes[3] < 4 * BLOCK and sizes[5] < 3 * BLOCK
+
+    # Retention, with keep_full_snapshot=yes: the Full's stays; an Incremental keeps its own
+    # and retires the previous one; a Differential keeps none.
+    assert len(kept_after[1]) == 1
+    (s_full,) = kept_after[1]
+    assert s_full in kept_after[2] and len(kept_after[2]) == 2
+    assert s_full in kept_after[3] and len(kept_after[3]) == 2 and kept_after[3] != kept_after[2]
+    assert kept_after[4] == kept_after[3]
+    assert s_full in kept_after[5] and len(kept_after[5]) == 2 and kept_after[5] != kept_after[4]
+
+    for n, job in enumerate((f1, i2, i3, d4, i5)):
+        chain = bacula.chain(job.jobid)
+        messages, where = bacula.restore(chain, tmp_path / f"r{job.jobid}", seed=n)
+        assert not [m for m in messages if m[0] in "EQA"], messages
+        image = where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img"
+        assert image_sha(image) == expected[job.jobid], f"point in time of job {job.jobid}"
+    assert [j.jobid for j in bacula.chain(5)] == [1, 4, 5]
+
+
+def test_incremental_without_its_full_is_refused(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    vid = inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(BLOCK))
+    bacula = FakeBacula(sim, tmp_path, ("instances=web-1",))
+    bacula.backup("F")
+    sim.client.write_volume(vid, 9 * BLOCK, b"x")
+    bacula.backup("I")
+    sim.client.write_volume(vid, 19 * BLOCK, b"y")
+    i3 = bacula.backup("I")
+    messages, where = bacula.restore([i3], tmp_path / "only-i3", seed=1)
+    fatal = [t for st, t in messages if st == "A"]
+    assert fatal and "not the Full backup" in fatal[0] and vid in fatal[0], messages
+    assert not list(where.rglob("*.img")), "no misleading image may be left"
+    # Full + the second Incremental, without the first one: a gap.
+    messages, where = bacula.restore([bacula.jobs[0], i3], tmp_path / "gap", seed=2)
+    fatal = [t for st, t in messages if st == "A"]
+    assert fatal and "missing between" in fatal[0], messages
+    assert not list(where.rglob("*.img"))
+
+
+def test_failed_job_is_never_a_base(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(2 * BLOCK))
+    bacula = FakeBacula(sim, tmp_path, ("instances=web-1",))
+    bacula.backup("F")
+    sim.client.write_volume(vid, 40 * BLOCK, b"written before the failed job")
+    # An Incremental that Bacula never confirms (no END): its snapshot must not be a base.
+    with backend(
+        Mode.BACKUP,
+        params(sim.endpoint, "instances=web-1"),
+        tmp_path,
+        jobid=2,
+        level="I",
+        since=bacula.jobs[0].start,
+        prev=job_name(1),
+    ) as be:
+        be.peer.read_items(data_phase=True)
+        be.peer.close()
+    sim.client.write_volume(vid, 80 * BLOCK, b"after")
+    i3 = bacula.backup("I")  # Bacula's reference is still job 1
+    want = sim.client.volume_sha256(vid)
+    messages, where = bacula.restore([bacula.jobs[0], i3], tmp_path / "r", seed=3)
+    assert not [m for m in messages if m[0] in "EQA"], messages
+    assert image_sha(where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img") == want
+
+
+@pytest.mark.parametrize("level", ["I", "D"])
+def test_no_base_left_reads_everything_and_warns(sim, tmp_path: Path, level: str) -> None:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(3 * BLOCK))
+    bacula = FakeBacula(sim, tmp_path, ("instances=web-1",))
+    bacula.backup("F")
+    ec2 = boto3.client("ec2", **sim.boto3_kwargs())
+    for snap in sim.client.snapshots():  # someone deleted our base
+        ec2.delete_snapshot(SnapshotId=snap["id"])
+    job = bacula.backup(level)
+    assert any(st == "W" and "every allocated block" in t for st, t in bacula.messages), bacula.messages
+    want = sim.client.volume_sha256(vid)
+    messages, where = bacula.restore([job], tmp_path / "r", seed=4)  # restorable on its own
+    assert not [m for m in messages if m[0] in "EQA"], messages
+    assert image_sha(where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img") == want
