@@ -19,6 +19,7 @@ from .errors import SimError
 from .messages import Request, Response
 from .model import (
     OWNER_ID,
+    Image,
     Instance,
     Region,
     Snapshot,
@@ -504,6 +505,225 @@ class Ec2Api:
         }, None)
         return {"Regions": regions}
 
+    # -------------------------------------------------------------- volumes
+
+    def _create_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        if "AvailabilityZone" not in args and "AvailabilityZoneId" not in args:
+            raise SimError("MissingParameter",
+                           "The request must contain the parameter AvailabilityZone")
+        az = args.get("AvailabilityZone")
+        if az is None:
+            by_id = {_zone_id(region.name, z): z for z in region.azs}
+            az = by_id.get(args["AvailabilityZoneId"])
+            if az is None:
+                raise SimError("InvalidParameterValue",
+                               f"Invalid availability zone: [{args['AvailabilityZoneId']}]")
+        if "Size" not in args and "SnapshotId" not in args:
+            raise SimError("MissingParameter",
+                           "The request must contain the parameter size/snapshotId")
+        vol = region.create_volume(
+            size_gib=args.get("Size"), az=az, volume_type=args.get("VolumeType", "gp2"),
+            iops=args.get("Iops"), throughput=args.get("Throughput"),
+            encrypted=bool(args.get("Encrypted", False)), kms_key_id=args.get("KmsKeyId"),
+            tags=_tag_specs(args.get("TagSpecifications", []), "volume"),
+            snapshot_id=args.get("SnapshotId"))
+        out = self._volume(vol)
+        out["State"] = "creating"  # AWS answers "creating"; Describe then says "available"
+        return out
+
+    def _delete_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        region.delete_volume(args["VolumeId"])
+        return {}
+
+    @staticmethod
+    def _attachment(vol: Volume, att: Any, state: str) -> dict[str, Any]:
+        return {"AttachTime": att.attach_time, "Device": att.device,
+                "InstanceId": att.instance_id, "State": state, "VolumeId": vol.id,
+                "DeleteOnTermination": att.delete_on_termination}
+
+    def _attach_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        vol = region.attach_volume(args["VolumeId"], args["InstanceId"], args["Device"])
+        return self._attachment(vol, vol.attachment, "attaching")
+
+    def _detach_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        vol, att = region.detach_volume(args["VolumeId"], args.get("InstanceId"),
+                                        args.get("Device"))
+        return self._attachment(vol, att, "detaching")
+
+    # -------------------------------------------------------------- images
+
+    @staticmethod
+    def _image(image: Image) -> dict[str, Any]:
+        return {
+            "Architecture": image.architecture,
+            "CreationDate": image.creation_date.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "ImageId": image.id,
+            "ImageLocation": f"{OWNER_ID}/{image.name}",
+            "ImageType": "machine",
+            "Public": False,
+            "OwnerId": OWNER_ID,
+            "PlatformDetails": "Linux/UNIX",
+            "UsageOperation": "RunInstances",
+            "State": image.state,
+            "BlockDeviceMappings": image.mappings,
+            "Description": image.description or None,
+            "EnaSupport": image.ena_support,
+            "Hypervisor": "xen",
+            "Name": image.name,
+            "RootDeviceName": image.root_device_name,
+            "RootDeviceType": "ebs",
+            "SriovNetSupport": "simple",
+            "Tags": _tag_list(image.tags),
+            "VirtualizationType": image.virtualization_type,
+            "BootMode": image.boot_mode,
+        }
+
+    def _register_image(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("ImageLocation"):
+            raise SimError("InvalidParameterCombination",
+                           "Only EBS-backed images (BlockDeviceMappings) are simulated")
+        mappings = args.get("BlockDeviceMappings") or []
+        root = args.get("RootDeviceName") or (mappings[0].get("DeviceName") if mappings
+                                              else None)
+        if not root:
+            raise SimError("MissingParameter",
+                           "The request must contain the parameter RootDeviceName")
+        image = region.register_image(
+            args["Name"], root, mappings, args.get("Description", ""),
+            args.get("Architecture", "x86_64"), args.get("VirtualizationType", "hvm"),
+            bool(args.get("EnaSupport", True)), args.get("BootMode"),
+            _tag_specs(args.get("TagSpecifications", []), "image"))
+        return {"ImageId": image.id}
+
+    def _deregister_image(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        deleted = region.deregister_image(args["ImageId"],
+                                          bool(args.get("DeleteAssociatedSnapshots")))
+        out: dict[str, Any] = {"Return": True}
+        if args.get("DeleteAssociatedSnapshots"):
+            out["DeleteSnapshotResults"] = [{"SnapshotId": sid, "ReturnCode": "success"}
+                                            for sid in deleted]
+        return out
+
+    def _describe_images(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        ids = args.get("ImageIds") or []
+        owners = args.get("Owners") or []
+        found: list[Image] = (region.select("image", ids) if ids
+                              else list(region.images.values()))
+        if owners and not {"self", OWNER_ID} & set(owners):
+            found = []
+        found = _filter(found, args.get("Filters", []), {
+            "image-id": lambda i: [i.id],
+            "name": lambda i: [i.name],
+            "state": lambda i: [i.state],
+            "architecture": lambda i: [i.architecture],
+            "owner-id": lambda i: [OWNER_ID],
+            "root-device-name": lambda i: [i.root_device_name],
+            "root-device-type": lambda i: ["ebs"],
+            "block-device-mapping.snapshot-id": lambda i: [
+                (m.get("Ebs") or {}).get("SnapshotId", "") for m in i.mappings],
+            "block-device-mapping.device-name": lambda i: [m.get("DeviceName", "")
+                                                           for m in i.mappings],
+            "virtualization-type": lambda i: [i.virtualization_type],
+        }, lambda i: i.tags)
+        order = {iid: n for n, iid in enumerate(region.images)}
+        page, token = _page(found, args, lambda i: order[i.id],
+                            f"{region.name}/DescribeImages", bool(ids))
+        return {"Images": [self._image(i) for i in page], "NextToken": token}
+
+    # -------------------------------------------------------------- instances
+
+    def _run_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        image = region.image(args["ImageId"])
+        if args["MinCount"] < 1 or args["MaxCount"] < args["MinCount"]:
+            raise SimError("InvalidParameterValue", "Invalid MinCount/MaxCount")
+        if args["MaxCount"] != 1:
+            raise SimError("InvalidParameterValue",
+                           "The simulator launches one instance per RunInstances call")
+        overrides = {m["DeviceName"]: m for m in args.get("BlockDeviceMappings", [])
+                     if "DeviceName" in m}
+        merged: dict[str, dict[str, Any]] = {m["DeviceName"]: m for m in image.mappings}
+        for name, m in overrides.items():
+            base = dict(merged.get(name, {"DeviceName": name}))
+            if "NoDevice" in m:
+                merged.pop(name, None)
+                continue
+            ebs = dict(base.get("Ebs") or {})
+            ebs.update(m.get("Ebs") or {})
+            base["Ebs"] = ebs
+            merged[name] = base
+        root = image.root_device_name
+        order = [root] + [d for d in merged if d != root]
+        specs: list[dict[str, Any]] = []
+        volume_tags = _tag_specs([t for t in args.get("TagSpecifications", [])
+                                  if t.get("ResourceType") == "volume"], "volume")
+        for device in order:
+            ebs = (merged.get(device) or {}).get("Ebs")
+            if not ebs:
+                continue
+            spec: dict[str, Any] = {
+                "device": device, "volume_type": ebs.get("VolumeType"),
+                "iops": ebs.get("Iops"), "throughput": ebs.get("Throughput"),
+                "encrypted": bool(ebs.get("Encrypted", False)),
+                "kms_key_id": ebs.get("KmsKeyId"),
+                "delete_on_termination": bool(ebs.get("DeleteOnTermination", True)),
+                "tags": volume_tags}
+            if ebs.get("SnapshotId"):
+                spec["snapshot_id"] = ebs["SnapshotId"]
+            if ebs.get("VolumeSize") is not None:
+                spec["size_gib"] = ebs["VolumeSize"]
+            specs.append(spec)
+        profile = args.get("IamInstanceProfile") or {}
+        profile_name = profile.get("Name") or (profile.get("Arn", "").rsplit("/", 1)[-1]
+                                               or None)
+        groups = list(args.get("SecurityGroupIds") or [])
+        for name in args.get("SecurityGroups") or []:
+            gid = next((g for g, n in region.security_groups.items() if n == name), None)
+            if gid is None:
+                raise SimError("InvalidGroup.NotFound",
+                               f"The security group '{name}' does not exist in default VPC")
+            groups.append(gid)
+        user_data = args.get("UserData")
+        raw_user_data = None
+        if user_data is not None:
+            try:
+                raw_user_data = base64.b64decode(user_data, validate=True)
+            except ValueError:
+                raise SimError("InvalidParameterValue",
+                               "Invalid BASE64 encoding of user data.") from None
+        inst = region.create_instance(
+            None, specs, az=(args.get("Placement") or {}).get("AvailabilityZone"),
+            tags=_tag_specs([t for t in args.get("TagSpecifications", [])
+                             if t.get("ResourceType") == "instance"], "instance"),
+            instance_type=args.get("InstanceType", "m1.small"), user_data=raw_user_data,
+            image_id=image.id, key_name=args.get("KeyName"),
+            iam_instance_profile=profile_name, architecture=image.architecture,
+            security_group_ids=groups or None, private_ip=args.get("PrivateIpAddress"),
+            subnet_id=args.get("SubnetId"))
+        rendered = self._instance(region, inst)
+        rendered["State"] = {"Code": state_code("pending"), "Name": "pending"}
+        return {"ReservationId": inst.reservation_id, "OwnerId": OWNER_ID, "Groups": [],
+                "Instances": [rendered]}
+
+    def _state_change(self, region: Region, args: dict[str, Any], action: str,
+                      key: str) -> dict[str, Any]:
+        insts = region.select("instance", args["InstanceIds"])
+        out = []
+        for inst in insts:
+            prev, now, _ = region.set_instance_state(inst.id, action)
+            out.append({"InstanceId": inst.id,
+                        "CurrentState": {"Code": state_code(now), "Name": now},
+                        "PreviousState": {"Code": state_code(prev), "Name": prev}})
+        return {key: out}
+
+    def _stop_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        return self._state_change(region, args, "stop", "StoppingInstances")
+
+    def _start_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        return self._state_change(region, args, "start", "StartingInstances")
+
+    def _terminate_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        return self._state_change(region, args, "terminate", "TerminatingInstances")
+
 
 _HANDLERS: dict[str, Handler] = {
     "DescribeInstances": Ec2Api._describe_instances,
@@ -517,4 +737,15 @@ _HANDLERS: dict[str, Handler] = {
     "DeleteTags": Ec2Api._delete_tags,
     "DescribeAvailabilityZones": Ec2Api._describe_availability_zones,
     "DescribeRegions": Ec2Api._describe_regions,
+    "CreateVolume": Ec2Api._create_volume,
+    "DeleteVolume": Ec2Api._delete_volume,
+    "AttachVolume": Ec2Api._attach_volume,
+    "DetachVolume": Ec2Api._detach_volume,
+    "RegisterImage": Ec2Api._register_image,
+    "DeregisterImage": Ec2Api._deregister_image,
+    "DescribeImages": Ec2Api._describe_images,
+    "RunInstances": Ec2Api._run_instances,
+    "StopInstances": Ec2Api._stop_instances,
+    "StartInstances": Ec2Api._start_instances,
+    "TerminateInstances": Ec2Api._terminate_instances,
 }

@@ -1,0 +1,135 @@
+"""End to end through real Bacula: Full, Incremental, Incremental, Differential,
+Incremental, with writes between jobs; every point in time restored by Bacula's own job
+selection (`before=... select current`) and compared byte for byte."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from tests.helpers import sha256_file, wait_until
+
+from .test_full_backup_restore import BLOCK, plugin_line
+
+LEVELS = {"F": "Full", "I": "Incremental", "D": "Differential"}
+
+
+def end_time(stack, jobid: int) -> str:  # type: ignore[no-untyped-def]
+    out = stack.bconsole(f"llist jobid={jobid}")
+    match = re.search(r"^\s*realendtime:\s*(\S+ \S+)", out, re.I | re.M) or re.search(
+        r"^\s*endtime:\s*(\S+ \S+)", out, re.I | re.M
+    )
+    assert match, out
+    return match.group(1)
+
+
+def restore_before(stack, when: str, where: Path) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    out = stack.bconsole(
+        f'restore client={stack.client} fileset={stack.fileset} before="{when}" '
+        f"select current all done yes where={where}"
+    )
+    match = re.search(r"Job queued\. JobId=(\d+)", out)
+    assert match, out
+    rjobid = int(match.group(1))
+    return rjobid, stack.wait_job(rjobid, timeout=180)
+
+
+def seed(sim) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance(
+        "chain-web", volumes=[{"size_gib": 1, "device": "/dev/sda1"}, {"size_gib": 1, "device": "/dev/xvdb"}]
+    )
+    root, data = inst["volume_ids"]
+    sim.client.write_volume(root, 0, os.urandom(5 * BLOCK))
+    sim.client.write_volume(data, 100 * BLOCK, os.urandom(3 * BLOCK))
+    return inst["instance_id"], [root, data]
+
+
+def test_chain_of_five_restores_every_point_in_time(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    iid, (root, data) = seed(sim)
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=chain-web", "keep_full_snapshot=yes")])
+    w = sim.client.write_volume
+    writes = {
+        "F": [],
+        "I1": [(root, 2 * BLOCK + 7, b"first incremental"), (data, 500 * BLOCK, os.urandom(BLOCK))],
+        "I2": [(root, 0, bytes(2 * BLOCK)), (data, 100 * BLOCK, bytes(BLOCK))],  # data -> zeros
+        "D": [(root, 900 * BLOCK, b"differential"), (data, 7 * BLOCK, b"d")],
+        "I3": [(root, 0, b"after the differential"), (data, 500 * BLOCK, bytes(BLOCK))],
+    }
+    points = []
+    for step, level in (("F", "F"), ("I1", "I"), ("I2", "I"), ("D", "D"), ("I3", "I")):
+        for vid, offset, payload in writes[step]:
+            w(vid, offset, payload)
+        jobid = stack.run_job(level=LEVELS[level], timeout=180)
+        log = stack.job_log(jobid)
+        assert "Backup OK" in log and "with warnings" not in log, log
+        want = {v: sim.client.volume_sha256(v) for v in (root, data)}
+        snaps = sim.client.snapshots()
+        points.append((step, jobid, end_time(stack, jobid), want, snaps))
+        time.sleep(1.1)  # Bacula's times have a one-second resolution
+
+    # Retention (keep_full_snapshot=yes): per volume the Full's snapshot, plus the last
+    # Incremental's; a Differential keeps none of its own.
+    per_volume = {step: sorted(s["volume_id"] for s in snaps) for step, _j, _t, _w, snaps in points}
+    assert per_volume["F"] == sorted([root, data])
+    for step in ("I1", "I2", "D", "I3"):
+        assert per_volume[step] == sorted([root, data, root, data]), (step, per_volume[step])
+    full_ids = {s["id"] for s in points[0][4]}
+    for step, _j, _t, _w, snaps in points[1:]:
+        assert full_ids <= {s["id"] for s in snaps}, step
+    assert {s["id"] for s in points[3][4]} == {s["id"] for s in points[2][4]}, "the Differential keeps none"
+
+    # Files: a name of its own per backup.
+    files = set(stack.list_files(points[1][1]))
+    assert f"/@amazon-ec2/{iid}/{root}-sda1-1G.I{points[1][1]}.bimg" in files, files
+
+    for step, _jobid, when, want, _snaps in points:
+        where = tmp_path / f"restore-{step}"
+        rjobid, status = restore_before(stack, when, where)
+        assert status == "T", stack.job_log(rjobid)
+        for vid, dev in ((root, "sda1"), (data, "xvdb")):
+            image = where / "@amazon-ec2" / iid / f"{vid}-{dev}-1G.img"
+            assert sha256_file(image) == want[vid], f"{step}: {image.name} differs"
+
+
+def test_incremental_without_full_fails_naming_it(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _iid, (root, _data) = seed(sim)
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=chain-web")])
+    stack.run_job(level="Full", timeout=180)
+    sim.client.write_volume(root, 3 * BLOCK, b"change")
+    ijob = stack.run_job(level="Incremental", timeout=180)
+    rjobid, status = stack.restore(ijob, where=tmp_path / "only-incremental")
+    log = stack.job_log(rjobid)
+    assert status != "T" and "Restore Error" in log, log
+    assert "not the Full backup it builds on" in log and root in log, log
+    assert not list((tmp_path / "only-incremental").rglob("*.img"))
+
+
+def test_cancelled_incremental_then_incremental_restores_exactly(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    iid, (root, data) = seed(sim)
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=chain-web")])
+    stack.run_job(level="Full", timeout=180)
+    time.sleep(1.1)
+    sim.client.write_volume(root, 40 * BLOCK, b"before the cancelled job")
+    sim.client.set_options(snapshot_delay=30.0)
+    before = {s["id"] for s in sim.client.snapshots()}
+    jobid = stack.run_job(level="Incremental", wait=False)
+    wait_until(lambda: len(sim.client.snapshots()) > len(before), 60, lambda: stack.job_log(jobid))
+    stack.bconsole(f"cancel jobid={jobid} yes")
+    assert stack.wait_job(jobid, timeout=120) == "A"
+    wait_until(
+        lambda: {s["id"] for s in sim.client.snapshots()} == before, 30, lambda: str(sim.client.snapshots())
+    )
+    sim.client.set_options(snapshot_delay=0.3)
+    sim.client.write_volume(data, 60 * BLOCK, b"after the cancelled job")
+    time.sleep(1.1)
+    last = stack.run_job(level="Incremental", timeout=180)
+    assert "Backup OK" in stack.job_log(last)
+    want = {v: sim.client.volume_sha256(v) for v in (root, data)}
+    time.sleep(1.1)
+    where = tmp_path / "latest"
+    rjobid, status = restore_before(stack, time.strftime("%Y-%m-%d %H:%M:%S"), where)
+    assert status == "T", stack.job_log(rjobid)
+    for vid, dev in ((root, "sda1"), (data, "xvdb")):
+        assert sha256_file(where / "@amazon-ec2" / iid / f"{vid}-{dev}-1G.img") == want[vid]
