@@ -231,6 +231,13 @@ class Aws:
             kwargs["InstanceIds"] = instance_ids
         return list(self._pages("DescribeInstances", self.ec2.describe_instances, "Reservations", **kwargs))
 
+    def describe_regions(self) -> list[str]:
+        out = self._call("DescribeRegions", lambda: self.ec2.describe_regions())
+        return sorted(str(r["RegionName"]) for r in out.get("Regions", []))
+
+    def describe_all_volumes(self) -> list[dict[str, Any]]:
+        return list(self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes"))
+
     def describe_volumes(self, volume_ids: list[str]) -> list[dict[str, Any]]:
         if not volume_ids:
             return []

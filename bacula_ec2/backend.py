@@ -30,6 +30,7 @@ from protocol.backup import FileWriter as ProtocolFileWriter
 
 from .aws import Aws, AwsError
 from .formats.blockimage import FormatError
+from .jobs import browse
 from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
 from .jobs.restore_local import LocalRestore
@@ -231,14 +232,9 @@ class Backend:
         elif mode is Mode.RESTORE:
             self._restore(ctx, job)
         elif mode is Mode.LISTING:
-            self.reporter.warning("browsing (.ls) is not available in this version")
-            s.item_stream().finish()
-            s.wait_for_end()
+            self._listing(ctx)
         else:
-            q = s.query_stream()
-            q.send_kv("error", "queries are not available in this version")
-            q.finish()
-            s.wait_for_end()
+            self._query(ctx)
 
     # ------------------------------------------------------------------ modes
     def _backup(self, ctx: JobContext, mode: Mode) -> None:
@@ -276,6 +272,37 @@ class Backend:
         if mode is Mode.BACKUP and reason is not EndReason.END:
             log.warning("no END from the FD: the job did not finish well; deleting its snapshots")
             self._rollback(job, quiet=True)
+
+    def _listing(self, ctx: JobContext) -> None:
+        s = self.session
+        try:
+            stream = s.item_stream()
+            count = browse.listing(
+                lambda region: Aws(ctx.params.model_copy(update={"region": region or ctx.params.region})),
+                ctx.params.listing or "/",
+                ProtocolSink(stream),
+            )
+            log.info("listed %d entries under %s", count, ctx.params.listing)
+            stream.finish()
+        except EXPECTED_FAILURES as exc:
+            self._fail(str(exc))
+            return
+        s.wait_for_end()
+
+    def _query(self, ctx: JobContext) -> None:
+        """Errors are answered as `error=...` rows: a .query has no job log to read."""
+        s = self.session
+        q = s.query_stream()
+        try:
+            rows = browse.query(Aws(ctx.params), ctx.params, (ctx.params.query or "").strip())
+        except EXPECTED_FAILURES as exc:
+            rows = [[("error", browse.clean(REDACTOR.scrub(str(exc))))]]
+        for row in rows:
+            q.send_pairs(row)
+        if not rows:
+            q.send_kv("count", "0")
+        q.finish()
+        s.wait_for_end()
 
     def _rollback(self, job: BackupJob | None, quiet: bool = False) -> None:
         if job is None or not job.ledger.created:

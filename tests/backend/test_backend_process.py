@@ -197,3 +197,42 @@ def test_corrupt_block_image_fails_the_restore_and_leaves_no_image(sim, tmp_path
         be.peer.close()
     image = where / "@amazon-ec2" / inst["instance_id"] / f"{inst['volume_ids'][0]}-sda1-1G.img"
     assert not image.exists(), "a corrupt image must not be left behind"
+
+
+def test_listing_browses_regions_instances_volumes(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = make_instance(sim)
+    iid, (v1, v2) = inst["instance_id"], inst["volume_ids"]
+
+    def ls(path: str) -> list[BackupItem]:
+        base = [p for p in params(sim.endpoint) if not p.startswith("instances=")]
+        with backend(Mode.LISTING, [*base, f"listing={path}"], tmp_path, level=None) as be:
+            items = be.peer.read_items(data_phase=False)
+            be.peer.end()
+            be.peer.terminate()
+        return items
+
+    assert "us-east-1/" in [it.name for it in ls("/")]
+    assert [it.name for it in ls("/us-east-1")] == [f"{iid}/"]
+    vols = ls(f"/us-east-1/{iid}")
+    assert [(it.name, it.size) for it in vols] == [(f"{v1}-sda1-1G", 1 << 30), (f"{v2}-xvdf-2G", 2 << 30)]
+    assert sim.client.snapshots() == []
+
+
+def test_query_instances_volumes_snapshots(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = make_instance(sim)
+    backup_items(sim, tmp_path)
+
+    def query(what: str) -> list[tuple[str, str | bytes]]:
+        with backend(Mode.QUERY, [*params(sim.endpoint), f"query={what}"], tmp_path, level=None) as be:
+            rows = be.peer.read_query()
+            be.peer.terminate()
+        return rows
+
+    rows = [r[1] for r in query("instances")]
+    assert any(inst["instance_id"] in str(r) and "name=web-1" in str(r) for r in rows), rows
+    rows = [str(r[1]) for r in query("snapshots")]
+    assert len(rows) == 2 and all("state=base" in r and "level=F" in r for r in rows), rows
+    rows = [str(r[1]) for r in query("volumes")]
+    assert any(inst["volume_ids"][1] in r and "size_gib=2" in r for r in rows), rows
+    rows = [str(r[1]) for r in query("nonsense")]
+    assert rows and rows[0].startswith("error=unknown query 'nonsense'"), rows

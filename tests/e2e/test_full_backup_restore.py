@@ -136,3 +136,16 @@ def test_cancelled_job_deletes_its_snapshots(sim, bacula_stack) -> None:  # type
     assert stack.wait_job(jobid, timeout=120) == "A", out + stack.job_log(jobid)
     # deleted by the backend after SIGUSR1
     wait_until(lambda: not sim.client.snapshots(), 30, lambda: str(sim.client.snapshots()))
+
+
+def test_ls_and_query_through_bconsole(sim, bacula_stack) -> None:  # type: ignore[no-untyped-def]
+    inst = seed_instance(sim)
+    line = plugin_line(sim.endpoint)
+    stack = bacula_stack([line])
+    out = stack.bconsole(f'.ls client={stack.client} plugin="{line}" path=/us-east-1')
+    assert f"{inst['instance_id']}/" in out, out
+    out = stack.bconsole(f'.ls client={stack.client} plugin="{line}" path=/us-east-1/{inst["instance_id"]}')
+    assert f"{inst['volume_ids'][1]}-xvdf-2G" in out, out
+    out = stack.bconsole(f'.query client={stack.client} plugin="{line}" parameter=instances')
+    assert f"instance={inst['instance_id']}" in out and "name=e2e-web" in out, out
+    assert sim.client.snapshots() == []

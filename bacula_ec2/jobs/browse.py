@@ -1,0 +1,122 @@
+"""`.ls` (browse regions / instances / volumes) and `.query` answers (product.md §5).
+
+Both only describe: nothing is created. Listing paths are the plugin's own namespace:
+`/` lists regions, `/<region>` the instances there, `/<region>/<instance>` its volumes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from .. import naming
+from ..aws import Aws
+from ..formats.config import tag_dict
+from .chain import STATE_TAG, TAG
+from .context import JobError
+from .selection import select_instances
+from .sink import BackupSink, FileInfo
+
+QUERIES = ("regions", "instances", "volumes", "snapshots")
+GIB = 1 << 30
+
+
+def _epoch(value: Any) -> int:
+    return int(value.timestamp()) if isinstance(value, dt.datetime) else 0
+
+
+def clean(value: object) -> str:
+    """Query values cannot hold ',' (the FD splits on it) nor '=' safely."""
+    return str(value).replace(",", ";").replace("\n", " ")
+
+
+def listing(aws_for: Callable[[str | None], Aws], path: str, sink: BackupSink) -> int:
+    """Send one level of the namespace under `path`; returns the number of entries."""
+    parts = [p for p in path.strip().strip("/").split("/") if p]
+    if len(parts) > 2:
+        raise JobError(f"nothing to list under '{path}': use /, /<region> or /<region>/<instance-id>")
+    if not parts:
+        regions = aws_for(None).describe_regions()
+        for region in regions:
+            sink.directory(f"{region}/", 0)
+        return len(regions)
+    aws = aws_for(parts[0])
+    if len(parts) == 1:
+        instances = sorted(aws.describe_instances(), key=lambda i: str(i["InstanceId"]))
+        for inst in instances:
+            sink.directory(f"{inst['InstanceId']}/", _epoch(inst.get("LaunchTime")))
+        return len(instances)
+    found = aws.describe_instances(filters=[{"Name": "instance-id", "Values": [parts[1]]}])
+    if not found:
+        raise JobError(f"instance {parts[1]} not found in region {parts[0]}")
+    mappings = [m for m in found[0].get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("VolumeId")]
+    volumes = {v["VolumeId"]: v for v in aws.describe_volumes([m["Ebs"]["VolumeId"] for m in mappings])}
+    count = 0
+    for m in sorted(mappings, key=lambda m: str(m["DeviceName"])):
+        vol = volumes.get(m["Ebs"]["VolumeId"])
+        if vol is None:
+            continue
+        dev = naming.device_short_name(m["DeviceName"])
+        name = f"{vol['VolumeId']}-{dev}-{vol['Size']}G"
+        sink.file(FileInfo(name, int(vol["Size"]) * GIB, _epoch(vol.get("CreateTime"))), b"")
+        count += 1
+    return count
+
+
+def query(aws: Aws, params: Any, what: str) -> list[list[tuple[str, str]]]:
+    """Rows of key/value pairs for `.query parameter=<what>`."""
+    if what == "regions":
+        return [[("region", r)] for r in aws.describe_regions()]
+    if what == "instances":
+        if params.selects_instances():
+            instances = [t.instance for t in select_instances(aws, params)]
+        else:
+            instances = aws.describe_instances()
+        rows = []
+        for inst in sorted(instances, key=lambda i: str(i["InstanceId"])):
+            rows.append(
+                [
+                    ("instance", inst["InstanceId"]),
+                    ("name", clean(tag_dict(inst.get("Tags")).get("Name", ""))),
+                    ("state", inst.get("State", {}).get("Name", "")),
+                    ("type", inst.get("InstanceType", "")),
+                    ("az", inst.get("Placement", {}).get("AvailabilityZone", "")),
+                    ("volumes", str(len(inst.get("BlockDeviceMappings", [])))),
+                ]
+            )
+        return rows
+    if what == "volumes":
+        rows = []
+        for vol in sorted(aws.describe_all_volumes(), key=lambda v: str(v["VolumeId"])):
+            att = (vol.get("Attachments") or [{}])[0]
+            rows.append(
+                [
+                    ("volume", vol["VolumeId"]),
+                    ("instance", att.get("InstanceId", "")),
+                    ("device", att.get("Device", "")),
+                    ("size_gib", str(vol.get("Size", ""))),
+                    ("type", vol.get("VolumeType", "")),
+                    ("encrypted", "yes" if vol.get("Encrypted") else "no"),
+                ]
+            )
+        return rows
+    if what == "snapshots":
+        snaps = aws.describe_snapshots(filters=[{"Name": "tag-key", "Values": [STATE_TAG]}])
+        rows = []
+        for snap in sorted(snaps, key=lambda s: (str(s.get("VolumeId")), s.get("StartTime") or 0)):
+            tags = tag_dict(snap.get("Tags"))
+            start = snap.get("StartTime")
+            rows.append(
+                [
+                    ("snapshot", snap["SnapshotId"]),
+                    ("volume", snap.get("VolumeId", "")),
+                    ("job", clean(tags.get(TAG + "job", ""))),
+                    ("jobid", tags.get(TAG + "jobid", "")),
+                    ("level", tags.get(TAG + "level", "")),
+                    ("state", tags.get(STATE_TAG, "")),
+                    ("start", start.isoformat() if isinstance(start, dt.datetime) else ""),
+                ]
+            )
+        return rows
+    raise JobError(f"unknown query '{what}': use one of {', '.join(QUERIES)}")
