@@ -15,10 +15,10 @@ import time
 
 from . import __version__
 from .aws import Aws, AwsError
-from .formats.blockimage import FormatError
+from .formats.blockimage import FormatError, ImageHeader
 from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
-from .jobs.folder import FolderSink, reference_backup, stored_files
+from .jobs.folder import FolderSink, parse_time, read_header, reference_backup, select_chain, stored_files
 from .jobs.restore_local import LocalRestore
 from .jobs.sink import FileInfo, FileWriter
 from .logs import REDACTOR
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--level", default="F", choices=("F", "I", "D"), help="Full, Incremental or Differential (default F)"
     )
+    parser.add_argument(
+        "--before", metavar="TIME", help="restore the state of the last backup before TIME (ISO 8601, UTC)"
+    )
     parser.add_argument("--job_name", default="bec2", help="chain name recorded in snapshot tags and headers")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.add_argument(
@@ -89,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"bec2: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.before is not None:
+        try:
+            parse_time(args.before)
+        except ValueError:
+            print(f"bec2: --before: '{args.before}' is not a time (ISO 8601, e.g. 2026-11-26T16:00:00Z)", file=sys.stderr)
+            return EXIT_USAGE
     REDACTOR.add(*params.secret_values())
     reporter = ConsoleReporter(verbose=not args.quiet and (args.verbose or sys.stderr.isatty()))
     output = os.path.abspath(args.output)
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx.since = int(dt.datetime.fromisoformat(ref.created.replace("Z", "+00:00")).timestamp())
     try:
         if args.operation == "restore":
-            return _restore(ctx, output, reporter)
+            return _restore(ctx, output, reporter, args.before)
         return _backup(ctx, output, args.operation, reporter)
     except KeyboardInterrupt:
         reporter.error("interrupted")
@@ -130,7 +139,10 @@ def _backup(ctx: JobContext, output: str, operation: str, reporter: ConsoleRepor
         os.makedirs(output, exist_ok=True)
         job.run(sink)
         job.commit()
-        reporter.info(f"backup stored under {os.path.join(output, '@amazon-ec2')}")
+        reporter.info(
+            f"{ {'F': 'Full', 'I': 'Incremental', 'D': 'Differential'}[ctx.level] } backup {ctx.job_name} "
+            f"stored under {os.path.join(output, '@amazon-ec2')}"
+        )
         return EXIT_OK
     except (*FAILURES, KeyboardInterrupt) as exc:
         sink.abandon()
@@ -157,7 +169,7 @@ class _EstimatePrinter:
         print(f"{0:>16}  {path}")
 
 
-def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter) -> int:
+def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter, before: str | None) -> int:
     target = ctx.params.local_path
     if not target:
         reporter.error("restore needs --local_path=/dir for the raw disk images")
@@ -165,7 +177,15 @@ def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter) -> int:
     restore = LocalRestore(ctx, os.path.abspath(target), where=None)
     count = 0
     try:
-        for catalog_path, local in stored_files(source):
+        files = list(stored_files(source))
+        parts: dict[str, list[tuple[str, ImageHeader]]] = {}
+        for catalog_path, local in files:
+            if catalog_path.endswith(".bimg") and (header := read_header(local)) is not None:
+                parts.setdefault(header.volume_id, []).append((catalog_path, header))
+        chosen = {p for volume_parts in parts.values() for p in select_chain(volume_parts, before)}
+        for catalog_path, local in files:
+            if catalog_path.endswith(".bimg") and catalog_path not in chosen:
+                continue
             if not restore.start(catalog_path):
                 continue
             with open(local, "rb") as fh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 
@@ -93,23 +94,53 @@ def stored_files(root: str) -> Iterator[tuple[str, str]]:
             yield path, os.path.join(root, path.lstrip("/"))
 
 
+def read_header(local: str) -> ImageHeader | None:
+    """The header of a stored block image, from its first bytes only."""
+    decoder = RecordDecoder(expect=FileKind.IMAGE)
+    with open(local, "rb") as fh:
+        while decoder.header is None and (chunk := fh.read(65536)):
+            for _ in decoder.feed(chunk):
+                break
+    return decoder.header
+
+
 def stored_headers(root: str) -> list[ImageHeader]:
-    """Headers of every block image in the folder (read from the first bytes only)."""
-    headers = []
-    for catalog_path, local in stored_files(root):
-        if not catalog_path.endswith(".bimg"):
-            continue
-        decoder = RecordDecoder(expect=FileKind.IMAGE)
-        with open(local, "rb") as fh:
-            while (chunk := fh.read(65536)) and decoder.header is None:
-                for _ in decoder.feed(chunk):
-                    break
-        if decoder.header is not None:
-            headers.append(decoder.header)
-    return headers
+    """Headers of every block image in the folder."""
+    found = (read_header(local) for path, local in stored_files(root) if path.endswith(".bimg"))
+    return [h for h in found if h is not None]
 
 
 def reference_backup(root: str, level: str) -> ImageHeader | None:
     """What Bacula would name as PrevJobName: the newest backup (I) or newest Full (D)."""
     headers = [h for h in stored_headers(root) if level == "I" or h.level == "F"]
     return max(headers, key=lambda h: h.created, default=None)
+
+
+def select_chain(parts: list[tuple[str, ImageHeader]], before: str | None) -> list[str]:
+    """Bacula's restore selection among one volume's parts (catalog paths returned):
+    the newest Full, the newest Differential after it, then the later Incrementals;
+    only parts whose snapshot is not newer than `before` (ISO time) count."""
+    usable = sorted(
+        ((p, h) for p, h in parts if before is None or parse_time(h.created) <= parse_time(before)),
+        key=lambda x: parse_time(x[1].created),
+    )
+    fulls = [i for i, (_p, h) in enumerate(usable) if h.level == "F"]
+    if not fulls:
+        return [p for p, _h in usable]  # the restore will name what is missing
+    rest = usable[fulls[-1] :]
+    diffs = [i for i, (_p, h) in enumerate(rest) if h.level == "D"]
+    start = diffs[-1] if diffs else 0
+    picked = (
+        [rest[0]] + ([rest[start]] if diffs else []) + [x for x in rest[start + 1 :] if x[1].level == "I"]
+    )
+    return [p for p, _h in picked]
+
+
+def parse_time(iso: str) -> float:
+    text = iso.strip().replace("Z", "+00:00")
+    if "T" not in text and " " in text:
+        text = text.replace(" ", "T", 1)
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
