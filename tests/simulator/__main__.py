@@ -7,11 +7,14 @@ socket is listening, so a parent process can start it with ``--port 0`` and read
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
+from .errors import SimError
 from .model import DEFAULT_SNAPSHOT_DELAY, World
 from .server import SimulatorServer
 
@@ -26,12 +29,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a new snapshot stays pending")
     parser.add_argument("--verbose", action="store_true",
                         help="log one line per request to stderr")
+    parser.add_argument("--aws-like", action="store_true",
+                        help="AWS default quotas and ~50 ms latency from the start")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=JSON",
+                        help="start-up value of any knob (docs/SIMULATOR.md), repeatable; "
+                             "kept across /_sim/reset")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost"):
         parser.error("the simulator binds loopback addresses only")
+    options: dict[str, Any] = {"aws_like": True} if args.aws_like else {}
+    for item in args.option:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            parser.error(f"--option {item!r}: expected NAME=JSON")
+        try:
+            options[name] = json.loads(raw)
+        except ValueError:
+            options[name] = raw
+    try:
+        world = World(args.snapshot_delay, options)
+    except SimError as err:
+        parser.error(err.message)
 
-    server = SimulatorServer((args.host, args.port), World(args.snapshot_delay),
-                             verbose=args.verbose)
+    server = SimulatorServer((args.host, args.port), world, verbose=args.verbose)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

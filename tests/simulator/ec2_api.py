@@ -647,9 +647,9 @@ class Ec2Api:
             if "NoDevice" in m:
                 merged.pop(name, None)
                 continue
-            ebs = dict(base.get("Ebs") or {})
-            ebs.update(m.get("Ebs") or {})
-            base["Ebs"] = ebs
+            merged_ebs = dict(base.get("Ebs") or {})
+            merged_ebs.update(m.get("Ebs") or {})
+            base["Ebs"] = merged_ebs
             merged[name] = base
         root = image.root_device_name
         order = [root] + [d for d in merged if d != root]
@@ -657,7 +657,7 @@ class Ec2Api:
         volume_tags = _tag_specs([t for t in args.get("TagSpecifications", [])
                                   if t.get("ResourceType") == "volume"], "volume")
         for device in order:
-            ebs = (merged.get(device) or {}).get("Ebs")
+            ebs: dict[str, Any] = (merged.get(device) or {}).get("Ebs") or {}
             if not ebs:
                 continue
             spec: dict[str, Any] = {

@@ -12,12 +12,13 @@ with default options.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,17 @@ class RunningSimulator:
 
 
 def start_simulator(snapshot_delay: float | None = None, timeout: float = 20.0,
-                    verbose: bool = False) -> RunningSimulator:
-    """Start ``python -m tests.simulator`` and wait for its endpoint line."""
+                    verbose: bool = False, options: Mapping[str, Any] | None = None
+                    ) -> RunningSimulator:
+    """Start ``python -m tests.simulator`` and wait for its endpoint line.
+
+    ``options`` are start-up knob values (docs/SIMULATOR.md), kept across ``reset()``.
+    """
     cmd = [sys.executable, "-m", "tests.simulator", "--port", "0"]
     if snapshot_delay is not None:
         cmd += ["--snapshot-delay", str(snapshot_delay)]
+    for name, value in (options or {}).items():
+        cmd += ["--option", f"{name}={json.dumps(value)}"]
     if verbose:
         cmd.append("--verbose")
     env = dict(os.environ)

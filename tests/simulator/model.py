@@ -316,7 +316,8 @@ class Region:
             ("ami-", self.image))
         for prefix, getter in getters:
             if resource_id.startswith(prefix):
-                return getter(resource_id)
+                found: Instance | Volume | Snapshot | Image = getter(resource_id)
+                return found
         raise SimError("InvalidID", f'The ID \'{resource_id}\' is not valid')
 
     # ----------------------------------------------------------------- creation
@@ -849,15 +850,22 @@ class Region:
 class World:
     """All regions plus the knobs; regions spring into existence when first named."""
 
-    def __init__(self, snapshot_delay: float = DEFAULT_SNAPSHOT_DELAY) -> None:
+    def __init__(self, snapshot_delay: float = DEFAULT_SNAPSHOT_DELAY,
+                 options: Mapping[str, Any] | None = None) -> None:
         self.lock = threading.RLock()
         self.default_snapshot_delay = snapshot_delay
-        self.opts = Options(snapshot_delay=snapshot_delay)
+        self.default_options = dict(options or {})  # start-up knobs, restored by reset()
+        self.opts = self._initial_options()
         self.regions: dict[str, Region] = {}
         self.seq = itertools.count(1)
         self._sha_cache: dict[str, str] = {}
         self.on_reset: list[Any] = []  # callables run by reset() (policy counters, buckets)
         self.sts_sessions: list[dict[str, Any]] = []  # AssumeRole calls seen, for tests
+
+    def _initial_options(self) -> Options:
+        opts = Options(snapshot_delay=self.default_snapshot_delay)
+        opts.update(self.default_options)
+        return opts
 
     @property
     def snapshot_delay(self) -> float:
@@ -882,7 +890,7 @@ class World:
             self.regions.clear()
             self._sha_cache.clear()
             self.sts_sessions.clear()
-            self.opts = Options(snapshot_delay=self.default_snapshot_delay)
+            self.opts = self._initial_options()
             for hook in self.on_reset:
                 hook()
 

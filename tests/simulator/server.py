@@ -183,7 +183,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         """Status line and headers as one bytes object, then one ``sendmsg`` with the body."""
         status = resp.status
         phrase = self.responses.get(status, ("",))[0]
-        body = resp.body if self.command != "HEAD" else b""
+        body: bytes | memoryview = resp.body if self.command != "HEAD" else b""
         lines = [f"HTTP/1.1 {status} {phrase}\r\nServer: {self.server_version}\r\n"
                  f"Date: {_http_date()}\r\nContent-Type: {resp.content_type}\r\n"
                  f"Content-Length: {len(resp.body)}\r\nx-amzn-RequestId: {request_id}\r\n"]

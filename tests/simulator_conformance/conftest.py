@@ -34,9 +34,9 @@ def aws(sim: RunningSimulator, _session: boto3.session.Session) -> Iterator[Clie
     cache: dict[tuple[Any, ...], Any] = {}
 
     def make(service: str, region: str = "us-east-1", **config: Any) -> Any:
-        key = (service, region, tuple(sorted(config.items())))
+        key = (service, region, repr(sorted(config.items())))
         if key not in cache:
-            config.setdefault("retries", {"max_attempts": 1})
+            config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
             cache[key] = _session.client(service, config=Config(**config),
                                          **sim.boto3_kwargs(region))
         return cache[key]

@@ -108,7 +108,7 @@ def test_aws_like_defaults_and_latency(sim: RunningSimulator, aws: ClientFactory
 
 
 def test_internal_error_and_reset(sim: RunningSimulator, aws: ClientFactory) -> None:
-    snap, blocks = _snapshot(sim, aws)
+    snap, _blocks = _snapshot(sim, aws)
     ebs = aws("ebs")
     sim.client.set_options(error_rate=1.0)
     err = error_of(lambda: ebs.list_snapshot_blocks(SnapshotId=snap))
