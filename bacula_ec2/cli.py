@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             parse_time(args.before)
         except ValueError:
             example = "2026-11-26T16:00:00Z"
-            print(f"bec2: --before: '{args.before}' is not a time (ISO 8601, e.g. {example})", file=sys.stderr)
+            print(
+                f"bec2: --before: '{args.before}' is not a time (ISO 8601, e.g. {example})", file=sys.stderr
+            )
             return EXIT_USAGE
     REDACTOR.add(*params.secret_values())
     reporter = ConsoleReporter(verbose=not args.quiet and (args.verbose or sys.stderr.isatty()))
