@@ -133,3 +133,40 @@ def test_cancelled_incremental_then_incremental_restores_exactly(sim, bacula_sta
     assert status == "T", stack.job_log(rjobid)
     for vid, dev in ((root, "sda1"), (data, "xvdb")):
         assert sha256_file(where / "@amazon-ec2" / iid / f"{vid}-{dev}-1G.img") == want[vid]
+
+
+def test_chain_survives_five_percent_faults(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("faulty", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(160 * BLOCK))
+    sim.client.set_options(
+        fault_seed=7,
+        error_rate=0.0125,
+        reset_rate=0.0125,
+        truncate_rate=0.0125,
+        corrupt_rate=0.0125,
+        throttling=True,
+        account_rates={"GetSnapshotBlock": 40.0, "ListSnapshotBlocks": 50.0, "ListChangedBlocks": 50.0},
+    )
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=faulty")])
+    logs = []
+    for level, offset in (("Full", None), ("Incremental", 3 * BLOCK), ("Incremental", 90 * BLOCK)):
+        if offset is not None:
+            sim.client.write_volume(vid, offset, os.urandom(40 * BLOCK))
+        jobid = stack.run_job(level=level, timeout=300)
+        log = stack.job_log(jobid)
+        assert "Backup OK" in log and "with warnings" not in log, log
+        logs.append(log)
+        time.sleep(1.1)
+    want = sim.client.volume_sha256(vid)
+    stats = sim.client.stats()
+    assert sum(stats["faults"].values()) > 5 and sum(stats["throttled"].values()) > 0, stats
+    retries = [int(m) for log in logs for m in re.findall(r"(\d+) AWS retries", log)]
+    assert sum(retries) > 0, logs
+    sim.client.set_options(
+        error_rate=0.0, reset_rate=0.0, truncate_rate=0.0, corrupt_rate=0.0, throttling=False
+    )
+    where = tmp_path / "latest"
+    rjobid, status = restore_before(stack, time.strftime("%Y-%m-%d %H:%M:%S"), where)
+    assert status == "T", stack.job_log(rjobid)
+    assert sha256_file(where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img") == want
