@@ -234,3 +234,23 @@ def test_no_base_left_reads_everything_and_warns(sim, tmp_path: Path, level: str
     messages, where = bacula.restore([job], tmp_path / "r", seed=4)  # restorable on its own
     assert not [m for m in messages if m[0] in "EQA"], messages
     assert image_sha(where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img") == want
+
+
+def test_killed_backend_leaves_pending_snapshots_that_the_next_job_removes(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    vid = inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(BLOCK))
+    sim.client.set_options(snapshot_delay=30.0)
+    with backend(Mode.BACKUP, params(sim.endpoint, "instances=web-1"), tmp_path, jobid=1) as be:
+        deadline = time.monotonic() + 30
+        while not sim.client.snapshots():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        be.process.kill()  # no chance to clean up
+    (orphan,) = sim.client.snapshots()
+    assert orphan["tags"]["bacula-ec2:state"] == "pending"
+    sim.client.set_options(snapshot_delay=0.0)
+    bacula = FakeBacula(sim, tmp_path, ("instances=web-1",))
+    bacula.backup("F")
+    assert orphan["id"] not in {s["id"] for s in sim.client.snapshots()}
+    assert any(orphan["id"] in text and "did not finish" in text for _st, text in bacula.messages)
