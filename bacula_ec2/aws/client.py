@@ -30,8 +30,8 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from .params import Parameters
-from .retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_retry
+from ..params import Parameters
+from ..retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_retry
 
 THROTTLE_CODES = {"ThrottlingException", "RequestThrottledException", "RequestLimitExceeded", "Throttling"}
 TRANSIENT_CODES = {"InternalServerException", "InternalError", "ServiceUnavailable", "Unavailable"}
