@@ -33,6 +33,7 @@ from .formats.blockimage import FormatError
 from .jobs import browse
 from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
+from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
 from .jobs.sink import DIR_MODE, FILE_MODE, FileInfo
 from .logs import REDACTOR, quiet_until_configured, setup_backend_logging
@@ -82,7 +83,7 @@ class _Writer:
         self.inner = inner
         self.small = bytearray()
 
-    def write(self, *parts: bytes | memoryview) -> None:
+    def write(self, *parts: bytes | bytearray | memoryview) -> None:
         if sum(len(p) for p in parts) < COALESCE:
             for part in parts:
                 self.small += part
@@ -132,10 +133,13 @@ class ProtocolSink:
 
 
 class RestoreAdapter(BaseRestoreHandler):
-    """The protocol's restore callbacks, forwarded to a LocalRestore."""
+    """The protocol's restore callbacks, forwarded to a LocalRestore or an AwsRestore."""
 
-    def __init__(self, restore: LocalRestore) -> None:
+    def __init__(
+        self, restore: LocalRestore | AwsRestore, failures: list[tuple[str, BaseException]] | None = None
+    ) -> None:
         self.restore = restore
+        self.failures = failures if failures is not None else []
 
     def start_file(self, f: RestoreFile) -> Reply:
         try:
@@ -159,33 +163,46 @@ class RestoreAdapter(BaseRestoreHandler):
 
     def finish(self) -> None:
         """Before FINISH is answered: a chain with a gap fails the restore (a Fatal)."""
+        r = self.restore
+        if isinstance(r, AwsRestore) and self.failures:
+            r.abandon_all()
+            raise RestoreRefused(
+                f"nothing was created in AWS: {len(self.failures)} file(s) of the restore failed "
+                f"(first: {self.failures[0][0]})"
+            )
         try:
-            self.restore.finish()
+            r.finish()
+        except Cancelled:
+            raise RestoreRefused("restore cancelled; what it had created in AWS was removed") from None
         except EXPECTED_FAILURES as exc:
             raise RestoreRefused(str(exc)) from None
-        r = self.restore
-        r.ctx.reporter.info(
-            f"restore finished: {r.files} file(s), {len(r.restored)} disk image(s) under {r.base_dir}"
-        )
+        r.ctx.reporter.info(r.summary())
 
 
-def _restore_dir(job: JobInfo, params: Parameters) -> str:
-    """Where local images go; product.md §4: where=/dir (or restore_to=local)."""
+def _restore_target(job: JobInfo, params: Parameters) -> tuple[str, str]:
+    """("local", dir) or ("aws", staging dir); product.md §4, docs/RESTORE.md.
+
+    restore_to= decides when given; otherwise local_path= or where=/dir mean local images,
+    and where=/ (or an empty where) means AWS.
+    """
     if job.regex_where is not None:
-        raise JobError("regexwhere= is not supported by bacula-ec2: use where=/some/dir")
-    if params.restore_to == "aws":
-        raise JobError("restore_to=aws is not available in this version: use where=/some/dir")
-    base = params.local_path or job.where or ""
+        raise JobError("regexwhere= is not supported by bacula-ec2: use where=/some/dir or where=/")
+    where = job.where or ""
+    to = params.restore_to or ("local" if params.local_path or where not in ("", "/") else "aws")
+    if to == "aws":
+        workdir = params.restore_workdir or job.working_dir or ""
+        if not workdir or not os.path.isabs(workdir):
+            raise JobError(
+                f"a restore into AWS stages the volumes in a directory: '{workdir}' is not an absolute "
+                "path (set restore_workdir=/some/dir)"
+            )
+        return "aws", workdir
+    base = params.local_path or where
     if base in ("", "/"):
-        if params.restore_to == "local":
-            raise JobError("restore_to=local needs where=/some/dir or local_path=/some/dir")
-        raise JobError(
-            "where=/ means restore into AWS, which this version cannot do yet: "
-            "restore with where=/some/dir to get raw disk images"
-        )
+        raise JobError("restore_to=local needs where=/some/dir or local_path=/some/dir")
     if not os.path.isabs(base):
         raise JobError(f"the restore directory '{base}' is not an absolute path")
-    return base
+    return "local", base
 
 
 class Backend:
@@ -320,12 +337,20 @@ class Backend:
     def _restore(self, ctx: JobContext, job: JobInfo) -> None:
         s = self.session
         try:
-            base = _restore_dir(job, ctx.params)
-        except JobError as exc:
+            target, path = _restore_target(job, ctx.params)
+            restore: LocalRestore | AwsRestore
+            if target == "aws":
+                restore = AwsRestore(ctx, path, job.where)
+            else:
+                restore = LocalRestore(ctx, path, job.where, replace=job.replace or "a")
+        except EXPECTED_FAILURES as exc:
             self._fail(str(exc))
             return
-        restore = LocalRestore(ctx, base, job.where, replace=job.replace or "a")
-        s.run_restore(RestoreAdapter(restore))
+        try:
+            s.run_restore(RestoreAdapter(restore, s.restore_failures))
+        finally:
+            if isinstance(restore, AwsRestore):
+                restore.close()
         s.wait_for_end()
 
     def _fail(self, text: str) -> None:

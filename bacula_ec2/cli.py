@@ -19,6 +19,7 @@ from .formats.blockimage import FormatError, ImageHeader
 from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
 from .jobs.folder import FolderSink, parse_time, read_header, reference_backup, select_chain, stored_files
+from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
 from .jobs.sink import FileInfo, FileWriter
 from .logs import REDACTOR
@@ -174,10 +175,19 @@ class _EstimatePrinter:
 
 def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter, before: str | None) -> int:
     target = ctx.params.local_path
-    if not target:
-        reporter.error("restore needs --local_path=/dir for the raw disk images")
+    restore: LocalRestore | AwsRestore
+    if ctx.params.restore_to == "aws":
+        try:
+            restore = AwsRestore(ctx, os.path.abspath(ctx.params.restore_workdir or source), where=None)
+        except FAILURES as exc:
+            reporter.error(str(exc))
+            return EXIT_FAILED
+        target = "AWS"
+    elif not target:
+        reporter.error("restore needs --local_path=/dir for the raw disk images, or --restore_to=aws")
         return EXIT_USAGE
-    restore = LocalRestore(ctx, os.path.abspath(target), where=None)
+    else:
+        restore = LocalRestore(ctx, os.path.abspath(target), where=None)
     count = 0
     try:
         files = list(stored_files(source))
@@ -196,15 +206,20 @@ def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter, before: st
                     restore.data(memoryview(chunk))
             restore.end()
             count += 1
+        if count == 0:
+            raise JobError(f"no bacula-ec2 backup found under {source}")
         restore.finish()
-    except FAILURES as exc:
+    except (*FAILURES, KeyboardInterrupt) as exc:
         restore.abandon()
+        if isinstance(restore, AwsRestore):
+            restore.close()
+        if isinstance(exc, KeyboardInterrupt):
+            raise
         reporter.error(str(exc))
         return EXIT_FAILED
-    if count == 0:
-        reporter.error(f"no bacula-ec2 backup found under {source}")
-        return EXIT_FAILED
-    reporter.info(f"restored {count} file(s), {len(restore.restored)} disk image(s) under {target}")
+    reporter.info(restore.summary())
+    if isinstance(restore, AwsRestore):
+        print("\n".join(restore.results))
     return EXIT_OK
 
 

@@ -81,7 +81,14 @@ class Parameters(BaseModel):
     )
     bitmap_headers: bool = Field(True, description="Also store the .bmp and .abmp block maps")
     concurrent_threads: int = Field(
-        64, ge=1, le=512, description="GetSnapshotBlock requests in flight per volume"
+        64, ge=1, le=512, description="Get/PutSnapshotBlock requests in flight per volume"
+    )
+    request_rate: int = Field(
+        980,
+        ge=1,
+        le=100000,
+        description="GetSnapshotBlock requests/s this job starts at most (AWS allows 1,000 per snapshot "
+        "and per account); lowered automatically while AWS throttles",
     )
     snapshot_timeout: int = Field(3600, ge=10, description="Seconds to wait for snapshots to complete")
     snapshot_tags: dict[str, str] = Field(
@@ -91,21 +98,63 @@ class Parameters(BaseModel):
 
     # --- restore
     restore_to: Literal["local", "aws"] | None = Field(
-        None, description="local (raw images) or aws; default: where=/dir means local"
+        None, description="local (raw images) or aws; default: where=/dir means local, where=/ aws"
     )
     local_path: str | None = Field(None, description="Directory for restore_to=local")
+    restore_as: Literal["volume", "instance", "snapshot"] = Field(
+        "volume",
+        description="Into AWS: new volumes, a new instance, or snapshots only (you build the rest)",
+    )
+    restore_region: str | None = Field(None, description="Region to restore into (default: the backup's)")
+    restore_availability_zone: str | None = Field(
+        None, description="AZ of the new volumes/instance (default: the original's, or the attach target's)"
+    )
+    restore_volume_type: str | None = Field(
+        None, description="Volume type of the new volumes (default: the original's)"
+    )
+    restore_iops: int | None = Field(None, ge=100, description="IOPS of the new volumes (io1/io2/gp3)")
+    restore_throughput: int | None = Field(None, ge=125, description="Throughput MiB/s of new gp3 volumes")
+    restore_kms_key: str | None = Field(
+        None, description="KMS key (ARN) to encrypt the restored snapshots and volumes with"
+    )
+    restore_tags: dict[str, str] = Field(
+        default_factory=dict, description="Extra tags on everything the restore creates: k=v,k2=v2"
+    )
+    restore_attach_instance: str | None = Field(
+        None, description="Attach the restored volume to this existing instance (id)"
+    )
+    restore_attach_device: str | None = Field(
+        None, description="Device name for restore_attach_instance, e.g. /dev/sdf"
+    )
+    restore_instance_type: str | None = Field(None, description="Instance type of the new instance")
+    restore_subnet: str | None = Field(None, description="Subnet id of the new instance")
+    restore_security_groups: list[str] = Field(
+        default_factory=list, description="Security group ids of the new instance, comma separated"
+    )
+    restore_key_name: str | None = Field(None, description="Key pair name of the new instance")
+    restore_private_ip: str | None = Field(None, description="Private IPv4 address of the new instance")
+    restore_name: str | None = Field(None, description="Name tag of the new instance/volumes")
+    restore_start: bool = Field(True, description="Leave the new instance running (no: stop it)")
+    keep_restore_snapshots: bool = Field(
+        False, description="Keep the intermediate snapshots (and image) after the volumes/instance exist"
+    )
+    restore_workdir: str | None = Field(
+        None, description="Staging directory for restores into AWS (default: the FD working directory)"
+    )
 
     # --- set by the FD itself
     listing: str | None = Field(None, description="(set by bconsole .ls) path to list")
     query: str | None = Field(None, description="(set by bconsole .query) what to answer")
     accurate: bool = Field(False, alias="Accurate", description="(set by the FD) accurate job")
 
-    @field_validator("instances", "exclude_instances", "exclude_volumes", mode="before")
+    @field_validator(
+        "instances", "exclude_instances", "exclude_volumes", "restore_security_groups", mode="before"
+    )
     @classmethod
     def _lists(cls, value: object) -> list[str]:
         return _split_list(value)
 
-    @field_validator("instance_tags", "snapshot_tags", mode="before")
+    @field_validator("instance_tags", "snapshot_tags", "restore_tags", mode="before")
     @classmethod
     def _tags(cls, value: object) -> dict[str, str]:
         return _split_tags(value)
@@ -116,6 +165,8 @@ class Parameters(BaseModel):
         "bitmap_headers",
         "abort_on_error",
         "accurate",
+        "restore_start",
+        "keep_restore_snapshots",
         mode="before",
     )
     @classmethod
@@ -139,7 +190,33 @@ class Parameters(BaseModel):
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 
-    @field_validator("region")
+    @field_validator(
+        "restore_region",
+        "restore_availability_zone",
+        "restore_volume_type",
+        "restore_iops",
+        "restore_throughput",
+        "restore_kms_key",
+        "restore_attach_instance",
+        "restore_attach_device",
+        "restore_instance_type",
+        "restore_subnet",
+        "restore_key_name",
+        "restore_private_ip",
+        "restore_name",
+        "restore_workdir",
+        "restore_to",
+        "local_path",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty value (`restore_subnet=`, or a Plugin Option cleared) means "not set"."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("region", "restore_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+-\d+", value):
@@ -214,8 +291,27 @@ def _describe(exc: ValidationError) -> str:
 
 # name, kind, prompt, default shown in bconsole ("" = none)
 RESTORE_OPTIONS: list[tuple[str, str, str, str]] = [
-    ("restore_to", "str", "Restore target: local or aws (default: local when where= is a directory)", ""),
+    ("restore_to", "str", "Restore target: local or aws (default: where=/ aws, where=/dir local)", ""),
     ("local_path", "str", "Local directory for restored images (with restore_to=local)", ""),
+    ("restore_as", "str", "Into AWS as: volume, instance or snapshot", ""),
+    ("restore_region", "str", "Region to restore into (default: the backup's region)", ""),
+    ("restore_availability_zone", "str", "Availability zone of the new volumes or instance", ""),
+    ("restore_volume_type", "str", "Volume type of the new volumes (default: the original's)", ""),
+    ("restore_iops", "int64", "IOPS of the new volumes", ""),
+    ("restore_throughput", "int64", "Throughput (MiB/s) of new gp3 volumes", ""),
+    ("restore_kms_key", "str", "KMS key ARN to encrypt the restored volumes with", ""),
+    ("restore_tags", "str", "Extra tags on restored resources: k=v,k2=v2", ""),
+    ("restore_attach_instance", "str", "Attach the restored volume to this instance id", ""),
+    ("restore_attach_device", "str", "Device name for the attachment, e.g. /dev/sdf", ""),
+    ("restore_instance_type", "str", "Instance type of the new instance", ""),
+    ("restore_subnet", "str", "Subnet id of the new instance", ""),
+    ("restore_security_groups", "str", "Security group ids of the new instance, comma separated", ""),
+    ("restore_key_name", "str", "Key pair name of the new instance", ""),
+    ("restore_private_ip", "str", "Private IP address of the new instance", ""),
+    ("restore_name", "str", "Name tag of the new instance or volumes", ""),
+    ("restore_start", "bool", "Leave the new instance running (no: stop it)", ""),
+    ("keep_restore_snapshots", "bool", "Keep the intermediate snapshots and image", ""),
+    ("restore_workdir", "str", "Staging directory for restores into AWS", ""),
 ]
 
 

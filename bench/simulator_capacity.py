@@ -29,8 +29,10 @@ sys.path.insert(0, str(REPO))
 from tests.simulator import BLOCK_SIZE  # noqa: E402
 from tests.simulator.fixtures import start_simulator, stop_simulator  # noqa: E402
 
-AUTH = ("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/ebs/aws4_request, "
-        "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64)
+AUTH = (
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/ebs/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64
+)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -38,17 +40,29 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _worker(host: str, port: int, snapshot_id: str, blocks: list[tuple[int, str]],
-            conns: int, deadline: float, out: Any) -> None:
+def _worker(
+    host: str,
+    port: int,
+    snapshot_id: str,
+    blocks: list[tuple[int, str]],
+    conns: int,
+    deadline: float,
+    out: Any,
+) -> None:
     """One load-generator process: ``conns`` sockets, round-robin, one request in flight
     on each; counts responses and body bytes."""
     socks = [socket.create_connection((host, port)) for _ in range(conns)]
     for s in socks:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    reqs = [(f"GET /snapshots/{snapshot_id}/blocks/{i}?blockToken={tok} HTTP/1.1\r\n"
-             f"Host: {host}:{port}\r\nAuthorization: {AUTH}\r\nX-Amz-Date: 20260101T000000Z\r\n"
-             f"User-Agent: capacity-bench\r\n\r\n").encode() for i, tok in blocks]
+    reqs = [
+        (
+            f"GET /snapshots/{snapshot_id}/blocks/{i}?blockToken={tok} HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\nAuthorization: {AUTH}\r\nX-Amz-Date: 20260101T000000Z\r\n"
+            f"User-Agent: capacity-bench\r\n\r\n"
+        ).encode()
+        for i, tok in blocks
+    ]
     buf = bytearray(BLOCK_SIZE + 65536)
     view = memoryview(buf)
     n = nbytes = errors = 0
@@ -105,15 +119,19 @@ def run(seconds: float, procs: int, conns: int, nblocks: int) -> dict[str, Any]:
         ebs = boto3.client("ebs", **sim.boto3_kwargs())
         snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
         listed = ebs.list_snapshot_blocks(SnapshotId=snap)["Blocks"]
-        blocks = [(b["BlockIndex"], b["BlockToken"].replace("+", "%2B").replace("/", "%2F")
-                   .replace("=", "%3D")) for b in listed]
+        blocks = [
+            (b["BlockIndex"], b["BlockToken"].replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"))
+            for b in listed
+        ]
         host, port = sim.endpoint.removeprefix("http://").split(":")
         pid = sim.process.pid
         queue: Any = mp.Queue()
         start = time.time() + 0.5
         deadline = start + seconds
-        workers = [mp.Process(target=_worker, args=(host, int(port), snap, blocks, conns,
-                                                    deadline, queue)) for _ in range(procs)]
+        workers = [
+            mp.Process(target=_worker, args=(host, int(port), snap, blocks, conns, deadline, queue))
+            for _ in range(procs)
+        ]
         for w in workers:
             w.start()
         time.sleep(max(0.0, start - time.time()))
@@ -130,8 +148,11 @@ def run(seconds: float, procs: int, conns: int, nblocks: int) -> dict[str, Any]:
     wall = t1 - t0
     cpu = cpu1 - cpu0
     return {
-        "seconds": round(wall, 2), "processes": procs, "connections": procs * conns,
-        "requests": n, "errors": errors,
+        "seconds": round(wall, 2),
+        "processes": procs,
+        "connections": procs * conns,
+        "requests": n,
+        "errors": errors,
         "req_per_s": round(n / wall, 1),
         "MiB_per_s": round(nbytes / wall / 2**20, 1),
         "simulator_cpu_s": round(cpu, 2),

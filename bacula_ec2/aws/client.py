@@ -98,7 +98,7 @@ class BlockRef:
 @dataclass(frozen=True)
 class BlockBody:
     index: int
-    data: bytes
+    data: bytes | bytearray
     sha256: bytes  # the checksum AWS sent, already verified against data
 
 
@@ -160,6 +160,7 @@ class Aws:
             session = _session(params)
         except ProfileNotFound as exc:
             raise AwsError("credentials", "ProfileNotFound", str(exc)) from None
+        self.credentials = session.get_credentials()  # botocore Credentials, refreshable
         self.region = params.region or session.region_name
         if not self.region:
             raise AwsError(

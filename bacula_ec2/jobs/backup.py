@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from .. import naming
 from ..aws import Aws
-from ..download import BlockDownloader
+from ..download import BlockDownloader, read_ahead
 from ..formats import config
 from ..formats.blockimage import (
     BLOCK_SIZE,
@@ -22,6 +22,7 @@ from ..formats.blockimage import (
     RecordEncoder,
     RecordKind,
 )
+from ..pacing import Pacer
 from .chain import BaseChoice, choose_base
 from .context import JobContext
 from .selection import InstanceTarget, VolumeTarget, select_instances
@@ -61,7 +62,9 @@ class BackupJob:
         self.ctx = ctx
         self.aws = aws
         self.ledger = SnapshotLedger(aws, ctx)
-        self.downloader = BlockDownloader(aws, ctx.params.concurrent_threads, cancel=ctx.cancel)
+        self.downloader = BlockDownloader(
+            aws, ctx.params.concurrent_threads, cancel=ctx.cancel, pacer=Pacer(ctx.params.request_rate)
+        )
         self.total = VolumeStats()
         self.bases: dict[str, BaseChoice] = {}
 
@@ -224,7 +227,7 @@ class BackupJob:
             if base
             else self.aws.list_snapshot_blocks(sid)
         )
-        for body in self.downloader.fetch(sid, refs):
+        for body in self.downloader.fetch(sid, read_ahead(refs)):
             offset = body.index * BLOCK_SIZE
             stats.blocks += 1
             if body.sha256 == ZERO_BLOCK_SHA256:

@@ -21,7 +21,7 @@ class _FolderWriter:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
 
-    def write(self, *parts: bytes | memoryview) -> None:
+    def write(self, *parts: bytes | bytearray | memoryview) -> None:
         for part in parts:
             view = memoryview(part)
             while view:

@@ -15,6 +15,7 @@ import ctypes.util
 import datetime as dt
 import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import naming
@@ -85,11 +86,36 @@ class VolumeImage:
     newest_start: dt.datetime | None = None  # newest chain-start part applied
     first: Part | None = None  # the first part applied: it lands on a sparse (zero) file
     owner: dict[int, dt.datetime] = field(default_factory=dict)  # block -> part that wrote it
+    block_size: int = 0
+    # One bit per block: set when the image holds data there (a restore into AWS uploads only
+    # these blocks; 4 MiB of bits cover 16 TiB, never a scan of the zeros).
+    data_map: bytearray = field(default_factory=bytearray)
 
-    def resize(self, size: int) -> None:
+    def resize(self, size: int, block_size: int) -> None:
         if size > self.size:
             os.ftruncate(self.fd, size)
             self.size = size
+        self.block_size = block_size
+        bits = -(-size // block_size)
+        if len(self.data_map) * 8 < bits:
+            self.data_map.extend(bytes((bits + 7) // 8 - len(self.data_map)))
+
+    def _mark(self, index: int, data: bool) -> None:
+        if data:
+            self.data_map[index >> 3] |= 1 << (index & 7)
+        else:
+            self.data_map[index >> 3] &= ~(1 << (index & 7)) & 0xFF
+
+    def data_blocks(self) -> Iterator[int]:
+        """Indexes of the blocks that hold data in the assembled image, ascending."""
+        for byte_index, byte in enumerate(self.data_map):
+            if byte:
+                for bit in range(8):
+                    if byte & (1 << bit):
+                        yield byte_index * 8 + bit
+
+    def count_data_blocks(self) -> int:
+        return sum(bin(b).count("1") for b in self.data_map if b)
 
     def accept(self, part: Part) -> bool:
         """Decide for a part's blocks: False if it is older than a chain start applied."""
@@ -114,10 +140,12 @@ class VolumeImage:
         if rec.kind is RecordKind.DATA:
             os.pwrite(self.fd, block.data, rec.offset)
             part.data_blocks += 1
+            self._mark(index, True)
         else:
             if part is not self.first:
                 _zero_range(self.fd, rec.offset, rec.length)
             part.zero_blocks += 1
+            self._mark(index, False)
 
     def check_chain(self) -> list[Part]:
         """The parts in chain order, or RestoreRefused naming what is missing."""
@@ -181,7 +209,7 @@ class _Target:
             )
         self.part = Part(header, cat.relative)
         self.image = self.restore.image_for(self.path, header.volume_id)
-        self.image.resize(header.volume_size)
+        self.image.resize(header.volume_size, header.block_size)
         self.accepted = self.image.accept(self.part)
         if not self.accepted:
             self.restore.ctx.reporter.warning(
@@ -282,8 +310,13 @@ class LocalRestore:
         if os.path.exists(image.path):
             os.unlink(image.path)
 
-    def finish(self) -> None:
-        """End of restore: check every volume's chain; a gap is an error, never a disk."""
+    def assemble(self) -> list[tuple[VolumeImage, list[Part]]]:
+        """End of the stream: check every volume's chain; a gap is an error, never a disk.
+
+        Returns each assembled image (closed, its `data_map` filled) with its chain, oldest
+        part first. On a gap, the incomplete images are removed and RestoreRefused names
+        what is missing (the complete ones stay, closed, for the caller to remove).
+        """
         if self._current is not None:
             path = self._current.path
             try:
@@ -292,6 +325,7 @@ class LocalRestore:
                 self.abandon()
                 raise RestoreRefused(f"{path} is incomplete ({exc}); the partial file was removed") from None
         problems = []
+        done: list[tuple[VolumeImage, list[Part]]] = []
         for image in list(self.images.values()):
             try:
                 chain = image.check_chain()
@@ -302,12 +336,22 @@ class LocalRestore:
             os.fsync(image.fd)
             os.close(image.fd)
             self.restored.append(image.path)
+            done.append((image, chain))
+        self.images.clear()
+        if problems:
+            raise RestoreRefused("; ".join(problems) + " (the incomplete image was removed)")
+        return done
+
+    def finish(self) -> None:
+        """End of restore to local images: assemble, and say what each image holds."""
+        for image, chain in self.assemble():
             parts = " + ".join(p.describe().split(" (")[0] for p in chain)
             data = sum(p.data_blocks for p in chain)
             self.ctx.reporter.info(
                 f"restored volume {image.volume_id} ({image.size >> 30} GiB) to {image.path} "
                 f"from {parts}: {data} data blocks written"
             )
-        self.images.clear()
-        if problems:
-            raise RestoreRefused("; ".join(problems) + " (the incomplete image was removed)")
+
+    def summary(self) -> str:
+        images = len(self.restored)
+        return f"restore finished: {self.files} file(s), {images} disk image(s) under {self.base_dir}"

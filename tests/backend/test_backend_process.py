@@ -172,15 +172,6 @@ def test_estimate_lists_files_and_creates_nothing(sim, tmp_path: Path) -> None: 
     assert sim.client.snapshots() == []
 
 
-def test_restore_to_aws_is_refused_clearly(tmp_path: Path) -> None:
-    with backend(Mode.RESTORE, ["region=us-east-1"], tmp_path, where="") as be:
-        with pytest.raises(BackendError) as err:
-            be.peer.restore_file("/@amazon-ec2/i-1/i-1.json", "F 10 0 0 100640 1 0")
-        be.peer.close()
-    assert err.value.status == "A"
-    assert "where=/some/dir" in err.value.text
-
-
 def test_corrupt_block_image_fails_the_restore_and_leaves_no_image(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inst = make_instance(sim)
     items, _ = backup_items(sim, tmp_path)

@@ -1,0 +1,637 @@
+"""Restore into AWS: the latest state of each volume's chain becomes a new snapshot (EBS
+direct writes), then a new volume, or a new instance, or stays a snapshot.
+
+Staging. The parts of a chain arrive in any order, so the newest-wins rule is applied where
+it already lives: `LocalRestore` assembles each volume into a sparse raw image in a staging
+directory (`restore_workdir=`, else the FD working directory), with one bit per block for
+"holds data". At FINISH (before it is answered, so a failure is the job's Fatal "Restore
+Error") the chains are checked, and only the blocks that hold data are uploaded
+(`bacula_ec2.aws.upload`): memory is bounded by the blocks in flight and the bitmap
+(4 MiB for 16 TiB), disk by the volumes' allocated data.
+
+Safety. Nothing existing is modified: every resource is new, tagged with its origin
+(`bacula-ec2:restored-from`) and the restore job (`bacula-ec2:restore-job`). On any failure
+everything this restore created is removed again: the instance is terminated, volumes
+(found by the job tag too) detached and deleted, the image deregistered, the snapshots
+deleted (a snapshot EBS refuses to delete while pending is cancelled by its StartSnapshot
+Timeout; the job log says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..aws import Aws, AwsError
+from ..aws import restore_ops as ops
+from ..aws.upload import SnapshotWriter, file_reader
+from ..formats.blockimage import ImageHeader
+from ..formats.config import tag_dict
+from ..retry import Cancelled, RetriesExhausted
+from .context import JobContext
+from .restore_local import LocalRestore, Part, RestoreRefused, VolumeImage
+
+GIB = 1 << 30
+TAG = "bacula-ec2:"
+TAG_FROM = TAG + "restored-from"
+TAG_JOB = TAG + "restore-job"
+TAG_TEMPORARY = TAG + "restore-temporary"
+KEEPALIVE_SECONDS = 60.0
+#: StartSnapshot Timeout (minutes): EBS cancels a snapshot that sees no write this long.
+SNAPSHOT_TIMEOUT_MINUTES = 60
+IOPS_TYPES = ("io1", "io2", "gp3")
+
+
+def _user_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags that may be copied to a new resource (aws:* is reserved, ours are per resource)."""
+    return {k: v for k, v in tags.items() if not k.startswith(("aws:", TAG))}
+
+
+def _token(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
+
+
+@dataclass
+class VolumePlan:
+    """One assembled volume and what the backup says about it."""
+
+    image: VolumeImage
+    chain: list[Part]
+    doc: dict[str, Any]  # the volume JSON document ({} if it was not restored)
+    instance_id: str  # the catalog folder it came from
+    region: str | None
+    snapshot_id: str = ""  # the new snapshot
+    volume_id: str = ""  # the new volume
+
+    @property
+    def header(self) -> ImageHeader:
+        return self.chain[-1].header
+
+    @property
+    def source_id(self) -> str:
+        return self.image.volume_id
+
+    @property
+    def size_gib(self) -> int:
+        return max(1, -(-self.header.volume_size // GIB))
+
+    @property
+    def device(self) -> str | None:
+        return self.doc.get("device") or self.header.device
+
+    @property
+    def volume(self) -> dict[str, Any]:
+        vol = self.doc.get("volume")
+        return vol if isinstance(vol, dict) else {}
+
+
+@dataclass
+class Ledger:
+    """What this restore created, per region, for the roll-back."""
+
+    snapshots: list[tuple[Aws, str]] = field(default_factory=list)
+    volumes: list[tuple[Aws, str]] = field(default_factory=list)
+    images: list[tuple[Aws, str]] = field(default_factory=list)
+    instances: list[tuple[Aws, str]] = field(default_factory=list)
+    regions: dict[str, Aws] = field(default_factory=dict)
+
+
+class AwsRestore:
+    """Receives restored files like LocalRestore; at `finish` builds the AWS resources."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        workdir: str,
+        where: str | None,
+        aws_factory: Callable[[str | None], Aws] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.params = ctx.params
+        if not os.path.isabs(workdir):
+            raise RestoreRefused(f"the restore staging directory '{workdir}' is not an absolute path")
+        os.makedirs(workdir, exist_ok=True)
+        self.staging = tempfile.mkdtemp(prefix=f"bacula-ec2-restore-{ctx.job_id}-", dir=workdir)
+        self.local = LocalRestore(ctx, self.staging, where, replace="a")
+        self.ledger = Ledger()
+        self.results: list[str] = []
+        self._aws_factory = aws_factory or self._default_aws
+        self._last_keepalive = time.monotonic()
+
+    # ------------------------------------------------------------------ stream (delegated)
+    @property
+    def files(self) -> int:
+        return self.local.files
+
+    def start(self, fname: str) -> bool:
+        return self.local.start(fname)
+
+    def data(self, chunk: memoryview) -> None:
+        self.local.data(chunk)
+
+    def end(self) -> None:
+        self.local.end()
+
+    def abandon(self) -> None:
+        self.local.abandon()
+
+    def abandon_all(self) -> None:
+        """Nothing will be created: drop the staged files."""
+        self.local.abandon()
+        self.close()
+
+    def close(self) -> None:
+        """Remove the staging directory (idempotent; also after EOF without FINISH)."""
+        for image in list(self.local.images.values()):
+            self.local._drop(image)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def summary(self) -> str:
+        what = "; ".join(self.results) if self.results else "nothing"
+        return f"restore into AWS finished: {self.files} file(s) read; {what}"
+
+    # ------------------------------------------------------------------ AWS
+    def _default_aws(self, region: str | None) -> Aws:
+        params = self.params
+        if region and region != params.region:
+            params = params.model_copy(update={"region": region})
+        return Aws(params, cancel=self.ctx.cancel)
+
+    def aws(self, region: str | None) -> Aws:
+        key = region or ""
+        if key not in self.ledger.regions:
+            self.ledger.regions[key] = self._aws_factory(region)
+        return self.ledger.regions[key]
+
+    def _target_region(self, plan: VolumePlan) -> str | None:
+        return self.params.restore_region or plan.region or self.params.region
+
+    def keepalive(self, text: str | Callable[[], str], force: bool = False) -> None:
+        """An info message at most once a minute: the FD waits up to an hour per read."""
+        now = time.monotonic()
+        if force or now - self._last_keepalive >= KEEPALIVE_SECONDS:
+            self._last_keepalive = now
+            self.ctx.reporter.info(text() if callable(text) else text)
+
+    # ------------------------------------------------------------------ finish
+    def finish(self) -> None:
+        """Check the chains, then create snapshots / volumes / the instance; undo on failure."""
+        try:
+            assembled = self.local.assemble()
+            plans = self._plans(assembled)
+            attach_zone = self._check_options(plans)
+            self._snapshots(plans)
+            mode = self.params.restore_as
+            if mode == "volume":
+                self._volumes(plans, attach_zone)
+            elif mode == "instance":
+                self._instance(plans)
+            else:
+                for plan in plans:
+                    self.results.append(f"snapshot {plan.snapshot_id} (from {plan.source_id})")
+        except BaseException as exc:
+            self.ctx.reporter.info(
+                f"restore into AWS failed ({type(exc).__name__}); removing what it created"
+            )
+            self.rollback()
+            raise
+        finally:
+            self.close()
+
+    def _plans(self, assembled: list[tuple[VolumeImage, list[Part]]]) -> list[VolumePlan]:
+        if not assembled:
+            raise RestoreRefused(
+                "nothing to restore into AWS: the restore holds no block image (.bimg); "
+                "select the volumes' files"
+            )
+        plans = []
+        for image, chain in assembled:
+            doc_path = image.path[: -len(".img")] + ".json"
+            doc: dict[str, Any] = {}
+            if os.path.exists(doc_path):
+                with open(doc_path, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+            header = chain[-1].header
+            plans.append(
+                VolumePlan(
+                    image=image,
+                    chain=chain,
+                    doc=doc,
+                    instance_id=os.path.basename(os.path.dirname(image.path)),
+                    region=header.region or doc.get("region"),
+                )
+            )
+        return sorted(plans, key=lambda p: (p.instance_id, p.device or "", p.source_id))
+
+    def _instance_doc(self, instance_id: str) -> dict[str, Any] | None:
+        path = os.path.join(self.staging, "@amazon-ec2", instance_id, f"{instance_id}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            doc: dict[str, Any] = json.load(fh)
+        return doc
+
+    def _check_options(self, plans: list[VolumePlan]) -> str | None:
+        """Refuse impossible combinations before anything is created; returns the attach AZ."""
+        p = self.params
+        mode = p.restore_as
+        instance_only = [
+            name
+            for name in (
+                "restore_instance_type",
+                "restore_subnet",
+                "restore_key_name",
+                "restore_private_ip",
+            )
+            if getattr(p, name) is not None
+        ] + (["restore_security_groups"] if p.restore_security_groups else [])
+        if mode != "instance" and instance_only:
+            self.ctx.reporter.warning(f"restore_as={mode}: ignoring {', '.join(instance_only)}")
+        if mode == "instance":
+            instances = {plan.instance_id for plan in plans}
+            if len(instances) != 1:
+                raise RestoreRefused(
+                    f"restore_as=instance restores one instance at a time; the restore holds "
+                    f"volumes of {', '.join(sorted(instances))}"
+                )
+            (iid,) = instances
+            doc = self._instance_doc(iid)
+            if doc is None:
+                raise RestoreRefused(f"restore_as=instance needs {iid}.json in the restore: select it too")
+            root = doc.get("instance", {}).get("RootDeviceName")
+            if root not in {plan.device for plan in plans}:
+                raise RestoreRefused(
+                    f"restore_as=instance: the root volume ({root}) of {iid} is not in the restore "
+                    "(was it excluded from the backup?); restore_as=volume restores the others"
+                )
+        if p.restore_attach_instance or p.restore_attach_device:
+            if mode != "volume":
+                raise RestoreRefused("restore_attach_instance works with restore_as=volume only")
+            if not (p.restore_attach_instance and p.restore_attach_device):
+                raise RestoreRefused("restore_attach_instance and restore_attach_device go together")
+            if len(plans) != 1:
+                raise RestoreRefused(
+                    f"restore_attach_instance attaches one volume; the restore holds {len(plans)} "
+                    f"({', '.join(pl.source_id for pl in plans)}): mark only one volume's files"
+                )
+            aws = self.aws(self._target_region(plans[0]))
+            inst = ops.describe_instance(aws, p.restore_attach_instance)
+            zone = str(inst.get("Placement", {}).get("AvailabilityZone", ""))
+            if p.restore_availability_zone and p.restore_availability_zone != zone:
+                raise RestoreRefused(
+                    f"instance {p.restore_attach_instance} is in {zone}, not in "
+                    f"restore_availability_zone={p.restore_availability_zone}"
+                )
+            return zone
+        return None
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot_tags(self, plan: VolumePlan) -> dict[str, str]:
+        tags = dict(self.params.restore_tags)
+        tags.update({TAG_FROM: plan.source_id, TAG_JOB: self.ctx.job_name})
+        if self.params.restore_as != "snapshot" and not self.params.keep_restore_snapshots:
+            tags[TAG_TEMPORARY] = "yes"
+        return tags
+
+    def _snapshots(self, plans: list[VolumePlan]) -> None:
+        for plan in plans:
+            self._upload(plan)
+        by_region: dict[str, list[VolumePlan]] = {}
+        for plan in plans:
+            by_region.setdefault(self._target_region(plan) or "", []).append(plan)
+        for region, group in by_region.items():
+            aws = self.aws(region or None)
+            ids = [pl.snapshot_id for pl in group]
+            aws.wait_snapshots(
+                ids,
+                timeout=float(self.params.snapshot_timeout),
+                progress=lambda _s, ids=ids: self.keepalive(  # type: ignore[misc]
+                    f"waiting for snapshot(s) {', '.join(ids)} to complete"
+                ),
+            )
+
+    def _upload(self, plan: VolumePlan) -> None:
+        p = self.params
+        region = self._target_region(plan)
+        aws = self.aws(region)
+        vol = plan.volume
+        same_region = region == plan.region
+        encrypted = bool(vol.get("Encrypted")) or bool(p.restore_kms_key)
+        kms = p.restore_kms_key or (vol.get("KmsKeyId") if same_region and vol.get("Encrypted") else None)
+        writer = SnapshotWriter(aws, p.concurrent_threads)
+        sid = writer.start(
+            plan.size_gib,
+            client_token=_token(self.ctx.job_name, str(self.ctx.job_id), plan.source_id),
+            description=f"bacula-ec2 restore of {plan.source_id} by {self.ctx.job_name}",
+            tags=self._snapshot_tags(plan),
+            encrypted=encrypted,
+            kms_key_arn=kms,
+            timeout_minutes=SNAPSHOT_TIMEOUT_MINUTES,
+        )
+        self.ledger.snapshots.append((aws, sid))
+        plan.snapshot_id = sid
+        total = plan.image.count_data_blocks()
+        self.keepalive(
+            f"volume {plan.source_id}: writing {total} data block(s) into the new snapshot {sid} "
+            f"in {aws.region}",
+            force=True,
+        )
+        fd = os.open(plan.image.path, os.O_RDONLY)
+        began = time.monotonic()
+        try:
+            result = writer.upload(
+                sid,
+                plan.image.data_blocks(),
+                file_reader(fd),
+                progress=lambda done: self.keepalive(
+                    lambda: f"volume {plan.source_id}: {done}/{total} blocks written to {sid}"
+                ),
+            )
+        finally:
+            os.close(fd)
+        seconds = max(time.monotonic() - began, 1e-6)
+        mib = result.blocks * 0.5
+        parts = " + ".join(pt.describe().split(" (")[0] for pt in plan.chain)
+        self.ctx.reporter.info(
+            f"volume {plan.source_id} ({plan.size_gib} GiB, {parts}) -> snapshot {sid}: "
+            f"{result.blocks} blocks, {mib:.0f} MiB in {seconds:.1f} s ({mib / seconds:.1f} MiB/s)"
+        )
+
+    # ------------------------------------------------------------------ volumes
+    def _volume_shape(self, plan: VolumePlan) -> tuple[str | None, int | None, int | None]:
+        """(type, iops, throughput): overrides, else the original's where the type takes them."""
+        p = self.params
+        vol = plan.volume
+        if p.restore_volume_type:
+            vtype: str | None = p.restore_volume_type
+            iops, throughput = p.restore_iops, p.restore_throughput
+        else:
+            vtype = vol.get("VolumeType")
+            iops = p.restore_iops or (vol.get("Iops") if vtype in IOPS_TYPES else None)
+            throughput = p.restore_throughput or (vol.get("Throughput") if vtype == "gp3" else None)
+        return vtype, iops, throughput
+
+    def _resource_tags(self, source_id: str, original: dict[str, str]) -> dict[str, str]:
+        tags = _user_tags(original)
+        tags.update(self.params.restore_tags)
+        if self.params.restore_name:
+            tags["Name"] = self.params.restore_name
+        tags.update({TAG_FROM: source_id, TAG_JOB: self.ctx.job_name})
+        return tags
+
+    def _zone(self, aws: Aws, plan: VolumePlan, attach_zone: str | None) -> str:
+        if self.params.restore_availability_zone:
+            return self.params.restore_availability_zone
+        if attach_zone:
+            return attach_zone
+        original = plan.volume.get("AvailabilityZone")
+        if original and aws.region == plan.region:
+            return str(original)
+        zones = ops.availability_zones(aws)
+        if not zones:
+            raise RestoreRefused(f"no availability zone is available in {aws.region}")
+        return zones[0]
+
+    def _volumes(self, plans: list[VolumePlan], attach_zone: str | None) -> None:
+        p = self.params
+        timeout = float(p.snapshot_timeout)
+        for plan in plans:
+            aws = self.aws(self._target_region(plan))
+            vtype, iops, throughput = self._volume_shape(plan)
+            zone = self._zone(aws, plan, attach_zone)
+            vid = ops.create_volume(
+                aws,
+                snapshot_id=plan.snapshot_id,
+                zone=zone,
+                volume_type=vtype,
+                iops=iops,
+                throughput=throughput,
+                kms_key=None,  # the snapshot carries the encryption
+                tags=self._resource_tags(plan.source_id, tag_dict(plan.volume.get("Tags"))),
+                client_token=_token(self.ctx.job_name, str(self.ctx.job_id), "volume", plan.source_id),
+            )
+            self.ledger.volumes.append((aws, vid))
+            plan.volume_id = vid
+            ops.wait_volume(aws, vid, "available", timeout)
+            line = f"volume {vid} in {zone} (from {plan.source_id})"
+            if p.restore_attach_instance and p.restore_attach_device:
+                ops.attach_volume(aws, vid, p.restore_attach_instance, p.restore_attach_device)
+                ops.wait_volume(aws, vid, "in-use", timeout)
+                line += f", attached to {p.restore_attach_instance} as {p.restore_attach_device}"
+            self.ctx.reporter.info(f"created {line}")
+            self.results.append(line)
+        self._drop_temporary_snapshots()
+
+    # ------------------------------------------------------------------ instance
+    def _instance(self, plans: list[VolumePlan]) -> None:
+        p = self.params
+        iid = plans[0].instance_id
+        doc = self._instance_doc(iid) or {}
+        inst: dict[str, Any] = doc.get("instance", {})
+        region = self._target_region(plans[0])
+        aws = self.aws(region)
+        same_region = region == (doc.get("region") or plans[0].region)
+        original_ebs = {m.get("DeviceName"): m.get("Ebs", {}) for m in inst.get("BlockDeviceMappings", [])}
+        mappings = []
+        for plan in plans:
+            vtype, iops, throughput = self._volume_shape(plan)
+            ebs: dict[str, Any] = {
+                "SnapshotId": plan.snapshot_id,
+                "VolumeSize": plan.size_gib,
+                "DeleteOnTermination": bool(
+                    original_ebs.get(plan.device, {}).get("DeleteOnTermination", True)
+                ),
+            }
+            if vtype:
+                ebs["VolumeType"] = vtype
+            if iops is not None:
+                ebs["Iops"] = iops
+            if throughput is not None:
+                ebs["Throughput"] = throughput
+            mappings.append({"DeviceName": plan.device, "Ebs": ebs})
+        missing = sorted(set(original_ebs) - {pl.device for pl in plans})
+        if missing:
+            self.ctx.reporter.warning(
+                f"instance {iid}: device(s) {', '.join(str(m) for m in missing)} were not in the backup "
+                "or the restore; the new instance has only the restored ones"
+            )
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        temp_tags = {TAG_FROM: iid, TAG_JOB: self.ctx.job_name, **p.restore_tags}
+        if not p.keep_restore_snapshots:
+            temp_tags[TAG_TEMPORARY] = "yes"
+        image_id = ops.register_image(
+            aws,
+            name=f"bacula-ec2-restore-{iid}-{self.ctx.job_id}-{stamp}",
+            description=f"bacula-ec2 restore of {iid} by {self.ctx.job_name}",
+            root_device=str(inst.get("RootDeviceName")),
+            mappings=mappings,
+            architecture=inst.get("Architecture"),
+            virtualization_type=inst.get("VirtualizationType"),
+            ena_support=inst.get("EnaSupport"),
+            boot_mode=inst.get("BootMode"),
+            tags=temp_tags,
+        )
+        self.ledger.images.append((aws, image_id))
+        args = self._run_args(doc, inst, image_id, same_region)
+        new_id = ops.run_instance(aws, args)
+        self.ledger.instances.append((aws, new_id))
+        timeout = float(p.snapshot_timeout)
+        ops.wait_instance(aws, new_id, ("running",), timeout)
+        state = "running"
+        if not p.restore_start:
+            ops.stop_instance(aws, new_id)
+            state = ops.wait_instance(aws, new_id, ("stopped",), timeout)
+        found = ops.describe_instance(aws, new_id)
+        zone = found.get("Placement", {}).get("AvailabilityZone")
+        vols = [
+            f"{m.get('DeviceName')}={m.get('Ebs', {}).get('VolumeId')}"
+            for m in found.get("BlockDeviceMappings", [])
+        ]
+        line = (
+            f"instance {new_id} ({found.get('InstanceType')}, {zone}, {state}; volumes {', '.join(vols)}) "
+            f"from {iid}"
+        )
+        self.ctx.reporter.info(f"created {line}")
+        self.results.append(line)
+        if p.keep_restore_snapshots:
+            self.results.append(f"image {image_id} kept")
+        else:
+            ops.deregister_image(aws, image_id)
+            self.ledger.images.remove((aws, image_id))
+        self._drop_temporary_snapshots()
+
+    def _run_args(
+        self, doc: dict[str, Any], inst: dict[str, Any], image_id: str, same_region: bool
+    ) -> dict[str, Any]:
+        p = self.params
+        iid = str(doc.get("instance_id") or inst.get("InstanceId"))
+        args: dict[str, Any] = {
+            "ImageId": image_id,
+            "InstanceType": p.restore_instance_type or inst.get("InstanceType") or "t3.micro",
+            "ClientToken": _token(self.ctx.job_name, str(self.ctx.job_id), "instance", iid)[:64],
+        }
+        tags = self._resource_tags(iid, tag_dict(inst.get("Tags")))
+        volume_tags = {TAG_FROM: iid, TAG_JOB: self.ctx.job_name, **p.restore_tags}
+        args["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": ops.tag_list(tags)},
+            {"ResourceType": "volume", "Tags": ops.tag_list(volume_tags)},
+        ]
+        original_zone = (inst.get("Placement") or {}).get("AvailabilityZone")
+        zone = p.restore_availability_zone
+        if p.restore_subnet:
+            args["SubnetId"] = p.restore_subnet
+        elif same_region and inst.get("SubnetId") and (zone is None or zone == original_zone):
+            args["SubnetId"] = inst["SubnetId"]
+        if zone:
+            args["Placement"] = {"AvailabilityZone": zone}
+        original_groups = [str(g["GroupId"]) for g in inst.get("SecurityGroups", []) if g.get("GroupId")]
+        groups = p.restore_security_groups or (original_groups if same_region else [])
+        if groups:
+            args["SecurityGroupIds"] = groups
+        key = p.restore_key_name or (inst.get("KeyName") if same_region else None)
+        if key:
+            args["KeyName"] = key
+        if p.restore_private_ip:
+            args["PrivateIpAddress"] = p.restore_private_ip
+        profile = (inst.get("IamInstanceProfile") or {}).get("Arn")
+        if profile and same_region:
+            args["IamInstanceProfile"] = {"Arn": profile}
+        if doc.get("user_data"):
+            args["UserData"] = base64.b64decode(doc["user_data"])  # boto3 encodes it again
+        meta = inst.get("MetadataOptions") or {}
+        kept = {k: meta[k] for k in ("HttpTokens", "HttpPutResponseHopLimit", "HttpEndpoint") if k in meta}
+        if kept:
+            args["MetadataOptions"] = kept
+        if inst.get("EbsOptimized"):
+            args["EbsOptimized"] = True
+        if not same_region and not (p.restore_subnet and p.restore_security_groups):
+            self.ctx.reporter.warning(
+                f"instance {iid} restored into another region: its subnet, security groups, key pair "
+                "and instance profile are not copied unless given (restore_subnet=, ...)"
+            )
+        return args
+
+    # ------------------------------------------------------------------ clean-up
+    def _drop_temporary_snapshots(self) -> None:
+        if self.params.keep_restore_snapshots:
+            self.results.append("snapshot(s) kept: " + ", ".join(sid for _aws, sid in self.ledger.snapshots))
+            return
+        for aws, sid in list(self.ledger.snapshots):
+            try:
+                aws.delete_snapshot(sid)
+                self.ledger.snapshots.remove((aws, sid))
+            except (AwsError, RetriesExhausted) as exc:
+                self.ctx.reporter.warning(f"could not delete the temporary snapshot {sid}: {exc}")
+
+    def rollback(self) -> None:
+        """Remove everything this restore created (best effort, each failure reported)."""
+        led = self.ledger
+        left: list[str] = []
+        timeout = min(600.0, float(self.params.snapshot_timeout))
+
+        def attempt(what: str, fn: Callable[[], None]) -> None:
+            try:
+                fn()
+            except (AwsError, RetriesExhausted, Cancelled, OSError) as exc:
+                left.append(what)
+                self.ctx.reporter.warning(f"could not remove {what}: {exc}")
+
+        # A cancel must not stop the clean-up: wait without it from here on.
+        for aws in led.regions.values():
+            aws.cancel = None
+        for aws, iid in reversed(led.instances):
+
+            def terminate(aws: Aws = aws, iid: str = iid) -> None:
+                ops.terminate_instance(aws, iid)
+                ops.wait_instance(aws, iid, ("terminated",), timeout)
+
+            attempt(f"instance {iid}", terminate)
+        volumes = {(id(aws), vid): (aws, vid) for aws, vid in led.volumes}
+        for aws in led.regions.values():
+            try:
+                for vol in ops.tagged_volumes(aws, TAG_JOB, self.ctx.job_name):
+                    volumes.setdefault((id(aws), str(vol["VolumeId"])), (aws, str(vol["VolumeId"])))
+            except (AwsError, RetriesExhausted) as exc:
+                self.ctx.reporter.warning(
+                    f"could not list the volumes of this restore in {aws.region}: {exc}"
+                )
+        for aws, vid in volumes.values():
+
+            def drop(aws: Aws = aws, vid: str = vid) -> None:
+                if ops.volume_state(aws, vid) == "in-use":
+                    ops.detach_volume(aws, vid)
+                    ops.wait_volume(aws, vid, "available", timeout)
+                ops.delete_volume(aws, vid)
+
+            attempt(f"volume {vid}", drop)
+        for aws, image_id in led.images:
+
+            def deregister(aws: Aws = aws, image_id: str = image_id) -> None:
+                ops.deregister_image(aws, image_id)
+
+            attempt(f"image {image_id}", deregister)
+        for aws, sid in led.snapshots:
+
+            def delete(aws: Aws = aws, sid: str = sid) -> None:
+                aws.delete_snapshot(sid)
+
+            attempt(f"snapshot {sid}", delete)
+        if left:
+            self.ctx.reporter.warning(
+                f"left behind after the failed restore: {', '.join(left)} (tagged {TAG_JOB}="
+                f"{self.ctx.job_name}); a pending snapshot that cannot be deleted is cancelled by AWS "
+                f"after {SNAPSHOT_TIMEOUT_MINUTES} minutes without writes"
+            )
+        led.instances.clear()
+        led.volumes.clear()
+        led.images.clear()
+        led.snapshots.clear()

@@ -1,0 +1,64 @@
+"""Client-side pacing under the EBS direct quota, adapting to the account's other users.
+
+GetSnapshotBlock allows 1,000 requests/s per snapshot and, by default, per account. A job
+that simply keeps 64 requests in flight overshoots (coldsnap #451) and is throttled; jobs
+that share the account must share its budget. So requests pass a pacer: a start-time
+schedule at `rate` per second, lowered multiplicatively when AWS throttles and raised
+additively while it does not (AIMD, as TCP does): several jobs converge to a fair share,
+a lone job stays just under the quota.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class Pacer:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        floor: float = 10.0,
+        decrease: float = 0.7,
+        increase_per_second: float | None = None,
+        cooldown: float = 0.25,
+        burst: float = 0.1,
+    ) -> None:
+        self.ceiling = rate
+        self.rate = rate
+        self.floor = min(floor, rate)
+        self.decrease = decrease
+        self.increase = increase_per_second if increase_per_second is not None else rate * 0.05
+        self.cooldown = cooldown
+        self.burst = burst  # seconds of unused schedule that may be caught up
+        self._next = time.monotonic()
+        self._last_cut = 0.0
+        self._last_raise = time.monotonic()
+        self._lock = threading.Lock()
+        self.throttles = 0
+
+    def wait(self, cancel: threading.Event | None = None) -> None:
+        """Block until this request's start slot."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_raise >= 1.0 and self.rate < self.ceiling:
+                self.rate = min(self.ceiling, self.rate + self.increase * (now - self._last_raise))
+                self._last_raise = now
+            elif self.rate >= self.ceiling:
+                self._last_raise = now
+            slot = max(now - self.burst, self._next)
+            self._next = slot + 1.0 / self.rate
+        delay = slot - now
+        if delay > 0 and not (cancel is not None and cancel.is_set()):
+            time.sleep(delay)
+
+    def throttled(self) -> None:
+        """AWS said slow down: cut the rate (once per cooldown, not once per reply)."""
+        with self._lock:
+            self.throttles += 1
+            now = time.monotonic()
+            if now - self._last_cut >= self.cooldown:
+                self.rate = max(self.floor, self.rate * self.decrease)
+                self._last_cut = now
+                self._last_raise = now

@@ -1,0 +1,431 @@
+"""Backup throughput of the backend against the simulator set to AWS-like conditions.
+
+    .venv/bin/python -m bench.backup [--gib 4] [--scenarios full,four,incremental,memory,dsnap,bacula]
+
+Every scenario runs the real `ec2-backend` process over pipes, driven by a consumer that
+parses the packets as the FD does (protocol.fdpeer.FDPeer), except `bacula`, which runs the
+same Full through a real Bacula 15.0.3 FD/SD/DIR. The simulator runs with `aws_like=True`:
+~50 ms (+/- 10 ms) per request, 1,000 GetSnapshotBlock/s per snapshot and per account, 50
+List calls/s. The table goes to stdout and to bench/results/backup-<time>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from protocol import Connection, Mode  # noqa: E402
+from protocol.fdpeer import BackupItem, FDPeer  # noqa: E402
+from tests.simulator.fixtures import ACCESS_KEY, RunningSimulator, start_simulator, stop_simulator  # noqa: E402
+
+BLOCK = 524288
+CEILING_MIB = 500.0
+MIB = 1 << 20
+EXTRA: list[str] = [p for p in os.environ.get("BENCH_PARAMS", "").split() if p]
+
+
+class TimedPeer(FDPeer):
+    """FDPeer that notes when each file's data phase starts and ends."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.times: dict[str, tuple[float, float]] = {}
+
+    def _data_phase(self, item: BackupItem) -> None:
+        t0 = time.monotonic()
+        super()._data_phase(item)
+        self.times[item.name] = (t0, time.monotonic())
+
+
+@dataclass
+class Run:
+    name: str
+    data_bytes: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    rss_mib: float = 0.0
+    requests: int = 0
+    throttled: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mib_s(self) -> float:
+        return self.data_bytes / MIB / self.seconds if self.seconds else 0.0
+
+    def row(self) -> str:
+        gib = self.data_bytes / (1 << 30)
+        cpu_per_gib = self.cpu / gib if gib else 0.0
+        throttled = f"{self.throttled} ({100.0 * self.throttled / max(1, self.requests):.2f}%)"
+        return (
+            f"| {self.name} | {gib:.2f} | {self.seconds:.2f} | {self.mib_s:.0f} | "
+            f"{100 * self.mib_s / CEILING_MIB:.0f}% | {cpu_per_gib:.2f} | {self.rss_mib:.0f} | {throttled} "
+            f"| {self.note} |"
+        )
+
+
+HEADER = (
+    "| scenario | GiB read | seconds | MiB/s | of 500 MiB/s | backend CPU s/GiB | backend peak RSS MiB "
+    "| throttled responses | notes |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def seed_volume(sim: RunningSimulator, volume_id: str, blocks: int, stride: int = 1, start: int = 0) -> None:
+    """Write `blocks` distinct random-looking blocks, one every `stride` block indexes."""
+    pattern = os.urandom(64 * BLOCK)
+    batch: list[bytes] = []
+    first = start
+    for n in range(blocks):
+        chunk = bytearray(pattern[(n % 64) * BLOCK : (n % 64 + 1) * BLOCK])
+        chunk[:8] = n.to_bytes(8, "big")
+        if stride == 1:
+            batch.append(bytes(chunk))
+            if len(batch) == 128 or n == blocks - 1:
+                sim.client.write_volume(volume_id, first * BLOCK, b"".join(batch))
+                first += len(batch)
+                batch = []
+        else:
+            sim.client.write_volume(volume_id, (start + n * stride) * BLOCK, bytes(chunk))
+
+
+def backend_backup(
+    sim: RunningSimulator,
+    instance: str,
+    tmp: Path,
+    *,
+    level: str = "F",
+    jobid: int = 1,
+    extra: tuple[str, ...] = (),
+    prev: str = "",
+    since: int | None = None,
+) -> tuple[TimedPeer, float, float]:
+    """One backup through the backend process; returns the peer, its CPU seconds and peak RSS (MiB)."""
+    from tests.backend.driver import job_lines
+
+    params = [
+        "region=us-east-1",
+        f"access_key={ACCESS_KEY}",
+        "secret_key=bench-secret",
+        *EXTRA,
+        f"endpoint_url={sim.endpoint}",
+        f"instances={instance}",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bacula_ec2.backend"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+    )
+    assert proc.stdin and proc.stdout
+    peer = TimedPeer(
+        Connection.from_fds(proc.stdout.fileno(), proc.stdin.fileno(), strict=True), keep_data=False
+    )
+    peer.setup(
+        "ec2", "1", job_lines("B", tmp, level=level, jobid=jobid, prev=prev, since=since), params, Mode.BACKUP
+    )
+    peer.items = peer.read_items(data_phase=True)  # type: ignore[attr-defined]
+    peer.end()
+    peer.terminate()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read() if proc.stderr else b""
+    if proc.returncode or err:
+        raise RuntimeError(f"backend exit {proc.returncode}: {err[-2000:]!r}")
+    return peer, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def image_time(peer: TimedPeer) -> tuple[int, float]:
+    """Bytes and seconds of the block images' data phases (all volumes)."""
+    spans = [(t0, t1) for name, (t0, t1) in peer.times.items() if name.endswith(".bimg")]
+    data = sum(it.data_len for it in peer.items if it.name.endswith(".bimg"))  # type: ignore[attr-defined]
+    return data, max(t1 for _t0, t1 in spans) - min(t0 for t0, _t1 in spans)
+
+
+def get_requests(sim: RunningSimulator) -> tuple[int, int]:
+    stats = sim.client.stats()
+    return stats["requests"].get("GetSnapshotBlock", 0), sum(stats["throttled"].values())
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scenario_full(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
+    blocks = int(gib * 2048)
+    inst = sim.client.create_instance(
+        "bench-full", volumes=[{"size_gib": max(1, int(gib + 1)), "device": "/dev/sda1"}]
+    )
+    seed_volume(sim, inst["volume_ids"][0], blocks)
+    sim.client.reset_stats()
+    sim_cpu0, me0 = proc_cpu(sim.process.pid), time.process_time()
+    peer, cpu, rss = backend_backup(sim, "bench-full", tmp)
+    sim_cpu, me = proc_cpu(sim.process.pid) - sim_cpu0, time.process_time() - me0
+    data, seconds = image_time(peer)
+    req, thr = get_requests(sim)
+    note = f"simulator CPU {sim_cpu:.1f} s, consumer CPU {me:.1f} s"
+    return Run("Full, 1 volume", data, seconds, cpu, rss, req, thr, note)
+
+
+def scenario_four(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
+    """Four volumes (four jobs) at once, sharing the account's 1,000 GetSnapshotBlock/s."""
+    per = max(0.5, gib / 2)
+    names = [f"bench-four-{n}" for n in range(4)]
+    for name in names:
+        inst = sim.client.create_instance(
+            name, volumes=[{"size_gib": max(1, int(per + 1)), "device": "/dev/sda1"}]
+        )
+        seed_volume(sim, inst["volume_ids"][0], int(per * 2048))
+    sim.client.reset_stats()
+    results: dict[str, tuple[TimedPeer, float, float]] = {}
+
+    def one(n: int, name: str) -> None:
+        results[name] = backend_backup(sim, name, tmp / name, jobid=10 + n)
+
+    for name in names:
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+    threads = [threading.Thread(target=one, args=(n, name)) for n, name in enumerate(names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans = [image_time(peer) for peer, _c, _r in results.values()]
+    starts = [
+        min(t0 for nm, (t0, _t1) in p.times.items() if nm.endswith(".bimg")) for p, _c, _r in results.values()
+    ]
+    ends = [
+        max(t1 for nm, (_t0, t1) in p.times.items() if nm.endswith(".bimg")) for p, _c, _r in results.values()
+    ]
+    total = sum(d for d, _s in spans)
+    rates = [d / MIB / s for d, s in spans]
+    req, thr = get_requests(sim)
+    cpu = sum(c for _p, c, _r in results.values())
+    rss = max(r for _p, _c, r in results.values())
+    each = ", ".join(f"{r:.0f}" for r in rates)
+    note = f"per volume {each} MiB/s; fairness min/max {min(rates) / max(rates):.2f}"
+    return Run("Full, 4 volumes at once (4 jobs)", total, max(ends) - min(starts), cpu, rss, req, thr, note)
+
+
+def scenario_incremental(sim: RunningSimulator, tmp: Path, gib: float, window: int = 10000) -> Run:
+    """An Incremental of a 1 TiB volume (4,000 blocks written) with 1,000 changed blocks.
+
+    How many block indexes AWS scans per ListChangedBlocks page is not documented; the
+    simulator's `changed_blocks_window` sets it (10,000 = MaxResults here)."""
+    sim.client.set_options(changed_blocks_window=window)
+    inst = sim.client.create_instance("bench-incr", volumes=[{"size_gib": 1024, "device": "/dev/sda1"}])
+    vid = inst["volume_ids"][0]
+    seed_volume(sim, vid, 4000, stride=500)
+    start = int(time.time())
+    backend_backup(sim, "bench-incr", tmp, jobid=21)
+    seed_volume(sim, vid, 1000, stride=2000, start=7)
+    sim.client.reset_stats()
+    from tests.backend.driver import job_name
+
+    t0 = time.monotonic()
+    peer, cpu, rss = backend_backup(
+        sim, "bench-incr", tmp, level="I", jobid=22, prev=job_name(21), since=start
+    )
+    wall = time.monotonic() - t0
+    data, _seconds = image_time(peer)
+    stats = sim.client.stats()
+    req, thr = get_requests(sim)
+    pages = stats["requests"].get("ListChangedBlocks", 0)
+    window = sim.client.options()["changed_blocks_window"]
+    note = (
+        f"whole job {wall:.1f} s; {req} GetSnapshotBlock, {pages} ListChangedBlocks pages "
+        f"(simulator scans {window} block indexes per page, 50 pages/s quota)"
+    )
+    return Run(
+        f"Incremental, 1 TiB volume, 1,000 changed blocks (scan window {window})",
+        data,
+        wall,
+        cpu,
+        rss,
+        req,
+        thr,
+        note,
+    )
+
+
+def scenario_memory(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
+    """Peak RSS of a 16 GiB and a 16 TiB volume holding the same 1 GiB of data."""
+    rss = {}
+    for size, stride in ((16, 8), (16384, 8192)):
+        name = f"bench-mem-{size}"
+        inst = sim.client.create_instance(name, volumes=[{"size_gib": size, "device": "/dev/sda1"}])
+        seed_volume(sim, inst["volume_ids"][0], 2048, stride=stride)
+        peer, cpu, rss[size] = backend_backup(sim, name, tmp, jobid=30 + len(rss))
+        data, seconds = image_time(peer)
+    note = f"peak RSS 16 GiB volume {rss[16]:.0f} MiB, 16 TiB volume {rss[16384]:.0f} MiB"
+    return Run("Memory: 16 TiB sparse vs 16 GiB", data, seconds, cpu, rss[16384], 0, 0, note)
+
+
+DSNAP_SCRIPT = """
+import sys, time, boto3
+from dsnap.snapshot import LocalSnapshot
+snap, out = sys.argv[1], sys.argv[2]
+t0 = time.monotonic()
+LocalSnapshot(out, snap, boto3_session=boto3.session.Session(region_name="us-east-1")).fetch()
+print(time.monotonic() - t0)
+"""
+
+
+def dsnap_python() -> Path:
+    """A private virtualenv with dsnap (PyPI), so its pins don't touch ours."""
+    root = Path(os.environ.get("BACULA_EC2_CACHE", Path.home() / ".cache" / "bacula-ec2")) / "dsnap-venv"
+    py = root / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "dsnap==1.0.1"], check=True)
+    return py
+
+
+def scenario_dsnap(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
+    """The peer: dsnap 1.0.1 downloading the same kind of snapshot from the same simulator."""
+    import boto3
+
+    inst = sim.client.create_instance(
+        "bench-dsnap", volumes=[{"size_gib": max(1, int(gib + 1)), "device": "/dev/sda1"}]
+    )
+    vid = inst["volume_ids"][0]
+    seed_volume(sim, vid, int(gib * 2048))
+    ec2 = boto3.client("ec2", **sim.boto3_kwargs())
+    snap = ec2.create_snapshot(VolumeId=vid)["SnapshotId"]
+    py = dsnap_python()
+    out = tmp / "dsnap"
+    out.mkdir(parents=True, exist_ok=True)
+    sim.client.reset_stats()
+    env = dict(os.environ, **sim.env())
+    proc = subprocess.run(
+        [str(py), "-c", DSNAP_SCRIPT, snap, str(out)], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode:
+        return Run("dsnap 1.0.1 (peer), same snapshot size", 0, 0, note=f"failed: {proc.stderr[-300:]!r}")
+    seconds = float(proc.stdout.strip().splitlines()[-1])
+    for f in out.glob("*.img"):
+        f.unlink()
+    req, thr = get_requests(sim)
+    return Run(
+        "dsnap 1.0.1 (peer), same snapshot size",
+        int(gib * 2048) * BLOCK,
+        seconds,
+        0,
+        0,
+        req,
+        thr,
+        "whole download incl. listing, writes a raw file",
+    )
+
+
+def scenario_bacula(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
+    """The same Full through a real Bacula 15.0.3 FD/SD/DIR (the SD writes to local disk)."""
+    import re
+
+    from tests.harness import BaculaStack, ensure_build
+
+    build = ensure_build()
+    inst = sim.client.create_instance(
+        "bench-bacula", volumes=[{"size_gib": max(1, int(gib + 1)), "device": "/dev/sda1"}]
+    )
+    seed_volume(sim, inst["volume_ids"][0], int(gib * 2048))
+    line = (
+        f"ec2: region=us-east-1 endpoint_url={sim.endpoint} access_key={ACCESS_KEY} "
+        f"secret_key=bench-secret instances=bench-bacula " + " ".join(EXTRA)
+    )
+    sim.client.reset_stats()
+    with BaculaStack(tmp / "bacula", [line], prefix=build.prefix, plugin_so=build.plugin_so) as stack:
+        jobid = stack.run_job("Full", timeout=1800)
+        log = stack.job_log(jobid)
+    m = re.search(r"([\d.]+) MiB data, \d+ empty, ([\d.]+) s \(", log)
+    if "Backup OK" not in log or not m:
+        return Run("Full through real Bacula FD/SD", 0, 0, note="failed: see job log")
+    req, thr = get_requests(sim)
+    return Run(
+        "Full through real Bacula FD/SD",
+        int(float(m.group(1)) * MIB),
+        float(m.group(2)),
+        0,
+        0,
+        req,
+        thr,
+        "time of the volume's data as the backend logs it",
+    )
+
+
+SCENARIOS = {
+    "full": scenario_full,
+    "four": scenario_four,
+    "incremental": scenario_incremental,
+    "incremental1024": lambda sim, tmp, gib: scenario_incremental(sim, tmp, gib, window=1024),
+    "memory": scenario_memory,
+    "dsnap": scenario_dsnap,
+    "bacula": scenario_bacula,
+}
+
+
+def simulator_capacity() -> str:
+    """The simulator's own ceiling, measured alone (bench.simulator_capacity)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.simulator_capacity", "--seconds", "4"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        return f"(capacity run failed: {proc.stderr[-200:]!r})"
+    return (
+        f"{doc['MiB_per_s']:.0f} MiB/s ({doc['req_per_s']:.0f} GetSnapshotBlock/s) using "
+        f"{doc['simulator_cores_used']:.2f} cores = "
+        f"{doc['MiB_per_simulator_cpu_s']:.0f} MiB per simulator CPU second"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gib", type=float, default=4.0, help="data per volume in GiB (default 4)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    args = ap.parse_args(argv)
+    capacity = simulator_capacity()
+    print(f"simulator alone: {capacity}", flush=True)
+    sim = start_simulator(snapshot_delay=0.0)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bacula-ec2-bench-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        for name in args.scenarios.split(","):
+            sim.client.reset()
+            sim.client.set_options(aws_like=True, snapshot_delay=0.0)
+            run = SCENARIOS[name](sim, tmp, args.gib)
+            print(run.row(), flush=True)
+            rows.append(run)
+    finally:
+        stop_simulator(sim)
+    table = HEADER + "\n" + "\n".join(r.row() for r in rows) + "\n"
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"backup-{dt.datetime.now():%Y%m%d-%H%M%S}.md"
+    table += f"\nSimulator alone (no latency, loopback): {capacity}\n"
+    path.write_text(f"# bench.backup {dt.datetime.now().isoformat(timespec='seconds')}\n\n{table}")
+    print("\n" + table + f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
