@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from .aws import Aws, BlockBody, BlockRef
-from .aws.blocks import fast_reader
+from .aws.blocks import fast_client
 from .formats.blockimage import ZERO_BLOCK_SHA256
 from .pacing import Pacer
 from .retry import Retryable, RetryPolicy, call_with_retry
@@ -89,7 +89,7 @@ class BlockDownloader:
         self.window = window or 2 * self.concurrency
         self.cancel = cancel
         self.policy = policy
-        self.reader = fast_reader(aws)
+        self.reader = fast_client(aws)
         self.pacer = pacer
 
     def _get(self, snapshot_id: str, ref: BlockRef) -> BlockBody:

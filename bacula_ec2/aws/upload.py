@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -23,7 +22,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..pacing import Pacer
 from ..retry import Cancelled, Retryable, RetryPolicy, call_with_retry
+from .blocks import fast_client
 from .client import Aws, _client_error, classify
 
 BLOCK_SIZE = 524288
@@ -43,25 +44,6 @@ class UploadResult:
     skipped_zero: int  # listed blocks that turned out to be all zeros: not put
     linear_checksum: str  # base64 SHA-256 over the per-block digests, ascending index
     seconds: float
-
-
-class Pacer:
-    """At most `rate` starts per second, shared by the worker threads (None: no pacing)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.next = time.monotonic()
-        self.lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self.lock:
-            now = time.monotonic()
-            slot = max(now, self.next)
-            self.next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
 
 
 def _not_found_is_retryable(operation: str, exc: Exception) -> Exception:
@@ -90,7 +72,8 @@ class SnapshotWriter:
         self.concurrency = max(1, concurrency)
         self.window = window or 2 * self.concurrency
         self.policy = policy
-        self.pacer = Pacer(rate)
+        self.pacer = Pacer(rate) if rate else None
+        self.fast = fast_client(aws)
 
     def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
         def once() -> Any:
@@ -140,16 +123,31 @@ class SnapshotWriter:
         digest = hashlib.sha256(data).digest()
         checksum = base64.b64encode(digest).decode()
 
+        pacer, fast = self.pacer, self.fast
+
         def once() -> Any:
-            self.pacer.wait()
-            return self.aws.ebs.put_snapshot_block(
-                SnapshotId=snapshot_id,
-                BlockIndex=index,
-                BlockData=data,
-                DataLength=BLOCK_SIZE,
-                Checksum=checksum,
-                ChecksumAlgorithm="SHA256",
-            )
+            if pacer is not None:
+                pacer.wait(self.aws.cancel)
+            try:
+                if fast is not None:
+                    return fast.put(snapshot_id, index, data, checksum)
+                return self.aws.ebs.put_snapshot_block(
+                    SnapshotId=snapshot_id,
+                    BlockIndex=index,
+                    BlockData=data,
+                    DataLength=BLOCK_SIZE,
+                    Checksum=checksum,
+                    ChecksumAlgorithm="SHA256",
+                )
+            except Retryable as exc:
+                if exc.throttled and pacer is not None:
+                    pacer.throttled()
+                raise
+            except ClientError as exc:
+                mapped = _not_found_is_retryable(f"PutSnapshotBlock {snapshot_id} block {index}", exc)
+                if isinstance(mapped, Retryable) and mapped.throttled and pacer is not None:
+                    pacer.throttled()
+                raise mapped from None
 
         self._retry(f"PutSnapshotBlock {snapshot_id} block {index}", once)
         return digest

@@ -47,3 +47,58 @@ def test_signature_matches_botocore(token: str, index: int, session: bool) -> No
 @pytest.mark.parametrize(("text", "encoded"), [("a+b/c=", "a%2Bb%2Fc%3D"), ("~-_.", "~-_.")])
 def test_uri_encode(text: str, encoded: str) -> None:
     assert uri_encode(text) == encoded
+
+
+def test_put_signature_matches_botocore() -> None:
+    """PutSnapshotBlock: botocore signs the checksum headers and sends the payload unsigned."""
+    import base64
+    import hashlib
+
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    client = boto3.client(
+        "ebs", region_name="eu-west-1", aws_access_key_id="AKID", aws_secret_access_key="S/+ECRET"
+    )
+    seen: dict[str, object] = {}
+
+    class Raw:
+        def stream(self, **_kw: object) -> object:
+            return iter([b"{}"])
+
+    def capture(request: object, **_kw: object) -> AWSResponse:
+        seen["request"] = request
+        return AWSResponse("https://x", 201, {}, Raw())
+
+    client.meta.events.register("before-send.ebs.PutSnapshotBlock", capture)
+    data = b"\x01" * 524288
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    client.put_snapshot_block(
+        SnapshotId="snap-0123456789abcdef0",
+        BlockIndex=77,
+        BlockData=data,
+        DataLength=524288,
+        Checksum=checksum,
+        ChecksumAlgorithm="SHA256",
+    )
+    request = seen["request"]
+    headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()}  # type: ignore[attr-defined]
+    when = dt.datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    ours = SigV4("eu-west-1").headers(
+        "PUT",
+        "ebs.eu-west-1.amazonaws.com",
+        "/snapshots/snap-0123456789abcdef0/blocks/77",
+        [],
+        "AKID",
+        "S/+ECRET",
+        None,
+        when,
+        extra={
+            "x-amz-Data-Length": "524288",
+            "x-amz-Checksum": checksum,
+            "x-amz-Checksum-Algorithm": "SHA256",
+            "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD",
+        },
+        payload_hash="UNSIGNED-PAYLOAD",
+    )
+    assert ours["Authorization"] == headers["Authorization"]
