@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps venv bacula demo test unit lint format clean
+.PHONY: all deps venv bacula demo test unit lint format bench clean
 
 all: test
 
@@ -40,6 +40,10 @@ test: lint bacula
 
 unit: venv
 	$(PY) -m pytest -q -m "not bacula"
+
+bench: bacula
+	$(PY) -m bench.backup --gib 8
+	$(PY) -m bench.restore_throughput --blocks 8000
 
 format: venv
 	$(PY) -m ruff format bacula_ec2 protocol tests
