@@ -11,7 +11,6 @@ not used: boto3 honours proxies, this client does not.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -26,7 +25,16 @@ import urllib.request
 from typing import Any
 
 from ..retry import Retryable
-from .client import THROTTLE_CODES, TRANSIENT_CODES, Aws, AwsError, BlockBody, BlockRef, ChecksumMismatch
+from .client import (
+    THROTTLE_CODES,
+    TRANSIENT_CODES,
+    Aws,
+    AwsError,
+    BlockBody,
+    BlockRef,
+    ChecksumMismatch,
+    verified_block,
+)
 
 SERVICE = "ebs"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -227,20 +235,17 @@ class BlockClient:
         operation = f"GetSnapshotBlock {snapshot_id} block {ref.index}"
         path = f"{self.base_path}/snapshots/{snapshot_id}/blocks/{ref.index}"
         _status, fields, data, got = self._exchange(operation, "GET", path, [("blockToken", ref.token)], {})
-        length = len(data)
-        if got != length:
+        if got != len(data):
             self._drop()
-            raise ChecksumMismatch(f"{operation}: body ended after {got} of {length} bytes")
-        expected = int(fields.get("x-amz-data-length") or length)
-        if expected != length:
-            raise ChecksumMismatch(f"{operation}: body has {length} bytes, header says {expected}")
-        algo = fields.get("x-amz-checksum-algorithm") or "SHA256"
-        if algo != "SHA256":
-            raise AwsError(operation, "UnsupportedChecksum", f"checksum algorithm {algo}")
-        digest = hashlib.sha256(data).digest()
-        if base64.b64encode(digest).decode() != fields.get("x-amz-checksum"):
-            raise ChecksumMismatch(f"{operation}: body does not match its SHA-256 checksum")
-        return BlockBody(ref.index, data, digest)
+            raise ChecksumMismatch(f"{operation}: body ended after {got} of {len(data)} bytes")
+        return verified_block(
+            operation,
+            ref.index,
+            data,
+            fields.get("x-amz-data-length"),
+            fields.get("x-amz-checksum-algorithm"),
+            fields.get("x-amz-checksum"),
+        )
 
     def put(self, snapshot_id: str, index: int, data: bytes | bytearray | memoryview, checksum: str) -> None:
         """One PutSnapshotBlock attempt (the payload is sent unsigned, as botocore does)."""

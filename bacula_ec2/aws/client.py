@@ -7,6 +7,7 @@ above it imports boto3. Secrets go into botocore and nowhere else.
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -104,6 +105,21 @@ class BlockBody:
 
 class ChecksumMismatch(Retryable):
     pass
+
+
+def verified_block(
+    operation: str, index: int, data: bytes | bytearray, length: object, algorithm: object, checksum: object
+) -> BlockBody:
+    """ebs-direct-facts §1.3: the body is not covered by SigV4; check length and SHA-256."""
+    expected = int(str(length)) if length is not None else len(data)
+    if len(data) != expected:
+        raise ChecksumMismatch(f"{operation}: body has {len(data)} bytes, header says {expected}")
+    if (algorithm or "SHA256") != "SHA256":
+        raise AwsError(operation, "UnsupportedChecksum", f"checksum algorithm {algorithm}")
+    digest = hashlib.sha256(data).digest()
+    if base64.b64encode(digest).decode() != checksum:
+        raise ChecksumMismatch(f"{operation}: body does not match its SHA-256 checksum")
+    return BlockBody(index, data, digest)
 
 
 def _session(params: Parameters) -> boto3.Session:
@@ -347,24 +363,27 @@ class Aws:
             interval = min(max_interval, interval * 1.5)
 
     # ------------------------------------------------------------------ EBS direct
-    def list_snapshot_blocks(self, snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:
-        """Stream a snapshot's written blocks in index order, page by page (never all at once)."""
+    def _block_pages(
+        self, operation: str, method: Callable[..., Any], key: str, args: dict[str, Any]
+    ) -> Iterator[Any]:
+        """Every entry of a NextToken chain, page by page (never the whole list at once)."""
         token: str | None = None
         while True:
-            args: dict[str, Any] = {"SnapshotId": snapshot_id, "MaxResults": page_size}
-            if token:
-                args["NextToken"] = token
+            call = dict(args, NextToken=token) if token else args
             page = self._call(
-                "ListSnapshotBlocks",
-                lambda a=args: self._not_found_is_retryable(  # type: ignore[misc]
-                    "ListSnapshotBlocks", lambda: self.ebs.list_snapshot_blocks(**a)
-                ),
+                operation,
+                lambda a=call: self._not_found_is_retryable(operation, lambda: method(**a)),  # type: ignore[misc]
             )
-            for blk in page.get("Blocks", []):
-                yield BlockRef(int(blk["BlockIndex"]), str(blk["BlockToken"]))
+            yield from page.get(key, [])
             token = page.get("NextToken")
             if not token:
                 return
+
+    def list_snapshot_blocks(self, snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:
+        """A snapshot's written blocks in index order."""
+        args = {"SnapshotId": snapshot_id, "MaxResults": page_size}
+        for blk in self._block_pages("ListSnapshotBlocks", self.ebs.list_snapshot_blocks, "Blocks", args):
+            yield BlockRef(int(blk["BlockIndex"]), str(blk["BlockToken"]))
 
     def list_changed_blocks(
         self, first_id: str, second_id: str, page_size: int = 10000
@@ -374,27 +393,12 @@ class Aws:
         A block absent from the second snapshot (no SecondBlockToken) reads as zeros there:
         it comes back with token None, so that the restore zeroes it.
         """
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {
-                "FirstSnapshotId": first_id,
-                "SecondSnapshotId": second_id,
-                "MaxResults": page_size,
-            }
-            if token:
-                args["NextToken"] = token
-            page = self._call(
-                "ListChangedBlocks",
-                lambda a=args: self._not_found_is_retryable(  # type: ignore[misc]
-                    "ListChangedBlocks", lambda: self.ebs.list_changed_blocks(**a)
-                ),
-            )
-            for blk in page.get("ChangedBlocks", []):
-                second = blk.get("SecondBlockToken")
-                yield BlockRef(int(blk["BlockIndex"]), str(second) if second else None)
-            token = page.get("NextToken")
-            if not token:
-                return
+        args = {"FirstSnapshotId": first_id, "SecondSnapshotId": second_id, "MaxResults": page_size}
+        for blk in self._block_pages(
+            "ListChangedBlocks", self.ebs.list_changed_blocks, "ChangedBlocks", args
+        ):
+            second = blk.get("SecondBlockToken")
+            yield BlockRef(int(blk["BlockIndex"]), str(second) if second else None)
 
     def _not_found_is_retryable(self, operation: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -406,8 +410,6 @@ class Aws:
 
     def get_snapshot_block(self, snapshot_id: str, ref: BlockRef) -> BlockBody:
         """One attempt: fetch, read the whole body, verify length and SHA-256."""
-        import hashlib
-
         if ref.token is None:
             raise ValueError(f"block {ref.index} has no token to read it with")
 
@@ -428,13 +430,11 @@ class Aws:
             raise
         except Exception as exc:
             raise classify(operation, exc) from None
-        expected_len = int(out.get("DataLength", len(data)))
-        if len(data) != expected_len:
-            raise ChecksumMismatch(f"{operation}: body has {len(data)} bytes, header says {expected_len}")
-        algo = out.get("ChecksumAlgorithm", "SHA256")
-        if algo != "SHA256":
-            raise AwsError(operation, "UnsupportedChecksum", f"checksum algorithm {algo}")
-        digest = hashlib.sha256(data).digest()
-        if base64.b64encode(digest).decode() != out.get("Checksum"):
-            raise ChecksumMismatch(f"{operation}: body does not match its SHA-256 checksum")
-        return BlockBody(ref.index, data, digest)
+        return verified_block(
+            operation,
+            ref.index,
+            data,
+            out.get("DataLength"),
+            out.get("ChecksumAlgorithm"),
+            out.get("Checksum"),
+        )

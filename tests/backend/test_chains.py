@@ -4,7 +4,6 @@ with the parts delivered in a shuffled order."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from protocol import Mode
 from protocol.fdpeer import BackendError, BackupItem
+from tests.helpers import sha256_file
 
 from .driver import backend, job_name
 from .test_backend_process import BLOCK, params
@@ -106,12 +106,7 @@ class FakeBacula:
             return list(be.peer.messages), where
 
 
-def image_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+image_sha = sha256_file
 
 
 def test_full_incremental_differential_chain_restores_every_point(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
