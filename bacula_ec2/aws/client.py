@@ -143,8 +143,17 @@ def _session(params: Parameters) -> boto3.Session:
         source = core.get_credentials()
         if source is None:
             raise AwsError("AssumeRole", "NoCredentials", "no source credentials to assume role_arn with")
+        endpoint = params.endpoint_url
+
+        def sts_client(*args: Any, **kwargs: Any) -> Any:
+            """STS goes where the other services go when an endpoint is set (tests, VPC)."""
+            if endpoint and not kwargs.get("endpoint_url"):
+                kwargs["endpoint_url"] = endpoint
+            kwargs.setdefault("region_name", params.region)
+            return core.create_client(*args, **kwargs)
+
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=core.create_client,
+            client_creator=sts_client,
             source_credentials=source,
             role_arn=params.role_arn,
             extra_args=extra,

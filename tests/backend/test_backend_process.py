@@ -227,3 +227,14 @@ def test_query_instances_volumes_snapshots(sim, tmp_path: Path) -> None:  # type
     assert any(inst["volume_ids"][1] in r and "size_gib=2" in r for r in rows), rows
     rows = [str(r[1]) for r in query("nonsense")]
     assert rows and rows[0].startswith("error=unknown query 'nonsense'"), rows
+
+
+def test_role_arn_assumes_the_role_for_every_call(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_instance(sim)
+    role = "arn:aws:iam::123456789012:role/bacula-backup"
+    items, _messages = backup_items(
+        sim, tmp_path, "instances=web-1", f"role_arn={role}", "external_id=ext-42"
+    )
+    assert any(it.name.endswith(".bimg") for it in items)
+    sessions = sim.client.sts_sessions()
+    assert sessions and sessions[0]["role_arn"] == role and sessions[0]["external_id"] == "ext-42", sessions
