@@ -36,9 +36,20 @@ class ConsoleReporter:
 
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
+        self.live = verbose and sys.stderr.isatty()
+        self._line = False
 
     def _say(self, level: str, text: str) -> None:
+        if self._line:
+            print(file=sys.stderr)
+            self._line = False
         print(f"bec2: {level}{REDACTOR.scrub(text)}", file=sys.stderr, flush=True)
+
+    def progress(self, text: str) -> None:
+        """One line rewritten in place, only on a terminal."""
+        if self.live:
+            print(f"\rbec2: {text}\033[K", end="", file=sys.stderr, flush=True)
+            self._line = True
 
     def info(self, text: str) -> None:
         if self.verbose:

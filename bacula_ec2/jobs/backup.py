@@ -227,9 +227,15 @@ class BackupJob:
             if base
             else self.aws.list_snapshot_blocks(sid)
         )
+        progress = getattr(ctx.reporter, "progress", None)
+        shown = t0
         for body in self.downloader.fetch(sid, read_ahead(refs)):
             offset = body.index * BLOCK_SIZE
             stats.blocks += 1
+            if progress is not None and time.monotonic() - shown >= 1.0:
+                shown = time.monotonic()
+                mib = stats.data_bytes / (1 << 20)
+                progress(f"{vid}: {stats.blocks} blocks, {mib:.0f} MiB, {mib / (shown - t0):.0f} MiB/s")
             if body.sha256 == ZERO_BLOCK_SHA256:
                 rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.ZERO, body.sha256)
                 writer.write(image.record(rec))

@@ -10,7 +10,11 @@ from ..params import Parameters
 
 
 class Reporter(Protocol):
-    """Job messages: Bacula job log in the backend, stderr in bec2."""
+    """Job messages: Bacula job log in the backend, stderr in bec2.
+
+    A reporter may also have `progress(text)`, called about once a second during long
+    transfers (bec2 shows it on a terminal); the Bacula job log does not want it.
+    """
 
     def info(self, text: str) -> None: ...
     def warning(self, text: str) -> None: ...
