@@ -77,7 +77,14 @@ class CatalogPath:
 
 
 def strip_where(fname: str, where: str | None) -> str:
-    """Undo Bacula's where= prefix (metaplugin-protocol.md §6.6): find /@amazon-ec2/."""
+    """Undo Bacula's where= prefix (metaplugin-protocol.md §6.6).
+
+    The FD sends `<where>/@amazon-ec2/...`; the prefix is removed exactly when it is
+    there, so a where= that itself contains /@amazon-ec2/ cannot confuse it.
+    """
+    prefix = (where or "").rstrip("/")
+    if prefix and fname.startswith(prefix + ROOT):
+        return fname[len(prefix) :]
     idx = fname.find(ROOT)
     if idx < 0:
         raise ValueError(f"'{fname}' is not a bacula-ec2 path (no {ROOT} in it)")

@@ -45,3 +45,8 @@ def test_foreign_paths_refused(path: str) -> None:
 def test_strip_where() -> None:
     assert naming.strip_where("/tmp/r/@amazon-ec2/i-1/i-1.json", "/tmp/r") == "/@amazon-ec2/i-1/i-1.json"
     assert naming.strip_where("/@amazon-ec2/i-1/", "") == "/@amazon-ec2/i-1/"
+
+
+def test_strip_where_with_a_where_that_looks_like_ours() -> None:
+    where = "/srv/@amazon-ec2/restores"
+    assert naming.strip_where(where + "/@amazon-ec2/i-1/i-1.json", where) == "/@amazon-ec2/i-1/i-1.json"
