@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 NAMESPACE = "@amazon-ec2"
 ROOT = f"/{NAMESPACE}/"
+#: Folder of the volumes selected on their own (volumes=), in place of an instance id.
+STANDALONE = "volumes"
 
 _VOL_FILE = re.compile(
     r"^(?P<vol>vol-[0-9a-zA-Z]+)(?:-(?P<dev>[^/]+?)-(?P<gib>\d+)G)?"

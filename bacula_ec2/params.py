@@ -70,6 +70,10 @@ class Parameters(BaseModel):
     exclude_instances: list[str] = Field(
         default_factory=list, description="Instances (id or Name) never backed up"
     )
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="Standalone EBS volumes by id (vol-...), backed up under /@amazon-ec2/volumes/",
+    )
     exclude_volumes: list[str] = Field(
         default_factory=list, description="Volume ids or device names (sdf, /dev/xvdf) to skip"
     )
@@ -148,7 +152,12 @@ class Parameters(BaseModel):
     accurate: bool = Field(False, alias="Accurate", description="(set by the FD) accurate job")
 
     @field_validator(
-        "instances", "exclude_instances", "exclude_volumes", "restore_security_groups", mode="before"
+        "instances",
+        "exclude_instances",
+        "volumes",
+        "exclude_volumes",
+        "restore_security_groups",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: object) -> list[str]:

@@ -257,6 +257,25 @@ class Aws:
             kwargs["InstanceIds"] = instance_ids
         return list(self._pages("DescribeInstances", self.ec2.describe_instances, "Reservations", **kwargs))
 
+    def describe_volumes_filtered(self, volume_ids: list[str]) -> list[dict[str, Any]]:
+        """Like describe_volumes, but ids that do not exist are simply absent (no error)."""
+        filters = [{"Name": "volume-id", "Values": volume_ids}]
+        return list(self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters))
+
+    def create_snapshot(self, volume_id: str, tags: dict[str, str], description: str) -> dict[str, Any]:
+        """One volume on its own. Not retried blindly, like CreateSnapshots."""
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        out = self._call(
+            "CreateSnapshot",
+            lambda: self.ec2.create_snapshot(
+                VolumeId=volume_id,
+                Description=description,
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
+            ),
+            retry=False,
+        )
+        return dict(out)
+
     def describe_regions(self) -> list[str]:
         out = self._call("DescribeRegions", lambda: self.ec2.describe_regions())
         return sorted(str(r["RegionName"]) for r in out.get("Regions", []))

@@ -74,10 +74,15 @@ class BackupJob:
         now = int(time.time())
         for target in select_instances(self.aws, self.ctx.params):
             iid = target.instance_id
-            doc = config.instance_document(
-                target.instance, region=self.aws.region, user_data=None, snapshots=[], job=self.ctx.job_info
-            )
-            sink.file(FileInfo(naming.instance_json(iid), len(config.encode(doc)), now), b"")
+            if not target.standalone:
+                doc = config.instance_document(
+                    target.instance,
+                    region=self.aws.region,
+                    user_data=None,
+                    snapshots=[],
+                    job=self.ctx.job_info,
+                )
+                sink.file(FileInfo(naming.instance_json(iid), len(config.encode(doc)), now), b"")
             for vol in target.volumes:
                 for info in self._volume_files(target, vol, now, estimate=True):
                     sink.file(info, b"")
@@ -155,10 +160,15 @@ class BackupJob:
         mtime = int(time.time())
         if snaps:
             mtime = max(_epoch(s.get("StartTime")) for s in snaps.values())
-        else:
+        elif not target.standalone:
             self.ctx.reporter.warning(
                 f"instance {target.label}: every volume is excluded; saving its configuration only"
             )
+        if target.standalone:
+            for vol in target.volumes:
+                self._backup_volume(sink, target, vol, snaps[vol.volume_id])
+            sink.directory(naming.instance_dir(iid), mtime)
+            return
         user_data = self.aws.instance_user_data(iid)
         doc = config.instance_document(
             target.instance,
@@ -184,7 +194,7 @@ class BackupJob:
         doc = config.volume_document(
             vol.volume,
             region=self.aws.region,
-            instance_id=iid,
+            instance_id=None if target.standalone else iid,
             device=vol.device,
             snapshot=snap,
             base_snapshot_id=base.snapshot_id if base else None,
@@ -205,7 +215,7 @@ class BackupJob:
                 base_snapshot_id=base.snapshot_id if base else None,
                 base_created=_iso(base.start) if base else None,
                 chain_position=base.position + 1 if base else 0,
-                instance_id=iid,
+                instance_id=None if target.standalone else iid,
                 device=vol.device,
                 region=self.aws.region,
                 job_name=ctx.job_name,

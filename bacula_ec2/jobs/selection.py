@@ -8,7 +8,7 @@ from typing import Any
 
 from ..aws import Aws
 from ..formats.config import tag_dict
-from ..naming import device_short_name
+from ..naming import STANDALONE, device_short_name
 from ..params import Parameters
 from .context import JobError
 
@@ -33,9 +33,12 @@ class VolumeTarget:
 
 @dataclass
 class InstanceTarget:
+    """An instance and its volumes; or, `standalone`, the volumes selected on their own."""
+
     instance: dict[str, Any]
     volumes: list[VolumeTarget] = field(default_factory=list)
     excluded: list[VolumeTarget] = field(default_factory=list)
+    standalone: bool = False
 
     @property
     def instance_id(self) -> str:
@@ -47,6 +50,8 @@ class InstanceTarget:
 
     @property
     def label(self) -> str:
+        if self.standalone:
+            return "standalone volumes"
         return f"{self.instance_id} ({self.name})" if self.name else self.instance_id
 
 
@@ -101,24 +106,52 @@ def _volume_excluded(target: VolumeTarget, params: Parameters) -> bool:
 
 def select_instances(aws: Aws, params: Parameters) -> list[InstanceTarget]:
     """Resolve the selection to instances and volumes; nothing selected is an error."""
-    if not params.selects_instances():
-        raise JobError("no instances selected: set instances=, instance_tags= or instance_regex=")
-    instances = _describe_selected(aws, params)
-    excluded = set(params.exclude_instances)
+    if not params.selects_instances() and not params.volumes:
+        raise JobError("nothing selected: set instances=, instance_tags=, instance_regex= or volumes=")
     targets: list[InstanceTarget] = []
-    for inst in sorted(instances, key=lambda i: str(i["InstanceId"])):
-        name = tag_dict(inst.get("Tags")).get("Name")
-        if inst["InstanceId"] in excluded or (name and name in excluded):
-            continue
-        if inst.get("State", {}).get("Name") in _GONE_STATES:
-            continue
-        targets.append(_instance_target(aws, params, inst))
-    if not targets:
-        raise JobError(
-            f"the selection matched no instance in region {aws.region} "
-            "(check instances=, instance_tags=, instance_regex=, exclude_instances=)"
-        )
+    if params.selects_instances():
+        excluded = set(params.exclude_instances)
+        for inst in sorted(_describe_selected(aws, params), key=lambda i: str(i["InstanceId"])):
+            name = tag_dict(inst.get("Tags")).get("Name")
+            if inst["InstanceId"] in excluded or (name and name in excluded):
+                continue
+            if inst.get("State", {}).get("Name") in _GONE_STATES:
+                continue
+            targets.append(_instance_target(aws, params, inst))
+        if not targets and not params.volumes:
+            raise JobError(
+                f"the selection matched no instance in region {aws.region} "
+                "(check instances=, instance_tags=, instance_regex=, exclude_instances=)"
+            )
+    if params.volumes:
+        covered = {v.volume_id for t in targets for v in t.volumes}
+        standalone = _standalone_target(aws, params, covered)
+        if standalone.volumes:
+            targets.append(standalone)
     return targets
+
+
+def _standalone_target(aws: Aws, params: Parameters, covered: set[str]) -> InstanceTarget:
+    """volumes=: each by id, snapshotted on its own (a volume already backed up with its
+    instance in this job is not read twice)."""
+    wanted = list(dict.fromkeys(params.volumes))
+    bad = [v for v in wanted if not re.match(r"^vol-[0-9a-f]{8,17}$", v)]
+    if bad:
+        raise JobError(f"volumes= takes volume ids (vol-...): {', '.join(bad)}")
+    found = {v["VolumeId"]: v for v in aws.describe_volumes_filtered(wanted)}
+    missing = [v for v in wanted if v not in found]
+    if missing:
+        raise JobError(
+            f"volume(s) {', '.join(missing)} not found in region {aws.region}: check volumes= and region="
+        )
+    target = InstanceTarget({"InstanceId": STANDALONE}, standalone=True)
+    for vid in wanted:
+        if vid in covered:
+            continue
+        vol = found[vid]
+        attachment = (vol.get("Attachments") or [{}])[0]
+        target.volumes.append(VolumeTarget(vol, str(attachment.get("Device") or "detached"), is_root=False))
+    return target
 
 
 def _instance_target(aws: Aws, params: Parameters, inst: dict[str, Any]) -> InstanceTarget:

@@ -87,17 +87,25 @@ class SnapshotLedger:
         return {v: chain.committed(snaps, self.job, v) for v in volume_ids}
 
     def take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, dict[str, Any]]:
-        """Snapshot every target volume of one instance at the same moment (CreateSnapshots)."""
+        """Snapshot every target volume of one instance at the same moment (CreateSnapshots);
+        standalone volumes are snapshotted one by one."""
         wanted = {v.volume_id for v in target.volumes}
-        exclude_boot = any(v.is_root for v in target.excluded)
-        exclude_data = [v.volume_id for v in target.excluded if not v.is_root]
-        snaps = self.aws.create_snapshots(
-            target.instance_id,
-            exclude_data,
-            exclude_boot,
-            job_tags(self.ctx, target.instance_id),
-            f"bacula-ec2 {self.ctx.job_name} ({target.label})",
-        )
+        description = f"bacula-ec2 {self.ctx.job_name} ({target.label})"
+        if target.standalone:  # volumes on their own: one CreateSnapshot each
+            snaps = [
+                self.aws.create_snapshot(v.volume_id, job_tags(self.ctx, target.instance_id), description)
+                for v in target.volumes
+            ]
+        else:
+            exclude_boot = any(v.is_root for v in target.excluded)
+            exclude_data = [v.volume_id for v in target.excluded if not v.is_root]
+            snaps = self.aws.create_snapshots(
+                target.instance_id,
+                exclude_data,
+                exclude_boot,
+                job_tags(self.ctx, target.instance_id),
+                description,
+            )
         for s in snaps:
             self.created.append(s["SnapshotId"])
             self.volume_of[s["SnapshotId"]] = s["VolumeId"]

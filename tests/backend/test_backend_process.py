@@ -10,6 +10,7 @@ import pytest
 
 from protocol import Mode
 from protocol.fdpeer import BackendError, BackupItem
+from tests.helpers import sha256_file
 from tests.simulator.fixtures import ACCESS_KEY
 
 from .driver import backend
@@ -238,3 +239,32 @@ def test_role_arn_assumes_the_role_for_every_call(sim, tmp_path: Path) -> None: 
     assert any(it.name.endswith(".bimg") for it in items)
     sessions = sim.client.sts_sessions()
     assert sessions and sessions[0]["role_arn"] == role and sessions[0]["external_id"] == "ext-42", sessions
+
+
+def test_standalone_volumes_are_backed_up_and_restored(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst = make_instance(sim)
+    lone = sim.client.create_volume(1)  # detached, selected by id
+    sim.client.write_volume(lone, 3 * BLOCK + 9, os.urandom(BLOCK))
+    want = sim.client.volume_sha256(lone)
+    attached = inst["volume_ids"][1]  # also named, but backed up once, with its instance
+    items, _ = backup_items(sim, tmp_path, "instances=web-1", f"volumes={lone},{attached}")
+    names = [it.name for it in items]
+    assert f"/@amazon-ec2/volumes/{lone}-detached-1G.bimg" in names
+    assert f"/@amazon-ec2/volumes/{lone}.bmp" in names and "/@amazon-ec2/volumes/" in names
+    assert sum(n.endswith(".bimg") and attached in n for n in names) == 1
+    assert not any(n.endswith("/volumes.json") for n in names)
+    assert {s["volume_id"] for s in sim.client.snapshots()} == {*inst["volume_ids"], lone}
+    where = tmp_path / "restore"
+    lone_items = [it for it in items if "/volumes/" in it.name]
+    messages = restore(lone_items, tmp_path, where)
+    assert not [m for m in messages if m[0] in ("E", "Q", "A")], messages
+    image = where / "@amazon-ec2" / "volumes" / f"{lone}-detached-1G.img"
+    assert sha256_file(image) == want
+
+
+def test_unknown_standalone_volume_is_named(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with backend(Mode.BACKUP, params(sim.endpoint, "volumes=vol-0123456789abcdef0"), tmp_path) as be:
+        with pytest.raises(BackendError) as err:
+            be.peer.read_items(data_phase=True)
+        be.peer.close()
+    assert err.value.status == "A" and "vol-0123456789abcdef0 not found" in err.value.text
