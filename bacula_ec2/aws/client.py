@@ -103,6 +103,11 @@ class BlockBody:
     sha256: bytes  # the checksum AWS sent, already verified against data
 
 
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    """AWS's `[{"Key": k, "Value": v}]` form of a tag dict."""
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
 class ChecksumMismatch(Retryable):
     pass
 
@@ -264,13 +269,12 @@ class Aws:
 
     def create_snapshot(self, volume_id: str, tags: dict[str, str], description: str) -> dict[str, Any]:
         """One volume on its own. Not retried blindly, like CreateSnapshots."""
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         out = self._call(
             "CreateSnapshot",
             lambda: self.ec2.create_snapshot(
                 VolumeId=volume_id,
                 Description=description,
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
             ),
             retry=False,
         )
@@ -309,14 +313,13 @@ class Aws:
         spec: dict[str, Any] = {"InstanceId": instance_id, "ExcludeBootVolume": exclude_boot}
         if exclude_volume_ids:
             spec["ExcludeDataVolumeIds"] = exclude_volume_ids
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         # Not retried blindly: a retried CreateSnapshots could leave duplicate snapshots.
         out = self._call(
             "CreateSnapshots",
             lambda: self.ec2.create_snapshots(
                 InstanceSpecification=spec,
                 Description=description,
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
             ),
             retry=False,
         )
@@ -342,9 +345,7 @@ class Aws:
     def tag(self, resource_ids: list[str], tags: dict[str, str]) -> None:
         self._call(
             "CreateTags",
-            lambda: self.ec2.create_tags(
-                Resources=resource_ids, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
-            ),
+            lambda: self.ec2.create_tags(Resources=resource_ids, Tags=tag_list(tags)),
         )
 
     def wait_snapshots(

@@ -13,11 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..retry import Cancelled
-from .client import Aws, AwsError
-
-
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
+from .client import Aws, AwsError, tag_list
 
 
 def _spec(resource: str, tags: dict[str, str]) -> list[dict[str, Any]]:

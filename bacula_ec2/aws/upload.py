@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from ..pacing import Pacer
 from ..retry import Cancelled, Retryable, RetryPolicy, call_with_retry
 from .blocks import fast_client
-from .client import Aws, _client_error, classify
+from .client import Aws, _client_error, classify, tag_list
 
 BLOCK_SIZE = 524288
 ZERO_BLOCK = bytes(BLOCK_SIZE)
@@ -104,7 +104,7 @@ class SnapshotWriter:
             "ClientToken": client_token,
             "Description": description,
             "Timeout": timeout_minutes,
-            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+            "Tags": tag_list(tags),
         }
         if encrypted or kms_key_arn:
             args["Encrypted"] = True

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..aws import Aws, AwsError
 from ..aws import restore_ops as ops
+from ..aws.client import tag_list
 from ..aws.upload import SnapshotWriter, file_reader
 from ..formats.blockimage import ImageHeader
 from ..formats.config import tag_dict
@@ -522,8 +523,8 @@ class AwsRestore:
         tags = self._resource_tags(iid, tag_dict(inst.get("Tags")))
         volume_tags = {TAG_FROM: iid, TAG_JOB: self.ctx.job_name, **p.restore_tags}
         args["TagSpecifications"] = [
-            {"ResourceType": "instance", "Tags": ops.tag_list(tags)},
-            {"ResourceType": "volume", "Tags": ops.tag_list(volume_tags)},
+            {"ResourceType": "instance", "Tags": tag_list(tags)},
+            {"ResourceType": "volume", "Tags": tag_list(volume_tags)},
         ]
         original_zone = (inst.get("Placement") or {}).get("AvailabilityZone")
         zone = p.restore_availability_zone
