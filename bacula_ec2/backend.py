@@ -284,7 +284,13 @@ class Backend:
             self._rollback(job)
             self._fail(f"internal error: {type(exc).__name__}: {exc} (details in the backend log)")
             return
-        on_end = job.commit if mode is Mode.BACKUP else None
+        done = job
+
+        def confirmed() -> None:
+            done.commit()
+            done.retire()
+
+        on_end = confirmed if mode is Mode.BACKUP else None
         reason = s.wait_for_end(on_end=on_end)
         if mode is Mode.BACKUP and reason is not EndReason.END:
             log.warning("no END from the FD: the job did not finish well; deleting its snapshots")

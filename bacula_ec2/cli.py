@@ -154,6 +154,7 @@ def _backup(ctx: JobContext, output: str, operation: str, reporter: ConsoleRepor
         os.makedirs(output, exist_ok=True)
         job.run(sink)
         job.commit()
+        job.retire()
         reporter.info(
             f"{ {'F': 'Full', 'I': 'Incremental', 'D': 'Differential'}[ctx.level] } backup {ctx.job_name} "
             f"stored under {os.path.join(output, '@amazon-ec2')}"

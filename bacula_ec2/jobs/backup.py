@@ -292,7 +292,12 @@ class BackupJob:
 
     # ------------------------------------------------------------------ end of job
     def commit(self) -> None:
+        """The job's snapshots become bases; raises if they cannot be (the job must fail)."""
         self.ledger.commit()
+
+    def retire(self) -> None:
+        """Retention once the job is confirmed: retire the chain's older snapshots."""
+        self.ledger.retire()
 
     def rollback(self) -> list[str]:
         return self.ledger.rollback()

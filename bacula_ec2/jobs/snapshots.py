@@ -141,13 +141,16 @@ class SnapshotLedger:
         return {s["SnapshotId"]: s for s in snaps}
 
     def commit(self) -> None:
-        """The job's data is in Bacula: its snapshots become bases, retention applies."""
+        """Every block of the job was handed over: its snapshots become bases (may raise)."""
+        if self.created:
+            self.aws.tag(self.created, {STATE_TAG: BASE})
+        self.committed = True
+
+    def retire(self) -> None:
+        """The job is confirmed (END, or bec2's folder entry written): retention applies."""
         if not self.created:
-            self.committed = True
             return
         level = self.ctx.level
-        self.aws.tag(self.created, {STATE_TAG: BASE})
-        self.committed = True
         chains = self.chains(sorted(set(self.volume_of.values())))
         keep_full = self.ctx.params.keep_full_snapshot
         for sid in list(self.created):
