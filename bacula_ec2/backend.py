@@ -1,16 +1,23 @@
 """`ec2-backend`: the process a metaplugin `ec2-fd.so` starts for every job.
 
-It reads the setup (handshake, Job, Params, start command) through `protocol`, runs the
-job from `jobs`, and decides at the end, from END or its absence, whether the job's
-snapshots are kept (END: Bacula stored the data) or deleted (EOF: the job failed).
+It reads the setup (handshake, Job, Params, start command) through `protocol` and runs the
+job from `jobs`. A backup commits its snapshots (they become bases) after its last file
+and before the final F of its item stream, while a failure can still fail the job (an A
+packet); END means Bacula confirmed the job (retention then applies), EOF without END means
+the job failed after all, and the snapshots are deleted (docs/SNAPSHOTS.md).
+
+Whatever arrives, the process never writes to fd 2, never shows a secret, answers a
+failure with an A packet, and exits 0 (metaplugin-protocol.md §1.10, §2.4, §4.10).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 from protocol import (
     BackendSession,
@@ -22,11 +29,13 @@ from protocol import (
     ItemStream,
     JobInfo,
     Mode,
+    ProtocolError,
     Reply,
     RestoreFile,
     RestoreRefused,
 )
 from protocol.backup import FileWriter as ProtocolFileWriter
+from protocol.text import has_undecodable, looks_secret, printable, set_message_scrubber
 
 from .aws import Aws, AwsError
 from .formats.blockimage import FormatError
@@ -205,6 +214,21 @@ def _restore_target(job: JobInfo, params: Parameters) -> tuple[str, str]:
     return "local", base
 
 
+def _not_text(job: JobInfo, pairs: list[tuple[str, str]]) -> str | None:
+    """Names and parameters go into AWS tags and requests: they must be UTF-8 text (paths
+    and file names may hold any bytes). Returns the reason to fail, or None."""
+    for key, value in (("Name", job.name), ("PrevJobName", job.prev_job_name or "")):
+        if has_undecodable(value):
+            return f"the Job block's {key}={printable(value)!r} is not UTF-8 text"
+    for key, value in pairs:
+        if has_undecodable(key):
+            return f"plugin parameter name {printable(key)!r} is not UTF-8 text: check the Plugin line"
+        if has_undecodable(value):
+            shown = "***" if looks_secret(key) else repr(printable(value))
+            return f"plugin parameter {key}: the value {shown} is not UTF-8 text: check the Plugin line"
+    return None
+
+
 class Backend:
     def __init__(self, session: BackendSession) -> None:
         self.session = session
@@ -224,11 +248,16 @@ class Backend:
             log_path,
         )
         pairs = s.read_params()
+        # Before anything can show them: secrets as given, parsed or not.
+        REDACTOR.add(*[v for k, v in pairs if looks_secret(k)])
         mode = s.read_start()
+        bad_text = _not_text(job, pairs)
+        if bad_text:
+            self._fail(bad_text)
+            return
         try:
             params = parse_parameters(pairs)
         except ParameterError as exc:
-            REDACTOR.add(*[v for k, v in pairs if k in ("secret_key", "session_token")])
             self._fail(f"bad plugin parameters: {exc}")
             return
         REDACTOR.add(*params.secret_values())
@@ -266,6 +295,10 @@ class Backend:
                 job.estimate(sink)
             else:
                 job.run(sink)
+                # Every block is handed over, the final F is not sent yet: the last moment
+                # a failure can still fail the job (§3.6: at END the status is already sent).
+                if not self._commit(job):
+                    return
             stream.finish()
         except Cancelled:
             log.warning("job cancelled")
@@ -284,17 +317,53 @@ class Backend:
             self._rollback(job)
             self._fail(f"internal error: {type(exc).__name__}: {exc} (details in the backend log)")
             return
+        if mode is not Mode.BACKUP:
+            s.wait_for_end()
+            return
         done = job
 
         def confirmed() -> None:
-            done.commit()
-            done.retire()
+            """END: Bacula confirmed the job. Nothing here can fail it any more (§3.6)."""
+            try:
+                done.retire()
+            except Exception as exc:
+                log.error("retention failed", exc_info=True)
+                self.reporter.warning(
+                    f"retention: older snapshots of this job's chain could not be deleted ({exc}); "
+                    "the next confirmed job of this chain deletes them"
+                )
 
-        on_end = confirmed if mode is Mode.BACKUP else None
-        reason = s.wait_for_end(on_end=on_end)
-        if mode is Mode.BACKUP and reason is not EndReason.END:
+        reason = s.wait_for_end(on_end=confirmed)
+        if reason is not EndReason.END:
             log.warning("no END from the FD: the job did not finish well; deleting its snapshots")
             self._rollback(job, quiet=True)
+
+    def _commit(self, job: BackupJob) -> bool:
+        """The job's snapshots become bases. On failure: roll back, A naming them, False."""
+        ids = list(job.ledger.created)
+        try:
+            job.commit()
+            return True
+        except Cancelled:
+            raise
+        except Exception as exc:
+            log.error("commit of %s failed", ", ".join(ids), exc_info=not isinstance(exc, EXPECTED_FAILURES))
+            cause = exc
+        left = job.rollback()
+        if left:
+            after = (
+                f"{', '.join(left)} could not be deleted either: delete them by hand (they are never used "
+                "as a base while pending; the next job on these volumes removes pending ones once their "
+                "lease has expired)"
+            )
+        else:
+            after = "they were deleted"
+        self._fail(
+            f"the snapshots of this job ({', '.join(ids)}) could not be committed as bases for the next "
+            f"backups, so the job fails: {cause}. {after[0].upper()}{after[1:]}. Check that the job's AWS "
+            "credentials may call ec2:CreateTags on snapshots (docs/IAM.md), then run the job again."
+        )
+        return False
 
     def _listing(self, ctx: JobContext) -> None:
         s = self.session
@@ -367,23 +436,44 @@ class Backend:
         self.session.wait_for_end()
 
 
-def main() -> int:
-    quiet_until_configured()
-    conn = Connection.from_fds(0, 1)
-    session = BackendSession(conn, plugin_name=PLUGIN_NAME, plugin_api=PLUGIN_API)
-    session.install_signal_handlers()
+def _quietly(fn: Callable[[], object]) -> None:
+    """Last-resort paths: nothing may escape (it would reach fd 2 or a non-zero exit)."""
+    with contextlib.suppress(Exception):
+        fn()
+
+
+def _abort_and_drain(session: BackendSession | None, text: str) -> None:
+    """A with `text` (secrets masked), then read stdin to EOF (§4.10)."""
+    if session is None:
+        return
+    _quietly(lambda: session.abort(REDACTOR.scrub(text)))
     try:
+        session.wait_for_end()
+    except Exception:
+        _quietly(session.drain)
+
+
+def main() -> int:
+    """Always returns 0 (§2.4): every failure is reported with an A packet instead."""
+    _quietly(quiet_until_configured)
+    set_message_scrubber(REDACTOR.scrub)  # every message packet, from any module
+    session: BackendSession | None = None
+    try:
+        conn = Connection.from_fds(0, 1)
+        session = BackendSession(conn, plugin_name=PLUGIN_NAME, plugin_api=PLUGIN_API)
+        session.install_signal_handlers()
         Backend(session).run()
     except EndOfStream:
-        log.info("the FD closed the connection")
+        _quietly(lambda: log.info("the FD closed the connection"))
+    except ProtocolError as exc:
+        with contextlib.suppress(Exception):
+            log.error("protocol error: %s", exc)
+        _abort_and_drain(session, f"ec2-backend: protocol error: {exc}")
     except Exception as exc:
-        log.error("backend failure: %s", REDACTOR.scrub("".join(traceback.format_exception(exc))))
-        try:
-            session.abort(REDACTOR.scrub(f"ec2-backend failed: {type(exc).__name__}: {exc}"))
-            session.wait_for_end()
-        except Exception:
-            pass
-    logging.shutdown()
+        with contextlib.suppress(Exception):
+            log.error("backend failure: %s", "".join(traceback.format_exception(exc)))
+        _abort_and_drain(session, f"ec2-backend failed: {type(exc).__name__}: {exc} (see the backend log)")
+    _quietly(logging.shutdown)
     return 0
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from .errors import EndOfStream, FramingError, TruncatedPacket
-from .text import decode_text
+from .text import decode_text, scrub_secrets
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -46,14 +46,14 @@ class Packet(NamedTuple):
         return decode_text(self.payload)
 
     def describe(self) -> str:
-        """Short human form for error messages, e.g. `C 'xyz'` or `F`."""
+        """Short human form for error messages, e.g. `C 'xyz'` or `F` (secrets masked)."""
         if self.status in EMPTY_STATUSES:
             return self.status
         shown = self.payload[:60]
         more = "..." if len(self.payload) > 60 else ""
         if self.status == "D":
             return f"D ({len(self.payload)} bytes)"
-        return f"{self.status} {decode_text(shown)!r}{more}"
+        return f"{self.status} {scrub_secrets(decode_text(shown))!r}{more}"
 
 
 def encode_header(status: str, length: int) -> bytes:

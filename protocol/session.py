@@ -22,7 +22,7 @@ from .framing import Connection, Packet, PacketBatch
 from .jobinfo import EndReason, JobInfo, Mode, parse_job_lines, split_line
 from .query import QueryStream
 from .restore import RestoreHandler, RestoreLoop
-from .text import encode_command, encode_message
+from .text import encode_command, encode_message, scrub_secrets
 
 log = logging.getLogger("protocol")
 
@@ -107,7 +107,8 @@ class BackendSession:
         text = self.read_command(f"C 'Hello {self.plugin_name} {self.plugin_api}'")
         words = text.split(" ")
         if len(words) != 3 or words[0] != "Hello":
-            reason = f"bad handshake {text!r}, expected 'Hello {self.plugin_name} {self.plugin_api}'"
+            expected = f"Hello {self.plugin_name} {self.plugin_api}"
+            reason = f"bad handshake {scrub_secrets(text)!r}, expected {expected!r}"
             self.abort(reason)
             raise HandshakeError(reason)
         if (words[1], words[2]) != (self.plugin_name, self.plugin_api):
@@ -123,7 +124,7 @@ class BackendSession:
         """§3.3: `Job`, key=value lines, F → reply F."""
         text = self.read_command("C 'Job'")
         if text != "Job":
-            raise UnexpectedPacket(f"expected C 'Job', got C {text!r}")
+            raise UnexpectedPacket(f"expected C 'Job', got C {scrub_secrets(text)!r}")
         self.job = parse_job_lines(self.read_lines_until_eod("Job block"))
         self.send_eod()
         return self.job
@@ -132,7 +133,7 @@ class BackendSession:
         """§3.4: `Params`, key=value lines (order and duplicates kept), F → reply F."""
         text = self.read_command("C 'Params'")
         if text != "Params":
-            raise UnexpectedPacket(f"expected C 'Params', got C {text!r}")
+            raise UnexpectedPacket(f"expected C 'Params', got C {scrub_secrets(text)!r}")
         self.params = [split_line(line) for line in self.read_lines_until_eod("Params block")]
         self.send_eod()
         return self.params
@@ -144,7 +145,9 @@ class BackendSession:
             self.mode = Mode(text)
         except ValueError:
             known = ", ".join(m.value for m in Mode)
-            raise UnexpectedPacket(f"unknown start command {text!r}, expected one of {known}") from None
+            raise UnexpectedPacket(
+                f"unknown start command {scrub_secrets(text)!r}, expected one of {known}"
+            ) from None
         if ack:
             self.ack_start()
         return self.mode
@@ -165,7 +168,7 @@ class BackendSession:
             return False
         try:
             self.conn.send(status, encode_message(text))
-        except EndOfStream:
+        except (EndOfStream, OSError):
             return False
         return True
 
@@ -192,7 +195,7 @@ class BackendSession:
             if self.aborted:
                 return
             self.aborted = True
-        with contextlib.suppress(EndOfStream):
+        with contextlib.suppress(EndOfStream, OSError):
             self.conn.send("A", encode_message(text))
 
     # ------------------------------------------------------------------ modes
@@ -225,9 +228,11 @@ class BackendSession:
     def wait_for_end(self, on_end: Callable[[], None] | None = None) -> EndReason:
         """§3.6, §2.4: answer FINISH and END with F, drain after T, return why it ended.
 
-        Works after `abort` too (§4.10: FINISH may still arrive). Anything else from the FD
-        raises `UnexpectedPacket`. `on_end` runs when END arrives, before it is answered: the
-        job has succeeded, and this is where a backend commits what depends on that.
+        Works after `abort` too (§4.10: FINISH may still arrive; anything else is read and
+        dropped until EOF). Otherwise anything but END, FINISH or T raises `UnexpectedPacket`.
+        `on_end` runs when END arrives, before it is answered: the job has been confirmed
+        (§3.6: its status is already with the Director, so nothing done here can fail it);
+        messages it sends still reach the job log (§1.5).
         """
         got_end = False
         while True:
@@ -249,8 +254,10 @@ class BackendSession:
                     on_end()
                     on_end = None
                 self._reply_eod_quietly()
-            else:
+            elif not self.aborted:
                 raise UnexpectedPacket(f"expected END, FINISH or T, got {pkt.describe()}")
+            else:
+                log.debug("after abort, dropped %s", pkt.describe())
 
     # ------------------------------------------------------------------ signals
 

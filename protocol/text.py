@@ -2,10 +2,15 @@
 
 Inbound (FD→BE) text is decoded with `surrogateescape`, because the FD does not guarantee
 UTF-8 and file names must survive a round trip byte for byte. Outbound commands are encoded
-the same way; outbound *messages* are human text and are encoded with `errors="replace"`.
+the same way. Outbound *messages* are human text: encoding them can never fail (a byte that
+was not UTF-8 is shown as `\\xNN`), and the values of secret-looking `key=value` pairs are
+masked, whatever text they came from (`scrub_secrets`).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 ENCODING = "utf-8"
 
@@ -14,6 +19,77 @@ MAX_MESSAGE_BYTES = 1980
 #: Sent instead of an empty message: a zero-length C packet would end the FD's block (§1.6).
 EMPTY_MESSAGE_PLACEHOLDER = "(no message text)"
 _ELLIPSIS = b"..."
+MASK = "***"
+
+#: Parameter names whose values are secrets, matched anywhere in a text (case-insensitive,
+#: with any prefix or suffix: `secret_key`, `aws_secret_access_key`, `session_token`, ...).
+_SECRET_NAME = r"(?:secret|session_token|password|passwd)[^\s=:'\"]*"
+#: `name=value` (value quoted or not, quotes maybe unbalanced in a truncated text) and
+#: `'name': 'value'` (a dict or JSON rendering).
+_SECRET_PAIR = re.compile(
+    rf"(?i)(?P<a>{_SECRET_NAME}\s*=\s*)"
+    rf"(?:(?P<q>['\"])(?P<qv>[\s\S]*?)(?P<end>(?P=q)|$)|(?P<v>[^\s'\",;}})\]]+))"
+    rf"|(?P<b>{_SECRET_NAME}['\"]\s*:\s*['\"])(?P<w>[^'\"]+)"
+)
+_SECRET_KEY = re.compile(rf"(?i).*{_SECRET_NAME}")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a parameter of this name holds a secret (its value is never shown)."""
+    return _SECRET_KEY.match(name) is not None
+
+
+def has_undecodable(text: str) -> bool:
+    """Whether `text` holds bytes that were not UTF-8 (escaped by `decode_text`)."""
+    try:
+        text.encode(ENCODING)
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def scrub_secrets(text: str) -> str:
+    """Mask the value of every secret-looking `key=value` in `text` (parsed or not)."""
+
+    def mask(m: re.Match[str]) -> str:
+        if m.group("b") is not None:
+            return m.group("b") + MASK
+        if m.group("q") is not None:  # quoted: up to the closing quote, or the end of the text
+            return m.group("a") + m.group("q") + MASK + m.group("end")
+        return m.group("a") + MASK
+
+    return _SECRET_PAIR.sub(mask, text)
+
+
+#: Applied to every message text before it is encoded; a product may install a stronger
+#: one (e.g. one that also masks values it learned), see `set_message_scrubber`.
+_scrubber: Callable[[str], str] = scrub_secrets
+
+
+def set_message_scrubber(scrub: Callable[[str], str] | None) -> None:
+    """Install the filter every outbound message passes (None: `scrub_secrets` only)."""
+    global _scrubber
+    _scrubber = scrub or scrub_secrets
+
+
+def printable(text: str) -> str:
+    """Text that encodes as UTF-8 whatever it holds: escaped bytes (from `decode_text`)
+    become `\\xNN`, other lone surrogates `\\uNNNN`. Never raises."""
+    try:
+        text.encode(ENCODING)
+        return text
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def decode_text(payload: bytes | bytearray | memoryview) -> str:
@@ -48,11 +124,16 @@ def encode_command(text: str) -> bytes:
 def encode_message(text: str) -> bytes:
     """Encode a job-message payload (I W Q S N R P O V E A, §1.5).
 
-    UTF-8 with replacement, NUL shown as `\\0` (the FD treats the payload as a C string),
-    truncated at a character boundary to `MAX_MESSAGE_BYTES` with `...`, one trailing `\\n`,
-    and never empty (a placeholder is used).
+    Secrets masked (the installed scrubber), bytes that are not UTF-8 escaped (`printable`),
+    NUL shown as `\\0` (the FD treats the payload as a C string), truncated at a character
+    boundary to `MAX_MESSAGE_BYTES` with `...`, one trailing `\\n`, and never empty (a
+    placeholder is used). Never raises for any str.
     """
-    raw = text.replace("\x00", "\\0").encode(ENCODING, "replace")
+    try:
+        text = _scrubber(text)
+    except Exception:  # a broken scrubber must not leak: fall back to the pattern
+        text = scrub_secrets(text)
+    raw = printable(text).replace("\x00", "\\0").encode(ENCODING, "replace")
     if raw.endswith(b"\n"):
         raw = raw[:-1]
     if not raw:

@@ -67,6 +67,9 @@ class BackupJob:
         )
         self.total = VolumeStats()
         self.bases: dict[str, BaseChoice] = {}
+        #: Instances (partly) backed up by another Plugin line of this job: their
+        #: configuration file and directory entry are already in the job.
+        self.covered: set[str] = set()
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, sink: BackupSink) -> None:
@@ -115,6 +118,7 @@ class BackupJob:
             ctx.reporter.info(
                 f"instance {t.label}: volumes {vols or 'none'}" + (f"; excluded {skipped}" if skipped else "")
             )
+        targets = self._skip_covered(targets)
         self.ledger.clean_stale(targets)
         self.bases = self._choose_bases(targets)
         positions = {v: (c.base.position + 1 if c.base else 0) for v, c in self.bases.items()}
@@ -136,6 +140,37 @@ class BackupJob:
             f"{self.total.zero_blocks} empty blocks in {elapsed:.1f} s; "
             f"{self.aws.stats.retries} AWS retries ({self.aws.stats.throttled} throttled)"
         )
+
+    def _skip_covered(self, targets: list[InstanceTarget]) -> list[InstanceTarget]:
+        """Volumes another Plugin line of this very job already snapshotted are not backed up
+        twice (metaplugin §2.3: each line runs its own backend, one after the other); an
+        instance that line already handled keeps its configuration file from that line."""
+        ctx = self.ctx
+        theirs = self.ledger.this_jobs_snapshots()
+        if not theirs:
+            return targets
+        by_volume: dict[str, list[str]] = {}
+        for sid, vid, iid in theirs:
+            by_volume.setdefault(vid, []).append(sid)
+            self.covered.add(iid)
+        kept: list[InstanceTarget] = []
+        for t in targets:
+            skipped = [v for v in t.volumes if v.volume_id in by_volume]
+            for v in skipped:
+                ctx.reporter.info(
+                    f"volume {v.volume_id} of {t.label}: another Plugin line of this job already backs it up "
+                    f"(snapshot {', '.join(by_volume[v.volume_id])}); not backed up again"
+                )
+            t.volumes = [v for v in t.volumes if v.volume_id not in by_volume]
+            if t.volumes:
+                kept.append(t)
+            elif t.instance_id not in self.covered:
+                kept.append(t)  # nothing of it was backed up yet (every volume excluded)
+            elif not t.standalone:
+                ctx.reporter.info(
+                    f"instance {t.label}: another Plugin line of this job already backs it up; skipping it"
+                )
+        return kept
 
     def _choose_bases(self, targets: list[InstanceTarget]) -> dict[str, BaseChoice]:
         """Step 4: the snapshot each volume's Incremental/Differential compares with."""
@@ -164,10 +199,16 @@ class BackupJob:
             self.ctx.reporter.warning(
                 f"instance {target.label}: every volume is excluded; saving its configuration only"
             )
+        again = iid in self.covered  # its JSON and directory came with the other Plugin line
         if target.standalone:
             for vol in target.volumes:
                 self._backup_volume(sink, target, vol, snaps[vol.volume_id])
-            sink.directory(naming.instance_dir(iid), mtime)
+            if not again:
+                sink.directory(naming.instance_dir(iid), mtime)
+            return
+        if again:
+            for vol in target.volumes:
+                self._backup_volume(sink, target, vol, snaps[vol.volume_id])
             return
         user_data = self.aws.instance_user_data(iid)
         doc = config.instance_document(
@@ -297,7 +338,7 @@ class BackupJob:
 
     def retire(self) -> None:
         """Retention once the job is confirmed: retire the chain's older snapshots."""
-        self.ledger.retire()
+        self.ledger.retire({v: c.base.snapshot_id if c.base else None for v, c in self.bases.items()})
 
     def rollback(self) -> list[str]:
         return self.ledger.rollback()

@@ -1,23 +1,41 @@
 """The life of the snapshots a job creates, told by their tags (docs/SNAPSHOTS.md).
 
-A snapshot is created with `bacula-ec2:state=pending`. It becomes `base` only after Bacula
-has confirmed the job (the FD sends END only to a job that ended well), so a failed,
-cancelled or killed job can never become the base of the next Incremental. A failed job
-deletes its own snapshots at once; a killed one leaves `pending` snapshots that the next
-job on the same volumes removes.
+A snapshot is created with `bacula-ec2:state=pending`, its job's identity, its owner process
+and a lease (`lease.py`) that a daemon thread renews while the job runs. It becomes `base`
+(`commit`) only once every block of the job has been handed over (the backend commits just
+before the final F of its item stream, so that a commit failure can still fail the job), and
+the chain's older snapshots are retired only once Bacula has confirmed the job (`retire`, at
+END). A failed or cancelled job deletes its own snapshots at once; a killed one leaves
+`pending` snapshots that a later job on the same volumes removes once their owner is
+provably gone (dead process on this host, or expired lease).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..aws import Aws, AwsError
+from ..formats.config import tag_dict
 from . import chain
 from .chain import BASE, PENDING, STATE_TAG, TAG, Kept
 from .context import JobContext
+from .lease import LEASE_TAG, OWNER_TAG, LeaseKeeper, Owner, judge, lease_until, this_process
 from .selection import InstanceTarget
+
+log = logging.getLogger("bacula-ec2.snapshots")
+
+_OWNER: Owner | None = None
+
+
+def owner() -> Owner:
+    """This process, as the `bacula-ec2:owner` tag names it (computed once)."""
+    global _OWNER
+    if _OWNER is None:
+        _OWNER = this_process()
+    return _OWNER
 
 
 def job_tags(ctx: JobContext, instance_id: str) -> dict[str, str]:
@@ -30,6 +48,8 @@ def job_tags(ctx: JobContext, instance_id: str) -> dict[str, str]:
             TAG + "level": ctx.level,
             TAG + "instance": instance_id,
             STATE_TAG: PENDING,
+            OWNER_TAG: owner().tag(),
+            LEASE_TAG: lease_until(),
         }
     )
     return tags
@@ -44,34 +64,86 @@ class SnapshotLedger:
     created: list[str] = field(default_factory=list)
     volume_of: dict[str, str] = field(default_factory=dict)
     committed: bool = False
+    keeper: LeaseKeeper | None = None
 
     @property
     def job(self) -> str:
         return chain.job_resource(self.ctx.job_name)
 
+    def _is_this_job(self, tags: dict[str, str]) -> bool:
+        job = (tags.get(TAG + "jobname"), tags.get(TAG + "jobid"))
+        return job == (self.ctx.job_name, str(self.ctx.job_id))
+
+    def this_jobs_snapshots(self) -> list[tuple[str, str, str]]:
+        """(snapshot, volume, instance) of the snapshots another Plugin line of this very job
+        (same unique job name and job id) took: committed ones, or pending ones whose owner
+        is still alive. Each line of a FileSet runs its own backend, one after the other
+        (metaplugin §2.3), and a backend commits before its final F, so a finished line's
+        snapshots are `base`; a pending one whose owner is gone is a leftover (step 3)."""
+        snaps = self.aws.describe_snapshots(
+            filters=[
+                {"Name": f"tag:{TAG}jobname", "Values": [self.ctx.job_name]},
+                {"Name": f"tag:{TAG}jobid", "Values": [str(self.ctx.job_id)]},
+            ]
+        )
+        found = []
+        me = owner()
+        for snap in snaps:
+            sid, vid = str(snap["SnapshotId"]), str(snap.get("VolumeId", ""))
+            tags = tag_dict(snap.get("Tags"))
+            if sid in self.created or not self._is_this_job(tags) or snap.get("State") == "error":
+                continue
+            state = tags.get(STATE_TAG)
+            if state == BASE or (state == PENDING and not judge(tags, snap.get("StartTime"), me).stale):
+                found.append((sid, vid, tags.get(TAG + "instance", "")))
+        return found
+
     def clean_stale(self, targets: list[InstanceTarget]) -> int:
-        """Step 3: remove `pending` leftovers of earlier jobs on these volumes (ours only)."""
+        """Step 3: remove `pending` leftovers of jobs that are provably over, on these volumes.
+
+        Never a snapshot of a live job: one whose owner process on this host still runs, or
+        whose lease has not expired (docs/SNAPSHOTS.md, "Concurrent jobs").
+        """
         volume_ids = [v.volume_id for t in targets for v in t.volumes]
         if not volume_ids:
             return 0
-        stale = self.aws.describe_snapshots(
+        pending = self.aws.describe_snapshots(
             filters=[
                 {"Name": f"tag:{STATE_TAG}", "Values": [PENDING]},
                 {"Name": "volume-id", "Values": volume_ids},
             ]
         )
         removed = 0
-        for snap in stale:
-            sid = snap["SnapshotId"]
+        me = owner()
+        for snap in pending:
+            sid, vid = str(snap["SnapshotId"]), snap.get("VolumeId")
             if sid in self.created:
+                continue
+            tags = tag_dict(snap.get("Tags"))
+            job = tags.get(TAG + "jobname") or "an unknown job"
+            verdict = judge(tags, snap.get("StartTime"), me)
+            if not verdict.stale:
+                self.ctx.reporter.info(
+                    f"snapshot {sid} of volume {vid} is still pending for {job}: left alone, {verdict.why}"
+                )
                 continue
             self.aws.delete_snapshot(sid)
             removed += 1
             self.ctx.reporter.info(
-                f"removed snapshot {sid} of volume {snap.get('VolumeId')} left by an earlier "
-                "job that did not finish"
+                f"removed snapshot {sid} of volume {vid} left by {job}, which did not finish ({verdict.why})"
             )
         return removed
+
+    def _start_lease(self) -> None:
+        if self.keeper is None:
+            self.keeper = LeaseKeeper(
+                self.aws.tag, lambda: [] if self.committed else list(self.created), cancel=self.ctx.cancel
+            )
+        self.keeper.start()
+
+    def stop_lease(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
 
     def chains(self, volume_ids: list[str]) -> dict[str, list[Kept]]:
         """Committed snapshots of this Job's chain, per volume, oldest first."""
@@ -109,6 +181,8 @@ class SnapshotLedger:
         for s in snaps:
             self.created.append(s["SnapshotId"])
             self.volume_of[s["SnapshotId"]] = s["VolumeId"]
+        if snaps:
+            self._start_lease()
         by_volume = {s["VolumeId"]: s for s in snaps}
         for vol_id, snap in by_volume.items():
             if vol_id not in wanted:  # a volume attached after we looked: not ours to keep
@@ -141,13 +215,19 @@ class SnapshotLedger:
         return {s["SnapshotId"]: s for s in snaps}
 
     def commit(self) -> None:
-        """Every block of the job was handed over: its snapshots become bases (may raise)."""
+        """Every block of the job was handed over: its snapshots become bases (may raise:
+        the caller must then fail the job and roll back)."""
+        self.stop_lease()
         if self.created:
             self.aws.tag(self.created, {STATE_TAG: BASE})
         self.committed = True
 
-    def retire(self) -> None:
-        """The job is confirmed (END, or bec2's folder entry written): retention applies."""
+    def retire(self, bases: dict[str, str | None] | None = None) -> None:
+        """The job is confirmed (END, or bec2's folder entry written): retention applies.
+
+        `bases`: per volume, the snapshot this job compared with (keeps the right Full's
+        snapshot for `keep_full_snapshot`, and a Differential's base).
+        """
         if not self.created:
             return
         level = self.ctx.level
@@ -155,7 +235,8 @@ class SnapshotLedger:
         keep_full = self.ctx.params.keep_full_snapshot
         for sid in list(self.created):
             volume_id = self.volume_of[sid]
-            for old in chain.to_delete(level, sid, chains.get(volume_id, []), keep_full):
+            base = (bases or {}).get(volume_id)
+            for old in chain.to_delete(level, sid, chains.get(volume_id, []), keep_full, base):
                 self.aws.delete_snapshot(old)
                 if old == sid:
                     self.created.remove(sid)
@@ -167,6 +248,7 @@ class SnapshotLedger:
 
     def rollback(self) -> list[str]:
         """The job failed: delete what it created; report what could not be deleted."""
+        self.stop_lease()
         left: list[str] = []
         for sid in list(self.created):
             try:
