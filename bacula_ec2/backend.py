@@ -44,6 +44,7 @@ from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
 from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
+from .jobs.restore_local import RestoreRefused as LocalRestoreRefused
 from .jobs.sink import DIR_MODE, FILE_MODE, FileInfo
 from .logs import REDACTOR, quiet_until_configured, setup_backend_logging
 from .params import ParameterError, Parameters, parse_parameters
@@ -142,7 +143,14 @@ class ProtocolSink:
 
 
 class RestoreAdapter(BaseRestoreHandler):
-    """The protocol's restore callbacks, forwarded to a LocalRestore or an AwsRestore."""
+    """The protocol's restore callbacks, forwarded to a LocalRestore or an AwsRestore.
+
+    A failing file has been cleaned up by the restore before its exception arrives here (a
+    failed block image fails its whole volume, which leaves no image); the protocol answers
+    it with E, an Error for the FD, so the job ends "Restore Error". A failure the restore
+    finds at FINISH (a chain with a gap, a failed volume reported again) becomes the A that
+    answers FINISH.
+    """
 
     def __init__(
         self, restore: LocalRestore | AwsRestore, failures: list[tuple[str, BaseException]] | None = None
@@ -150,41 +158,44 @@ class RestoreAdapter(BaseRestoreHandler):
         self.restore = restore
         self.failures = failures if failures is not None else []
 
+    @staticmethod
+    def _refused(name: str, exc: BaseException) -> RestoreRefused:
+        text = str(exc) if isinstance(exc, LocalRestoreRefused) else f"{name}: {exc}"
+        return RestoreRefused(text)
+
     def start_file(self, f: RestoreFile) -> Reply:
         try:
-            return Reply.OK if self.restore.start(f.name) else Reply.SKIP
+            return Reply.OK if self.restore.start(f.name, mtime=f.mtime) else Reply.SKIP
         except EXPECTED_FAILURES as exc:
-            raise RestoreRefused(f"{f.name}: {exc}") from None
+            raise self._refused(f.name, exc) from exc
 
     def file_data(self, chunk: memoryview) -> None:
         try:
             self.restore.data(chunk)
         except EXPECTED_FAILURES as exc:
-            self.restore.abandon()
-            raise RestoreRefused(f"{exc}; the partial file was removed") from None
+            raise self._refused("restore data", exc) from exc
 
     def end_file_data(self) -> None:
         try:
             self.restore.end()
         except EXPECTED_FAILURES as exc:
-            self.restore.abandon()
-            raise RestoreRefused(f"{exc}; the partial file was removed") from None
+            raise self._refused("end of restore file", exc) from exc
 
     def finish(self) -> None:
-        """Before FINISH is answered: a chain with a gap fails the restore (a Fatal)."""
+        """Before FINISH is answered: a failed volume or a chain with a gap is a Fatal."""
         r = self.restore
         if isinstance(r, AwsRestore) and self.failures:
             r.abandon_all()
             raise RestoreRefused(
                 f"nothing was created in AWS: {len(self.failures)} file(s) of the restore failed "
-                f"(first: {self.failures[0][0]})"
+                f"(first: {self.failures[0][0]}: {self.failures[0][1]})"
             )
         try:
             r.finish()
-        except Cancelled:
-            raise RestoreRefused("restore cancelled; what it had created in AWS was removed") from None
+        except Cancelled as exc:
+            raise RestoreRefused("restore cancelled; what it had created in AWS was removed") from exc
         except EXPECTED_FAILURES as exc:
-            raise RestoreRefused(str(exc)) from None
+            raise RestoreRefused(str(exc)) from exc
         r.ctx.reporter.info(r.summary())
 
 
@@ -418,14 +429,14 @@ class Backend:
                 restore = AwsRestore(ctx, path, job.where)
             else:
                 restore = LocalRestore(ctx, path, job.where, replace=job.replace or "a")
+                restore.open_target()  # a link as the target fails the job before any file
         except EXPECTED_FAILURES as exc:
             self._fail(str(exc))
             return
         try:
             s.run_restore(RestoreAdapter(restore, s.restore_failures))
         finally:
-            if isinstance(restore, AwsRestore):
-                restore.close()
+            restore.close()  # whatever was not installed (EOF, cancel, failure) is removed
         s.wait_for_end()
 
     def _fail(self, text: str) -> None:

@@ -133,8 +133,8 @@ class AwsRestore:
     def files(self) -> int:
         return self.local.files
 
-    def start(self, fname: str) -> bool:
-        return self.local.start(fname)
+    def start(self, fname: str, mtime: int | None = None) -> bool:
+        return self.local.start(fname, mtime=mtime)
 
     def data(self, chunk: memoryview) -> None:
         self.local.data(chunk)
@@ -152,8 +152,7 @@ class AwsRestore:
 
     def close(self) -> None:
         """Remove the staging directory (idempotent; also after EOF without FINISH)."""
-        for image in list(self.local.images.values()):
-            self.local._drop(image)
+        self.local.close()
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def summary(self) -> str:
