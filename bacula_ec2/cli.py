@@ -1,34 +1,60 @@
 """`bec2`: the backup engine from the command line, with a local folder as the catalog.
 
-Same parameter names as the FileSet line (`--name=value`); backups go into
-`<output>/@amazon-ec2/...`, restores read that folder and write raw disk images.
+Same parameter names as the FileSet line (`--name=value`). The output folder is a catalog
+of backups (`jobs/folder.py`, docs/RESTORE.md): every backup gets a directory of its own
+under `<output>/backups/`, with a manifest written last; restores pick the backups Bacula
+would and check every byte against the manifests.
 Exit codes: 0 success, 1 the job failed, 2 bad parameters or usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import hashlib
 import os
+import re
 import sys
 import time
+from typing import Any
 
 from . import __version__
 from .aws import Aws, AwsError
-from .formats.blockimage import FormatError, ImageHeader
+from .formats.blockimage import FormatError
+from .jobs import chain
 from .jobs.backup import BackupJob
 from .jobs.context import JobContext, JobError
-from .jobs.folder import FolderSink, parse_time, read_header, reference_backup, select_chain, stored_files
+from .jobs.folder import (
+    BACKUPS,
+    DAMAGED,
+    INCOMPLETE,
+    LEVEL_NAMES,
+    BackupDirectory,
+    Folder,
+    FolderError,
+    RestoreItem,
+    backup_lock,
+    check_plan,
+    create_folder,
+    listing,
+    manifest,
+    open_folder,
+    parse_time,
+    plan_restore,
+    reference_backup,
+    scan,
+)
 from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
 from .jobs.sink import FileInfo, FileWriter
 from .logs import REDACTOR
-from .params import ParameterError, parameter_docs, parse_parameters
+from .params import ParameterError, Parameters, parameter_docs, parse_parameters
 from .retry import Cancelled, RetriesExhausted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-OPERATIONS = ("backup", "restore", "estimate")
+OPERATIONS = ("backup", "restore", "list", "estimate")
 FAILURES = (JobError, AwsError, RetriesExhausted, FormatError, OSError, Cancelled)
+#: What --job_name may be: it goes into snapshot tags (EC2 tag value characters).
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+=@/-]{0,99}$")
 
 
 class ConsoleReporter:
@@ -70,18 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--operation", required=True, choices=OPERATIONS)
     parser.add_argument(
-        "--output", default=".", help="folder holding the @amazon-ec2 backup tree (default: .)"
+        "--output",
+        default=".",
+        help="the bec2 folder: backups go into it, restores and list read it (default: .)",
     )
     parser.add_argument(
         "--level", default="F", choices=("F", "I", "D"), help="Full, Incremental or Differential (default F)"
     )
     parser.add_argument(
-        "--before", metavar="TIME", help="restore the state of the last backup before TIME (ISO 8601, UTC)"
+        "--before",
+        metavar="TIME",
+        help="restore the state of the backups started before TIME (ISO 8601, UTC), as Bacula selects them",
     )
-    parser.add_argument("--job_name", default="bec2", help="chain name recorded in snapshot tags and headers")
+    parser.add_argument(
+        "--job_name",
+        help="chain identity recorded in snapshot tags and headers "
+        "(default: bec2-<folder id>, unique to the --output folder)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.add_argument(
-        "--verbose", action="store_true", help="progress messages even when not on a terminal"
+        "--verbose",
+        action="store_true",
+        help="progress messages even when not on a terminal; with list: one line per volume",
     )
     parser.add_argument("--version", action="version", version=f"bec2 {__version__}")
     group = parser.add_argument_group("plugin parameters (same names as the FileSet line)")
@@ -104,72 +140,146 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"bec2: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    before: float | None = None
     if args.before is not None:
         try:
-            parse_time(args.before)
+            before = parse_time(args.before)
         except ValueError:
             example = "2026-11-26T16:00:00Z"
             print(
                 f"bec2: --before: '{args.before}' is not a time (ISO 8601, e.g. {example})", file=sys.stderr
             )
             return EXIT_USAGE
+    if args.job_name is not None and not _JOB_NAME.match(args.job_name):
+        print(
+            f"bec2: --job_name: '{args.job_name}' is not a job name (1-100 letters, digits and _.:+=@/-, "
+            "starting with a letter or digit)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     REDACTOR.add(*params.secret_values())
     reporter = ConsoleReporter(verbose=not args.quiet and (args.verbose or sys.stderr.isatty()))
     output = os.path.abspath(args.output)
-    now = time.time()
-    ctx = JobContext(
-        params=params,
-        job_name=f"{args.job_name}.{time.strftime('%Y-%m-%d_%H.%M.%S', time.gmtime(now))}_{os.getpid() % 100:02d}",  # noqa: E501
-        job_id=int(now),
-        level=args.level,
-        reporter=reporter,
-        working_dir=output,
-    )
-    if args.operation == "backup" and args.level != "F":
-        ref = reference_backup(output, args.level)
-        if ref is None:
-            reporter.warning(f"no Full backup in {output}: doing a Full backup")
-            ctx.level = "F"
-        else:
-            ctx.reference_job = ref.job_name
-            ctx.since = int(dt.datetime.fromisoformat(ref.created.replace("Z", "+00:00")).timestamp())
     try:
+        if args.operation == "list":
+            return _list(output, reporter, args.verbose)
         if args.operation == "restore":
-            return _restore(ctx, output, reporter, args.before)
-        return _backup(ctx, output, args.operation, reporter)
+            return _restore(params, output, reporter, before)
+        if args.operation == "estimate":
+            return _estimate(params, args.job_name or "bec2", reporter)
+        return _backup(params, output, args.level, args.job_name, reporter)
     except KeyboardInterrupt:
         reporter.error("interrupted")
         return EXIT_FAILED
 
 
-def _backup(ctx: JobContext, output: str, operation: str, reporter: ConsoleReporter) -> int:
-    job: BackupJob | None = None
-    sink = FolderSink(output)
+def _unique_name(job: str, when: float, number: int) -> str:
+    """Bacula's unique job name: `<job>.YYYY-MM-DD_HH.MM.SS_NN` (chain.job_resource undoes it)."""
+    return f"{job}.{time.strftime('%Y-%m-%d_%H.%M.%S', time.gmtime(when))}_{number:02d}"
+
+
+def _estimate(params: Parameters, job: str, reporter: ConsoleReporter) -> int:
+    now = time.time()
+    ctx = JobContext(params, _unique_name(job, now, os.getpid() % 100), int(now), "F", reporter, "")
     try:
-        job = BackupJob(ctx, Aws(ctx.params, cancel=ctx.cancel))
-        if operation == "estimate":
-            est = _EstimatePrinter()
-            job.estimate(est)
-            return EXIT_OK
-        os.makedirs(output, exist_ok=True)
-        job.run(sink)
-        job.commit()
-        job.retire()
-        reporter.info(
-            f"{ {'F': 'Full', 'I': 'Incremental', 'D': 'Differential'}[ctx.level] } backup {ctx.job_name} "
-            f"stored under {os.path.join(output, '@amazon-ec2')}"
-        )
-        return EXIT_OK
-    except (*FAILURES, KeyboardInterrupt) as exc:
-        sink.abandon()
-        if job is not None and job.ledger.created:
-            left = job.rollback()
-            if left:
-                reporter.warning(f"could not delete snapshot(s) {', '.join(left)}")
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        BackupJob(ctx, Aws(params, cancel=ctx.cancel)).estimate(_EstimatePrinter())
+    except FAILURES as exc:
         reporter.error(str(exc))
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _backup(
+    params: Parameters, output: str, level: str, job_name: str | None, reporter: ConsoleReporter
+) -> int:
+    try:
+        folder = create_folder(output, time.time())
+        with backup_lock(folder):
+            return _backup_locked(folder, params, level, job_name, reporter)
+    except (FolderError, OSError) as exc:
+        reporter.error(str(exc))
+        return EXIT_FAILED
+
+
+def _backup_locked(
+    folder: Folder, params: Parameters, level: str, job_name: str | None, reporter: ConsoleReporter
+) -> int:
+    """One backup into its own directory; commit, manifest, retire (docs/SNAPSHOTS.md)."""
+    backups = scan(folder)
+    for b in backups:
+        if b.status == DAMAGED:
+            reporter.warning(f"{BACKUPS}/{b.name} is damaged and ignored: {b.problem}")
+    job = job_name or folder.default_job
+    requested = level
+    ref = None
+    if level != "F":
+        ref = reference_backup(backups, level, job)
+        if ref is None:
+            what = "backup" if level == "I" else "Full backup"
+            reporter.warning(f"no complete {what} of job {job} in {folder.root}: doing a Full backup")
+            level = "F"
+    started = time.time()
+    bdir = BackupDirectory(folder, level, started, backups)
+    unique = _unique_name(job, started, bdir.job_id)
+    if chain.job_resource(unique) != job:  # the chain identity must survive the round trip
+        bdir.remove()
+        raise FolderError(f"job name {unique} does not map back to its job {job}")
+    ctx = JobContext(params, unique, bdir.job_id, level, reporter, working_dir=folder.root)
+    if ref is not None and ref.started is not None:
+        ctx.reference_job = ref.job_name
+        ctx.since = int(ref.started)
+        reporter.info(f"{LEVEL_NAMES[level]} backup against {ref.describe()}")
+    backup: BackupJob | None = None
+    try:
+        backup = BackupJob(ctx, Aws(params, cancel=ctx.cancel))
+        backup.run(bdir)
+        bdir.sync()
+        backup.commit()
+        doc = manifest(
+            folder,
+            bdir,
+            job=job,
+            job_name=unique,
+            level=level,
+            requested_level=requested,
+            finished=time.time(),
+            reference=ref,
+            region=params.region,
+            version=__version__,
+        )
+        bdir.write_manifest(doc)
+    except BaseException as exc:
+        ctx.cancel.set()
+        bdir.abandon()
+        if backup is not None:
+            try:
+                left = backup.rollback()
+            except Exception as rb_exc:  # report it, keep the original failure
+                reporter.warning(f"could not roll back the job's snapshots: {rb_exc}")
+            else:
+                if left:
+                    reporter.warning(f"could not delete snapshot(s) {', '.join(left)}")
+        try:
+            bdir.remove()
+        except FolderError as rm_exc:
+            reporter.warning(str(rm_exc))
+        if isinstance(exc, FAILURES):
+            reporter.error(str(exc))
+            return EXIT_FAILED
+        raise
+    what = f"{LEVEL_NAMES[level]} backup job {bdir.job_id} ({unique})"
+    try:
+        backup.retire()
+    except (*FAILURES, KeyboardInterrupt) as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        reporter.warning(
+            f"{what} is complete, but retiring the older snapshots failed ({reason}); "
+            "the next backup retires them"
+        )
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+    reporter.info(f"{what} stored under {bdir.path}")
+    return EXIT_OK
 
 
 class _EstimatePrinter:
@@ -185,54 +295,114 @@ class _EstimatePrinter:
         print(f"{0:>16}  {path}")
 
 
-def _restore(ctx: JobContext, source: str, reporter: ConsoleReporter, before: str | None) -> int:
-    target = ctx.params.local_path
-    restore: LocalRestore | AwsRestore
-    if ctx.params.restore_to == "aws":
-        try:
-            restore = AwsRestore(ctx, os.path.abspath(ctx.params.restore_workdir or source), where=None)
-        except FAILURES as exc:
-            reporter.error(str(exc))
-            return EXIT_FAILED
-        target = "AWS"
-    elif not target:
-        reporter.error("restore needs --local_path=/dir for the raw disk images, or --restore_to=aws")
-        return EXIT_USAGE
-    else:
-        restore = LocalRestore(ctx, os.path.abspath(target), where=None)
-    count = 0
+def _list(output: str, reporter: ConsoleReporter, verbose: bool) -> int:
     try:
-        files = list(stored_files(source))
-        parts: dict[str, list[tuple[str, ImageHeader]]] = {}
-        for catalog_path, local in files:
-            if catalog_path.endswith(".bimg") and (header := read_header(local)) is not None:
-                parts.setdefault(header.volume_id, []).append((catalog_path, header))
-        chosen = {p for volume_parts in parts.values() for p in select_chain(volume_parts, before)}
-        for catalog_path, local in files:
-            if catalog_path.endswith(".bimg") and catalog_path not in chosen:
-                continue
-            if not restore.start(catalog_path):
-                continue
-            with open(local, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    restore.data(memoryview(chunk))
-            restore.end()
-            count += 1
-        if count == 0:
-            raise JobError(f"no bacula-ec2 backup found under {source}")
-        restore.finish()
-    except (*FAILURES, KeyboardInterrupt) as exc:
-        restore.abandon()
-        if isinstance(restore, AwsRestore):
-            restore.close()
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        folder = open_folder(output)
+        backups = scan(folder)
+    except (FolderError, OSError) as exc:
         reporter.error(str(exc))
         return EXIT_FAILED
+    print("\n".join(listing(folder, backups, verbose)))
+    return EXIT_OK
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _restore(params: Parameters, source: str, reporter: ConsoleReporter, before: float | None) -> int:
+    now = time.time()
+    ctx = JobContext(params, _unique_name("bec2", now, os.getpid() % 100), int(now), "F", reporter, source)
+    target = params.local_path
+    if params.restore_to != "aws":
+        if not target:
+            reporter.error("restore needs --local_path=/dir for the raw disk images, or --restore_to=aws")
+            return EXIT_USAGE
+        if _inside(target, os.path.join(source, BACKUPS)):
+            reporter.error(
+                f"--local_path={target} is inside the backups of {source}: choose another directory"
+            )
+            return EXIT_USAGE
+    try:
+        folder = open_folder(source)
+        backups = scan(folder)
+        for b in backups:
+            if b.status == INCOMPLETE:
+                reporter.info(f"ignoring {BACKUPS}/{b.name}: {b.problem}")
+        plan = plan_restore(folder, backups, before)
+        check_plan(folder, plan)
+    except (FolderError, OSError) as exc:
+        reporter.error(str(exc))
+        return EXIT_FAILED
+    for vid, parts in plan.chains.items():
+        reporter.info(f"volume {vid}: " + " + ".join(b.describe() for b, _v in parts))
+    restore: LocalRestore | AwsRestore
+    try:
+        if params.restore_to == "aws":
+            restore = AwsRestore(ctx, os.path.abspath(params.restore_workdir or source), where=None)
+        else:
+            assert target is not None
+            restore = LocalRestore(ctx, os.path.abspath(target), where=None)
+    except FAILURES as exc:
+        reporter.error(str(exc))
+        return EXIT_FAILED
+    images: set[str] = set()
+    try:
+        # Block images first: a damaged one fails the restore before any other file is written.
+        items = [i for i in plan.items if i.file.path.endswith(".bimg")]
+        items += [i for i in plan.items if not i.file.path.endswith(".bimg")]
+        for item in items:
+            if not restore.start(item.file.path):
+                continue
+            _stream(restore, folder, item)
+            restore.end()
+            if item.file.path.endswith(".bimg"):
+                images.add(item.file.path)
+        if not images:
+            raise FolderError("no disk image was restored (every one was skipped)")
+        restore.finish()
+    except BaseException as exc:
+        _abandon(restore)
+        if isinstance(exc, FAILURES):
+            reporter.error(str(exc))
+            return EXIT_FAILED
+        raise
     reporter.info(restore.summary())
     if isinstance(restore, AwsRestore):
         print("\n".join(restore.results))
     return EXIT_OK
+
+
+def _stream(restore: LocalRestore | AwsRestore, folder: Folder, item: RestoreItem) -> None:
+    """One stored file into the restore; its bytes must be the ones its manifest lists."""
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(item.local, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            restore.data(memoryview(chunk))
+    if size != item.file.size or digest.hexdigest() != item.file.sha256:
+        raise FolderError(
+            f"{folder.show(item.local)} differs from its manifest ({size} bytes, "
+            f"SHA-256 {digest.hexdigest()}; "
+            f"the manifest says {item.file.size} bytes, {item.file.sha256}): it was damaged after the "
+            "backup; nothing of it is restored"
+        )
+
+
+def _abandon(restore: LocalRestore | AwsRestore) -> None:
+    """Nothing of a failed restore stays: the file in progress and every unfinished image."""
+    restore.abandon()
+    if isinstance(restore, AwsRestore):
+        restore.close()
+        return
+    drop: Any = getattr(restore, "_drop", None)
+    for image in list(getattr(restore, "images", {}).values()):
+        if drop is not None:
+            drop(image)
 
 
 if __name__ == "__main__":
