@@ -76,7 +76,8 @@ def bec2(capsys: pytest.CaptureFixture[str], sim: Any, *args: str, code: int = 0
 
 
 def backups_of(store: Path) -> list[Path]:
-    return sorted((store / "backups").iterdir())
+    """The backup directories, in job id order (the names sort by time to the second)."""
+    return sorted((store / "backups").iterdir(), key=lambda p: int(p.name.rsplit("-", 1)[1]))
 
 
 def manifest_of(backup: Path) -> dict[str, Any]:
