@@ -352,14 +352,15 @@ class Backend:
     def _commit(self, job: BackupJob) -> bool:
         """The job's snapshots become bases. On failure: roll back, A naming them, False."""
         ids = list(job.ledger.created)
+        named = ", ".join(f"{sid} of {job.ledger.volume_of.get(sid, '?')}" for sid in ids)
         try:
             job.commit()
             return True
         except Cancelled:
             raise
         except Exception as exc:
-            log.error("commit of %s failed", ", ".join(ids), exc_info=not isinstance(exc, EXPECTED_FAILURES))
-            cause = exc
+            log.error("commit of %s failed: %s", named, exc, exc_info=not isinstance(exc, EXPECTED_FAILURES))
+            cause = str(exc).rstrip(". ")
         left = job.rollback()
         if left:
             after = (
@@ -370,7 +371,7 @@ class Backend:
         else:
             after = "they were deleted"
         self._fail(
-            f"the snapshots of this job ({', '.join(ids)}) could not be committed as bases for the next "
+            f"the snapshots of this job ({named}) could not be committed as bases for the next "
             f"backups, so the job fails: {cause}. {after[0].upper()}{after[1:]}. Check that the job's AWS "
             "credentials may call ec2:CreateTags on snapshots (docs/IAM.md), then run the job again."
         )

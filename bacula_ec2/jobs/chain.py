@@ -121,26 +121,28 @@ def to_delete(level: str, own: str, kept: list[Kept], keep_full: bool, base: str
     """After a job is confirmed: the chain's snapshots it retires (docs/SNAPSHOTS.md).
 
     `kept` is the chain (committed snapshots of this Job and volume, oldest first), `base`
-    the snapshot this job compared with. Full and Incremental keep their own and retire
-    every other one, except, for an Incremental with keep_full_snapshot, the Full's its
-    chain descends from (the newest Full not newer than its base). A Differential retires
-    its own and keeps what the next jobs can compare with: its base (the Full, for the next
-    Differential) and the newest other one (for the next Incremental, whose reference is
-    this Differential). So whatever a failed job left committed is retired by the next
-    confirmed job unless it is the one snapshot a Differential keeps for the next
-    Incremental (it is older than that Differential, so still a valid base).
+    the snapshot this job compared with. Only snapshots older than the job's own are
+    candidates (a newer one belongs to a job that ran at the same time, and is its business).
+    Full and Incremental keep their own and retire every older one, except, for an
+    Incremental with keep_full_snapshot, the Full's its chain descends from (the newest Full
+    not newer than its base). A Differential retires its own and keeps what the next jobs
+    compare with: its base (the Full, for the next Differential) and the newest older one
+    (for the next Incremental, whose reference is this Differential). So what a job that
+    Bacula never confirmed left committed is retired by the next confirmed job, unless it is
+    that one snapshot a Differential keeps (older than the Differential: a valid base).
     """
-    others = [k for k in kept if k.snapshot_id != own]
+    mine = next((k for k in kept if k.snapshot_id == own), None)
+    older = [k for k in kept if mine is not None and k.snapshot_id != own and k.start < mine.start]
     if level == "D":
         keep = {base} if base else set()
-        if others:
-            keep.add(others[-1].snapshot_id)
-        return [own] + [k.snapshot_id for k in others if k.snapshot_id not in keep]
+        if older:
+            keep.add(older[-1].snapshot_id)
+        return [own] + [k.snapshot_id for k in older if k.snapshot_id not in keep]
     if level == "I" and keep_full:
-        fulls = [k for k in others if k.level == "F"]
-        anchor = next((k for k in others if k.snapshot_id == base), None)
+        fulls = [k for k in older if k.level == "F"]
+        anchor = next((k for k in older if k.snapshot_id == base), None)
         if anchor is not None:
             fulls = [k for k in fulls if k.start <= anchor.start]
         spare = fulls[-1].snapshot_id if fulls else None
-        return [k.snapshot_id for k in others if k.snapshot_id != spare]
-    return [k.snapshot_id for k in others]
+        return [k.snapshot_id for k in older if k.snapshot_id != spare]
+    return [k.snapshot_id for k in older]

@@ -451,6 +451,13 @@ class Ec2Api:
         return {}
 
     def _create_tags(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        denied = self.world.opts.deny_tags
+        for tag in args["Tags"] if denied else ():
+            if tag["Key"] in denied or f"{tag['Key']}={tag.get('Value', '')}" in denied:
+                # What an IAM policy denying ec2:CreateTags (e.g. on aws:RequestTag) answers;
+                # nothing of the request is applied.
+                raise SimError("UnauthorizedOperation",
+                               "You are not authorized to perform this operation.", 403)
         targets = [region.taggable(rid) for rid in args["Resources"]]
         for target in targets:
             for tag in args["Tags"]:

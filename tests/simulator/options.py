@@ -54,6 +54,7 @@ class Options:
     corrupt_rate: float = 0.0
     fault_operations: list[str] = field(default_factory=list)
     max_pending_snapshots: int = 100
+    deny_tags: list[str] = field(default_factory=list)
     aws_like: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,6 +93,10 @@ def _check(name: str, value: Any) -> Any:
     if name in ("latency_operations", "fault_operations"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of operation names")
+        return list(value)
+    if name == "deny_tags":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise bad("a list of tag keys or key=value pairs")
         return list(value)
     if name == "account_throttle_error":
         if value not in ("ThrottlingException", "RequestThrottledException"):

@@ -1,0 +1,57 @@
+"""The commit (snapshots become bases) happens before the backend's final F, while a
+failure can still fail the job: a refused commit ends the backup with an A naming the
+snapshots, and nothing is left behind (metaplugin-protocol.md §3.6, §4.10)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from protocol import Mode
+from protocol.fdpeer import BackendError
+
+from .driver import backend
+from .test_backend_process import BLOCK, params
+
+
+def one_volume(sim) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    vid = inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(2 * BLOCK))
+    return inst["instance_id"], vid
+
+
+def test_refused_commit_fails_the_job_naming_the_snapshots(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    one_volume(sim)
+    sim.client.set_options(deny_tags=["bacula-ec2:state=base"])
+    with backend(Mode.BACKUP, params(sim.endpoint), tmp_path) as be:
+        with pytest.raises(BackendError) as err:
+            be.peer.read_items(data_phase=True)  # the A comes where the final F would
+        created = {s["id"] for s in sim.client.snapshots()}
+        assert not created, "rolled back before the A"
+        be.peer.close()  # the FD sends no END after an A: EOF
+        assert be.process.wait(timeout=30) == 0
+        assert be.stderr() == b""
+        log = be.log()
+    assert err.value.status == "A"
+    text = err.value.text
+    ids = [w.strip("(),.:") for w in text.split() if w.startswith("(snap-") or w.startswith("snap-")]
+    assert ids and all(i.startswith("snap-") for i in ids), text
+    assert "could not be committed" in text and "UnauthorizedOperation" in text, text
+    assert "were deleted" in text and "ec2:CreateTags" in text, text
+    assert "commit of snap-" in log
+    assert sim.client.snapshots() == []
+
+
+def test_commit_comes_before_the_final_f(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    one_volume(sim)
+    with backend(Mode.BACKUP, params(sim.endpoint), tmp_path) as be:
+        be.peer.read_items(data_phase=True)
+        # The final F was read, END not sent yet: the snapshots are already bases.
+        snaps = sim.client.snapshots()
+        assert snaps and all(s["tags"]["bacula-ec2:state"] == "base" for s in snaps), snaps
+        be.peer.close()  # ... but the job failed after all (no END): they are deleted
+        assert be.process.wait(timeout=30) == 0
+    assert sim.client.snapshots() == []
