@@ -45,7 +45,8 @@ def test_two_plugin_lines_of_one_job_back_each_volume_up_once(sim, tmp_path: Pat
     messages = second.peer.messages
     assert not [m for m in first.peer.messages + messages if m[0] in "EAQW"], messages
     for vid in vids:
-        assert any(vid in t and "another Plugin line of this job already backs it up" in t for _s, t in messages)
+        said = "another Plugin line of this job already backs it up"
+        assert any(vid in t and said in t for _s, t in messages), messages
     assert any(iid in t and "skipping it" in t for _s, t in messages), messages
     assert items2 == [], [it.name for it in items2]  # not even the instance's JSON or directory
     images = [it.name for it in items1 + items2 if it.name.endswith(".bimg")]
@@ -56,7 +57,7 @@ def test_two_plugin_lines_of_one_job_back_each_volume_up_once(sim, tmp_path: Pat
 
 
 def test_a_live_jobs_pending_snapshot_is_left_alone(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _iid, (vid,) = instance(sim, volumes=1)
+    instance(sim, volumes=1)
     sim.client.set_options(snapshot_delay=4.0)
     with backend(Mode.BACKUP, params(sim.endpoint), tmp_path, jobid=1) as a:
         deadline = time.monotonic() + 30
