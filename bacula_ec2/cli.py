@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import time
-from typing import Any
 
 from . import __version__
 from .aws import Aws, AwsError
@@ -353,21 +352,28 @@ def _restore(params: Parameters, source: str, reporter: ConsoleReporter, before:
         items = [i for i in plan.items if i.file.path.endswith(".bimg")]
         items += [i for i in plan.items if not i.file.path.endswith(".bimg")]
         for item in items:
-            if not restore.start(item.file.path):
-                continue
-            _stream(restore, folder, item)
-            restore.end()
+            try:
+                if not restore.start(item.file.path, mtime=item.file.mtime):
+                    continue
+                _stream(restore, folder, item)
+                restore.end()
+            except (JobError, FormatError) as exc:
+                if isinstance(exc, FolderError):
+                    raise
+                raise FolderError(f"{folder.show(item.local)}: {exc}") from exc
             if item.file.path.endswith(".bimg"):
                 images.add(item.file.path)
         if not images:
             raise FolderError("no disk image was restored (every one was skipped)")
         restore.finish()
     except BaseException as exc:
-        _abandon(restore)
+        restore.abandon()  # every file not yet installed goes
+        restore.close()
         if isinstance(exc, FAILURES):
             reporter.error(str(exc))
             return EXIT_FAILED
         raise
+    restore.close()
     reporter.info(restore.summary())
     if isinstance(restore, AwsRestore):
         print("\n".join(restore.results))
@@ -391,18 +397,6 @@ def _stream(restore: LocalRestore | AwsRestore, folder: Folder, item: RestoreIte
             f"the manifest says {item.file.size} bytes, {item.file.sha256}): it was damaged after the "
             "backup; nothing of it is restored"
         )
-
-
-def _abandon(restore: LocalRestore | AwsRestore) -> None:
-    """Nothing of a failed restore stays: the file in progress and every unfinished image."""
-    restore.abandon()
-    if isinstance(restore, AwsRestore):
-        restore.close()
-        return
-    drop: Any = getattr(restore, "_drop", None)
-    for image in list(getattr(restore, "images", {}).values()):
-        if drop is not None:
-            drop(image)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,7 @@ class StoredFile:
     path: str  # catalog path, /@amazon-ec2/<folder>/<name>
     size: int
     sha256: str
+    mtime: int  # the file's time in the backup (Replace=ifnewer/ifolder, restored mtime)
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def _parse_manifest(folder: Folder, backup: Backup, raw: bytes) -> None:
         digest = _get(item, "sha256", str)
         if not _HEX64.match(digest):
             raise ValueError(f"the SHA-256 of {path} is malformed")
-        files.append(StoredFile(path, _get(item, "size", int), digest))
+        files.append(StoredFile(path, _get(item, "size", int), digest, _get(item, "mtime", int)))
     paths = {f.path for f in files}
     if len(paths) != len(files):
         raise ValueError("a file is listed twice")
@@ -480,7 +481,9 @@ class _FolderWriter:
         except FileExistsError as exc:
             raise JobError(f"{self.sink.show(self.path)} was written twice in one backup") from exc
         os.unlink(self.tmp)
-        self.sink.written.append(StoredFile(self.info.path, self.size, self.digest.hexdigest()))
+        self.sink.written.append(
+            StoredFile(self.info.path, self.size, self.digest.hexdigest(), self.info.mtime)
+        )
         self.sink.open = None
 
     def discard(self) -> None:
@@ -631,7 +634,9 @@ def manifest(
         "region": region,
         "instances": instances,
         "volumes": [v.to_json() for v in volumes],
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in bdir.written],
+        "files": [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "mtime": f.mtime} for f in bdir.written
+        ],
         "bytes": sum(f.size for f in bdir.written),
     }
 
@@ -802,7 +807,17 @@ def check_plan(folder: Folder, plan: RestorePlan) -> None:
                 f"{'truncated' if st.st_size < item.file.size else 'altered'}; refusing to restore"
             )
         vol = images.get(item.file.path)
-        if vol is None:
+        if vol is None:  # JSON and maps are small: check their bytes now, before any image is built
+            digest = hashlib.sha256()
+            fd = os.open(item.local, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != item.file.sha256:
+                raise FolderError(
+                    f"{shown} differs from its manifest (SHA-256 {digest.hexdigest()}, the manifest says "
+                    f"{item.file.sha256}): it was damaged after the backup; refusing to restore"
+                )
             continue
         try:
             h = read_header(item.local)
