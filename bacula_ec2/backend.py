@@ -230,12 +230,12 @@ def _not_text(job: JobInfo, pairs: list[tuple[str, str]]) -> str | None:
     and file names may hold any bytes). Returns the reason to fail, or None."""
     for key, value in (("Name", job.name), ("PrevJobName", job.prev_job_name or "")):
         if has_undecodable(value):
-            return f"the Job block's {key}={printable(value)!r} is not UTF-8 text"
+            return f"the Job block's {key}='{printable(value)}' is not UTF-8 text"
     for key, value in pairs:
         if has_undecodable(key):
-            return f"plugin parameter name {printable(key)!r} is not UTF-8 text: check the Plugin line"
+            return f"plugin parameter name '{printable(key)}' is not UTF-8 text: check the Plugin line"
         if has_undecodable(value):
-            shown = "***" if looks_secret(key) else repr(printable(value))
+            shown = "***" if looks_secret(key) else f"'{printable(value)}'"
             return f"plugin parameter {key}: the value {shown} is not UTF-8 text: check the Plugin line"
     return None
 
