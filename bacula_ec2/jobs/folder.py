@@ -864,7 +864,7 @@ def listing(folder: Folder, backups: list[Backup], verbose: bool = False) -> lis
             lines.append(b.problem)
         if verbose:
             for v in b.volumes:
-                base = v.base_snapshot_id or "none (reads every block)"
+                base = v.base_snapshot_id or "none (every block read)"
                 image = next((f.size for f in b.files if f.path == v.image), 0)
                 lines.append(
                     f"{v.volume_id} ({v.folder}, {naming.device_short_name(v.device or '')}, "
