@@ -18,6 +18,7 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -682,7 +683,7 @@ class RestorePlan:
         return sorted(seen.values(), key=lambda b: (b.started or 0.0, b.job_id or 0))
 
 
-def _chain(parts: list[tuple[Backup, StoredVolume]]) -> list[tuple[Backup, StoredVolume]]:
+def _bacula_chain(parts: list[tuple[Backup, StoredVolume]]) -> list[tuple[Backup, StoredVolume]]:
     """Bacula's selection among one volume's parts (oldest first): the last part that
     starts a chain (a Full), the last Differential after it, the Incrementals after that."""
     starts = [i for i, (_b, v) in enumerate(parts) if v.starts_chain]
@@ -695,6 +696,55 @@ def _chain(parts: list[tuple[Backup, StoredVolume]]) -> list[tuple[Backup, Store
         picked.append(rest[diffs[-1]])
         rest = rest[diffs[-1] + 1 :]
     return picked + [x for x in rest if x[0].level == "I"]
+
+
+def _gap(chain: list[tuple[Backup, StoredVolume]]) -> tuple[StoredVolume, StoredVolume] | None:
+    """The first part that builds on a snapshot newer than the part before it (the
+    restore's own chain rule): (part before, part), or None."""
+    for (_pb, prev), (_b, part) in itertools.pairwise(chain):
+        if part.base_created is None or parse_time(part.base_created) > parse_time(prev.created):
+            return prev, part
+    return None
+
+
+def _linked_chain(parts: list[tuple[Backup, StoredVolume]]) -> list[tuple[Backup, StoredVolume]]:
+    """From the newest part back along each part's base snapshot to a chain start; [] if
+    a base is not among the parts."""
+    by_snapshot = {v.snapshot_id: (b, v) for b, v in parts}
+    out = [parts[-1]]
+    while not out[-1][1].starts_chain:
+        here = out[-1][1]
+        found = by_snapshot.get(here.base_snapshot_id or "")
+        if found is None or parse_time(found[1].created) >= parse_time(here.created):
+            return []
+        out.append(found)
+    return out[::-1]
+
+
+def _chain(vid: str, parts: list[tuple[Backup, StoredVolume]]) -> list[tuple[Backup, StoredVolume]]:
+    """The parts restoring one volume's newest state among `parts` (oldest first): Bacula's
+    selection, or, where that leaves a gap (a Differential whose base was not the last
+    Full, because that Full did not hold the volume), the parts its bases link to."""
+    picked = _bacula_chain(parts)
+    if picked and _gap(picked) is None:
+        return picked
+    linked = _linked_chain(parts)
+    if linked:
+        return linked
+    if not picked:
+        first_b, first_v = parts[0]
+        raise FolderError(
+            f"volume {vid}: no Full backup of it before the restore time: its oldest backup, "
+            f"{first_b.describe()}, builds on snapshot {first_v.base_snapshot_id}"
+        )
+    gap = _gap(picked)
+    assert gap is not None
+    prev, part = gap
+    raise FolderError(
+        f"volume {vid}: a backup is missing from its chain: the part of snapshot {part.snapshot_id} builds "
+        f"on snapshot {part.base_snapshot_id} of {part.base_created}, newer than the part before it "
+        f"(snapshot {prev.snapshot_id} of {prev.created}), and no complete backup holds that snapshot"
+    )
 
 
 def plan_restore(folder: Folder, backups: list[Backup], before: float | None) -> RestorePlan:
@@ -727,13 +777,10 @@ def plan_restore(folder: Folder, backups: list[Backup], before: float | None) ->
     plan = RestorePlan()
     problems = []
     for vid in sorted(per_volume):
-        chain = _chain(per_volume[vid])
-        if not chain:
-            first_b, first_v = per_volume[vid][0]
-            problems.append(
-                f"volume {vid}: no Full backup of it before the restore time: its oldest backup, "
-                f"{first_b.describe()}, builds on snapshot {first_v.base_snapshot_id}"
-            )
+        try:
+            chain = _chain(vid, per_volume[vid])
+        except FolderError as exc:
+            problems.append(str(exc))
             continue
         plan.chains[vid] = chain
         parts[(chain[-1][1].folder, vid)] = chain
