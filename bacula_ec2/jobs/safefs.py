@@ -114,6 +114,16 @@ class Dir:
         except FileExistsError:
             self.unlink(tmp)
             return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            # A filesystem without hard links: check, then rename (not atomic, still no
+            # write through a link).
+            if dst.lstat(name) is not None:
+                self.unlink(tmp)
+                return False
+            self.replace(tmp, dst, name)
+            return True
         self.unlink(tmp)
         dst.fsync()
         return True
