@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import boto3
 import pytest
 
 from protocol import Mode
@@ -55,3 +56,35 @@ def test_commit_comes_before_the_final_f(sim, tmp_path: Path) -> None:  # type: 
         be.peer.close()  # ... but the job failed after all (no END): they are deleted
         assert be.process.wait(timeout=30) == 0
     assert sim.client.snapshots() == []
+
+
+def test_retention_failure_at_end_only_warns_and_the_next_job_retires(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    one_volume(sim)
+
+    def full(jobid: int) -> list[tuple[str, str]]:
+        with backend(Mode.BACKUP, params(sim.endpoint), tmp_path, jobid=jobid) as be:
+            be.peer.read_items(data_phase=True)
+            be.peer.end()  # answered with F whatever retention does: the job is over
+            be.peer.terminate()
+            assert be.process.wait(timeout=30) == 0 and be.stderr() == b""
+            return list(be.peer.messages)
+
+    full(1)
+    (s1,) = (s["id"] for s in sim.client.snapshots())
+    ec2 = boto3.client("ec2", **sim.boto3_kwargs())
+    image = ec2.register_image(  # an AMI pins s1: DeleteSnapshot refuses it
+        Name="pinned",
+        RootDeviceName="/dev/sda1",
+        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": s1}}],
+    )["ImageId"]
+    messages = full(2)
+    warnings = [t for st, t in messages if st == "W"]
+    assert any("retention" in t and s1 in t and "next confirmed job" in t for t in warnings), messages
+    assert not [m for m in messages if m[0] in "EAQ"], messages
+    snaps = sim.client.snapshots()
+    assert s1 in {s["id"] for s in snaps} and len(snaps) == 2
+    assert all(s["tags"]["bacula-ec2:state"] == "base" for s in snaps)
+    ec2.deregister_image(ImageId=image)
+    full(3)
+    (s3,) = sim.client.snapshots()  # the next confirmed job retired both older ones
+    assert s3["id"] not in {s["id"] for s in snaps}
