@@ -185,7 +185,8 @@ def test_corrupt_block_image_fails_the_restore_and_leaves_no_image(sim, tmp_path
         data = bytes(bimg.data)
         assert be.peer.send_data([data[i : i + 65536] for i in range(0, len(data), 65536)]) == "E"
         assert any(st == "E" and "SHA-256" in text for st, text in be.peer.messages), be.peer.messages
-        be.peer.finish()
+        with pytest.raises(BackendError, match="SHA-256"):  # reported again at FINISH: a Fatal
+            be.peer.finish()
         be.peer.close()
     image = where / "@amazon-ec2" / inst["instance_id"] / f"{inst['volume_ids'][0]}-sda1-1G.img"
     assert not image.exists(), "a corrupt image must not be left behind"
