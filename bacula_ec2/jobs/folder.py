@@ -473,19 +473,21 @@ class _FolderWriter:
     def close(self) -> None:
         fd, self.fd = self.fd, -1
         try:
-            os.fsync(fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.utime(self.tmp, (self.info.mtime, self.info.mtime), follow_symlinks=False)
+            try:
+                os.link(self.tmp, self.path)
+            except FileExistsError as exc:
+                raise JobError(f"{self.sink.show(self.path)} was written twice in one backup") from exc
         finally:
-            os.close(fd)
-        os.utime(self.tmp, (self.info.mtime, self.info.mtime), follow_symlinks=False)
-        try:
-            os.link(self.tmp, self.path)
-        except FileExistsError as exc:
-            raise JobError(f"{self.sink.show(self.path)} was written twice in one backup") from exc
-        os.unlink(self.tmp)
+            os.unlink(self.tmp)
+            self.sink.open = None
         self.sink.written.append(
             StoredFile(self.info.path, self.size, self.digest.hexdigest(), self.info.mtime)
         )
-        self.sink.open = None
 
     def discard(self) -> None:
         if self.fd >= 0:
@@ -581,6 +583,15 @@ class BackupDirectory:
                     image=f.path,
                 )
             )
+        seen: dict[str, str] = {}
+        for v in found:
+            if v.volume_id in seen:
+                raise JobError(
+                    f"volume {v.volume_id} was backed up twice in one backup (under {seen[v.volume_id]} and "
+                    f"{v.folder}: attached to both, Multi-Attach?); a bec2 folder keeps one chain per "
+                    "volume: exclude it from one of them (exclude_volumes=)"
+                )
+            seen[v.volume_id] = v.folder
         return found
 
     def write_manifest(self, doc: dict[str, Any]) -> None:
