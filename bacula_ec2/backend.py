@@ -318,7 +318,7 @@ class Backend:
             return
         except EXPECTED_FAILURES as exc:
             self._rollback(job)
-            self._fail(str(exc))
+            self._fail(_text_of(exc))
             return
         except EndOfStream:
             self._rollback(job, quiet=True)
@@ -326,7 +326,7 @@ class Backend:
         except Exception as exc:
             log.exception("internal error")
             self._rollback(job)
-            self._fail(f"internal error: {type(exc).__name__}: {exc} (details in the backend log)")
+            self._fail(f"internal error: {type(exc).__name__}: {_text_of(exc)} (details in the backend log)")
             return
         if mode is not Mode.BACKUP:
             s.wait_for_end()
@@ -389,7 +389,7 @@ class Backend:
             log.info("listed %d entries under %s", count, ctx.params.listing)
             stream.finish()
         except EXPECTED_FAILURES as exc:
-            self._fail(str(exc))
+            self._fail(_text_of(exc))
             return
         s.wait_for_end()
 
@@ -448,6 +448,14 @@ class Backend:
         self.session.wait_for_end()
 
 
+def _text_of(exc: BaseException) -> str:
+    """str(exc), even for an exception whose __str__ fails."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"(an unprintable {type(exc).__name__})"
+
+
 def _quietly(fn: Callable[[], object]) -> None:
     """Last-resort paths: nothing may escape (it would reach fd 2 or a non-zero exit)."""
     with contextlib.suppress(Exception):
@@ -480,11 +488,13 @@ def main() -> int:
     except ProtocolError as exc:
         with contextlib.suppress(Exception):
             log.error("protocol error: %s", exc)
-        _abort_and_drain(session, f"ec2-backend: protocol error: {exc}")
+        _abort_and_drain(session, f"ec2-backend: protocol error: {_text_of(exc)}")
     except Exception as exc:
         with contextlib.suppress(Exception):
             log.error("backend failure: %s", "".join(traceback.format_exception(exc)))
-        _abort_and_drain(session, f"ec2-backend failed: {type(exc).__name__}: {exc} (see the backend log)")
+        _abort_and_drain(
+            session, f"ec2-backend failed: {type(exc).__name__}: {_text_of(exc)} (see the backend log)"
+        )
     _quietly(logging.shutdown)
     return 0
 
