@@ -123,3 +123,56 @@ def test_keeper_stops_on_cancel() -> None:
     while keeper.running:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+class FakeAws:
+    """Just what SnapshotLedger.take/commit/rollback call."""
+
+    def __init__(self) -> None:
+        self.tags: list[tuple[list[str], dict[str, str]]] = []
+        self.deleted: list[str] = []
+
+    def create_snapshots(
+        self, instance_id: str, exclude: list[str], boot: bool, tags: dict[str, str], description: str
+    ) -> list[dict[str, str]]:
+        self.created_with = tags
+        return [{"SnapshotId": "snap-1", "VolumeId": "vol-1"}]
+
+    def tag(self, ids: list[str], tags: dict[str, str]) -> None:
+        self.tags.append((list(ids), dict(tags)))
+
+    def delete_snapshot(self, sid: str) -> None:
+        self.deleted.append(sid)
+
+
+def ledger(aws: FakeAws):  # type: ignore[no-untyped-def]
+    from bacula_ec2.jobs.context import JobContext
+    from bacula_ec2.jobs.selection import InstanceTarget, VolumeTarget
+    from bacula_ec2.jobs.snapshots import SnapshotLedger
+    from bacula_ec2.params import parse_parameters
+
+    class Quiet:
+        def info(self, text: str) -> None: ...
+        def warning(self, text: str) -> None: ...
+        def error(self, text: str) -> None: ...
+
+    ctx = JobContext(
+        parse_parameters([("instances", "web-1")]), "web.2026-11-26_16.00.00_01", 1, "F", Quiet(), ""
+    )
+    target = InstanceTarget(
+        {"InstanceId": "i-1"}, [VolumeTarget({"VolumeId": "vol-1", "Size": 1}, "/dev/sda1", True)]
+    )
+    return SnapshotLedger(aws, ctx), target  # type: ignore[arg-type]
+
+
+def test_ledger_leases_from_creation_to_commit_or_rollback() -> None:
+    for end in ("commit", "rollback"):
+        aws = FakeAws()
+        led, target = ledger(aws)
+        led.take(target, {})
+        assert parse_iso(aws.created_with[LEASE_TAG]) is not None  # leased from the first moment
+        assert Owner.parse(aws.created_with[OWNER_TAG]) == this_process()
+        assert led.keeper is not None and led.keeper.running and led.keeper._thread.daemon  # type: ignore[union-attr]
+        getattr(led, end)()
+        assert not led.keeper.running
+    assert aws.deleted == ["snap-1"]
