@@ -40,6 +40,7 @@ from .jobs.folder import (
     parse_time,
     plan_restore,
     reference_backup,
+    reference_since,
     scan,
 )
 from .jobs.restore_aws import AwsRestore
@@ -226,7 +227,7 @@ def _backup_locked(
     ctx = JobContext(params, unique, bdir.job_id, level, reporter, working_dir=folder.root)
     if ref is not None and ref.started is not None:
         ctx.reference_job = ref.job_name
-        ctx.since = int(ref.started)
+        ctx.since = reference_since(ref, level)
         reporter.info(f"{LEVEL_NAMES[level]} backup against {ref.describe()}")
     backup: BackupJob | None = None
     try:

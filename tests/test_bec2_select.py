@@ -32,12 +32,14 @@ from bacula_ec2.jobs.folder import (
     iso,
     plan_restore,
     reference_backup,
+    reference_since,
 )
 
 FOLDER = Folder("/nowhere", "0123456789abcdef", "")
 JOB = FOLDER.default_job
 VID = "vol-0a"
 T0 = 1_800_000_000.0
+STEP, SNAP = 0.25, 0.05  # seconds between backups; from a backup's start to its snapshot
 
 
 @dataclass
@@ -55,7 +57,7 @@ class History:
         for block in writes:
             self.state[block] = self.state.get(block, 0) + 1
             self.written_at[block] = step
-        started = T0 + 10 * step
+        started = T0 + STEP * step  # several backups a second: Since= rounding matters
         ref = reference_backup(self.backups, level, JOB) if level != "F" else None
         if ref is None:
             level = "F"
@@ -64,9 +66,11 @@ class History:
         volumes: tuple[StoredVolume, ...] = ()
         files: tuple[StoredFile, ...] = ()
         if include:
-            since = dt.datetime.fromtimestamp(int(ref.started or 0), dt.UTC) if ref else None
+            since = dt.datetime.fromtimestamp(reference_since(ref, level), dt.UTC) if ref else None
             choice = chain.choose_base(level, VID, self.kept, ref.job_name if ref else None, since)
             base = choice.base
+            if level == "I" and self.kept:
+                assert base is not None, "an Incremental reads everything although the chain has a base left"
             sid = f"snap-{step}"
             if base is None:
                 self.content[sid] = dict(self.state)
@@ -74,11 +78,11 @@ class History:
                 since_step = self.step_of[base.snapshot_id]
                 self.content[sid] = {b: v for b, v in self.state.items() if self.written_at[b] > since_step}
             self.step_of[sid] = step
-            start = dt.datetime.fromtimestamp(started + 1, dt.UTC)
+            start = dt.datetime.fromtimestamp(started + SNAP, dt.UTC)
             image = f"/@amazon-ec2/i-1/{VID}-sda1-1G{'' if level == 'F' else f'.{level}{job_id}'}.bimg"
             volumes = (
                 StoredVolume(
-                    VID, "i-1", "i-1", "/dev/sda1", 1 << 30, sid, iso(started + 1),
+                    VID, "i-1", "i-1", "/dev/sda1", 1 << 30, sid, iso(started + SNAP),
                     base.snapshot_id if base else None, iso(base.start.timestamp()) if base else None,
                     base.position + 1 if base else 0, image,
                 ),
@@ -91,7 +95,7 @@ class History:
         self.backups.append(
             Backup(
                 f"x-{level}-{job_id}", f"/nowhere/{job_id}", COMPLETE, job_id=job_id, level=level,
-                started=started, finished=started + 5, job=JOB, job_name=name, instances=("i-1",),
+                started=started, finished=started + 2 * SNAP, job=JOB, job_name=name, instances=("i-1",),
                 volumes=volumes, files=files,
             )
         )  # fmt: skip
@@ -137,7 +141,7 @@ def test_every_point_restores_the_state_of_its_newest_backup(
     with pytest.raises(FolderError, match="started before"):
         plan_restore(FOLDER, h.backups, T0 - 1)
     for n in range(len(steps)):
-        before = T0 + 10 * n + 5
+        before = T0 + STEP * n + 3 * SNAP
         holding = [b for b in h.backups[: n + 1] if b.volumes]
         if not holding:
             with pytest.raises(FolderError, match="no disk image"):
