@@ -21,6 +21,8 @@ from unittest.mock import patch
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bacula_ec2.formats.blockimage import PREFIX_SIZE, RecordDecoder
 from protocol import Mode
@@ -550,3 +552,27 @@ def test_sparse_sha256_is_the_plain_digest(tmp_path: Path) -> None:
         fh.seek(5 << 20)
         fh.write(os.urandom(100000))
     assert sha256_file(p) == plain(p)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.sampled_from([2, 5]), kind=st.sampled_from((*KINDS, None)), data=st.data())
+def test_any_order_any_damage_through_the_pipes(
+    recorded: Recorded, tmp_path: Path, n: int, kind: str | None, data: st.DataObject
+) -> None:
+    """Hypothesis over the backend process: exact, or a Restore Error naming the file and
+    nothing of the volume left."""
+    rec = recorded
+    seed = data.draw(st.integers(0, 2**31), label="seed")
+    files = files_of([rec.jobs[k] for k in PICKS[n]], rec.vid)
+    culprit = None
+    if kind is not None:
+        files, culprit = damage(rec, files, kind, random.Random(seed))
+    files = data.draw(st.permutations(files), label="order")
+    where = tmp_path / f"h{seed}-{n}-{kind}"
+    result = play(tmp_path, where, files)
+    if culprit is None:
+        assert result.status == "T", result.messages
+        assert sha256_file(image(rec, where)) == rec.want[POINT[n]]
+    else:
+        assert result.status == "E" and culprit in result.fatal(), result.messages
+        assert not leftovers(where, rec.vid), leftovers(where, rec.vid)
