@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+_ZEROS = memoryview(bytes(4 << 20))
+
 
 def sha256_file(path: Path) -> str:
+    """SHA-256 of a (sparse) file, its holes hashed from memory instead of read: the same
+    digest as hashing every byte, in a fraction of the time for a 1 GiB image."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, pos = os.fstat(fd).st_size, 0
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                data = size
+            while pos < data:
+                n = min(len(_ZEROS), data - pos)
+                digest.update(_ZEROS[:n])
+                pos += n
+            if pos >= size:
+                break
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            while pos < hole:
+                chunk = os.pread(fd, min(len(_ZEROS), hole - pos), pos)
+                digest.update(chunk)
+                pos += len(chunk)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 

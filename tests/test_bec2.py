@@ -7,7 +7,6 @@ subprocess run that checks the installed entry point and its exit code.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
@@ -20,41 +19,12 @@ import pytest
 
 from bacula_ec2.cli import main
 from bacula_ec2.jobs import chain
+from tests.helpers import sha256_file
 from tests.simulator.fixtures import ACCESS_KEY
 
 BLOCK = 524288
 SECRET = "bec2/SECRET/key/123456789"
 ALL_BLOCKS = "every allocated block"
-
-
-_ZEROS = bytes(1 << 22)
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a (sparse) file; holes are hashed from a zero buffer, not read."""
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size, pos = os.fstat(fd).st_size, 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                data = size
-            while pos < data:
-                n = min(len(_ZEROS), data - pos)
-                digest.update(_ZEROS[:n] if n < len(_ZEROS) else _ZEROS)
-                pos += n
-            if pos >= size:
-                break
-            hole = os.lseek(fd, pos, os.SEEK_HOLE)
-            while pos < hole:
-                chunk = os.pread(fd, min(1 << 22, hole - pos), pos)
-                digest.update(chunk)
-                pos += len(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
 
 
 def sim_args(sim: Any) -> list[str]:
