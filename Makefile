@@ -28,12 +28,12 @@ bacula: venv
 	bash packaging/build-plugin.sh --python $(PY) >/dev/null
 
 demo: bacula
-	$(PY) -m tests.demo
+	$(PY) -m devkit.demo
 
 lint: venv
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check bacula_ec2 protocol
-	$(PY) -m mypy bacula_ec2 protocol
+	$(PY) -m ruff format --check bacula_ec2 protocol devkit/*.py devkit/harness
+	$(PY) -m mypy bacula_ec2 protocol devkit
 
 test: lint bacula
 	$(PY) -m pytest -q
@@ -46,7 +46,7 @@ bench: bacula
 	$(PY) -m bench.restore_throughput --blocks 8000
 
 format: venv
-	$(PY) -m ruff format bacula_ec2 protocol tests
+	$(PY) -m ruff format bacula_ec2 protocol devkit/*.py devkit/harness tests
 	$(PY) -m ruff check --fix .
 
 clean:

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.backup [--gib 4] [--scenarios full,four,incremental,memory,dsnap,bacula]
 
 Every scenario runs the real `ec2-backend` process over pipes, driven by a consumer that
-parses the packets as the FD does (protocol.fdpeer.FDPeer), except `bacula`, which runs the
+parses the packets as the FD does (devkit.fdpeer.FDPeer), except `bacula`, which runs the
 same Full through a real Bacula 15.0.3 FD/SD/DIR. The simulator runs with `aws_like=True`:
 ~50 ms (+/- 10 ms) per request, 1,000 GetSnapshotBlock/s per snapshot and per account, 50
 List calls/s. The table goes to stdout and to bench/results/backup-<time>.md.
@@ -26,9 +26,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from devkit.fdpeer import BackupItem, FDPeer  # noqa: E402
+from devkit.simulator.fixtures import ACCESS_KEY, RunningSimulator, start_simulator, stop_simulator  # noqa: E402
 from protocol import Connection, Mode  # noqa: E402
-from protocol.fdpeer import BackupItem, FDPeer  # noqa: E402
-from tests.simulator.fixtures import ACCESS_KEY, RunningSimulator, start_simulator, stop_simulator  # noqa: E402
 
 BLOCK = 524288
 CEILING_MIB = 500.0
@@ -112,7 +112,7 @@ def backend_backup(
     since: int | None = None,
 ) -> tuple[TimedPeer, float, float]:
     """One backup through the backend process; returns the peer, its CPU seconds and peak RSS (MiB)."""
-    from tests.backend.driver import job_lines
+    from devkit.driver import job_lines
 
     params = [
         "region=us-east-1",
@@ -233,7 +233,7 @@ def scenario_incremental(sim: RunningSimulator, tmp: Path, gib: float, window: i
     backend_backup(sim, "bench-incr", tmp, jobid=21)
     seed_volume(sim, vid, 1000, stride=2000, start=7)
     sim.client.reset_stats()
-    from tests.backend.driver import job_name
+    from devkit.driver import job_name
 
     t0 = time.monotonic()
     peer, cpu, rss = backend_backup(
@@ -335,7 +335,7 @@ def scenario_bacula(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
     """The same Full through a real Bacula 15.0.3 FD/SD/DIR (the SD writes to local disk)."""
     import re
 
-    from tests.harness import BaculaStack, ensure_build
+    from devkit.harness import BaculaStack, ensure_build
 
     build = ensure_build()
     inst = sim.client.create_instance(

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from bacula_ec2.aws import Aws  # noqa: E402
 from bacula_ec2.aws.upload import BLOCK_SIZE, DEFAULT_RATE, SnapshotWriter, file_reader  # noqa: E402
 from bacula_ec2.params import parse_parameters  # noqa: E402
-from tests.simulator.fixtures import ACCESS_KEY, SECRET_KEY, start_simulator, stop_simulator  # noqa: E402
+from devkit.simulator.fixtures import ACCESS_KEY, SECRET_KEY, start_simulator, stop_simulator  # noqa: E402
 
 GIB = 1 << 30
 CEILING_MIB_S = 500.0

@@ -26,8 +26,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.simulator import BLOCK_SIZE  # noqa: E402
-from tests.simulator.fixtures import start_simulator, stop_simulator  # noqa: E402
+from devkit.simulator import BLOCK_SIZE  # noqa: E402
+from devkit.simulator.fixtures import start_simulator, stop_simulator  # noqa: E402
 
 AUTH = (
     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/ebs/aws4_request, "

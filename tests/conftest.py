@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import BaculaBuild, BaculaError, BaculaStack, StackFactory, ensure_build
+from devkit.harness import BaculaBuild, BaculaError, BaculaStack, StackFactory, ensure_build
 
 # ---------------------------------------------------------------------------
 # Real Bacula 15.0.3 stack (tests/harness/bacula.py). Tests that use these
@@ -61,4 +61,4 @@ def bacula_stack(bacula_build: BaculaBuild, tmp_path: Path) -> Iterator[StackFac
 # AWS simulator (tests/simulator): `simulator` (session) and `sim` (reset per test).
 # ---------------------------------------------------------------------------
 
-from tests.simulator.fixtures import sim, simulator  # noqa: E402, F401
+from devkit.simulator.fixtures import sim, simulator  # noqa: E402, F401

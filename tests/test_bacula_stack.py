@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bacula_ec2.params import restore_option_items, valid_param_names
-from tests.harness import BaculaBuild, StackFactory
+from devkit.harness import BaculaBuild, StackFactory
 
 REPO = Path(__file__).resolve().parents[1]
 

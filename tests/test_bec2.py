@@ -19,11 +19,11 @@ import pytest
 
 from bacula_ec2.cli import main
 from bacula_ec2.jobs import chain
-from tests.helpers import sha256_file
-from tests.simulator.fixtures import ACCESS_KEY
+from devkit.helpers import sha256_file
+from devkit.simulator.fixtures import ACCESS_KEY
 
-BLOCK = 524288
-SECRET = "bec2/SECRET/key/123456789"
+from .bec2_common import BLOCK, SECRET
+
 ALL_BLOCKS = "every allocated block"
 
 

@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bacula_ec2.cli import main
-from tests.simulator.fixtures import ACCESS_KEY
-from tests.test_bec2 import BLOCK, SECRET, sha256_file
+from devkit.helpers import sha256_file
+from devkit.simulator.fixtures import ACCESS_KEY
+
+from .bec2_common import BLOCK, SECRET
 
 
 @dataclass

@@ -23,12 +23,12 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.simulator import BLOCK_SIZE, SimulatorClient, World, start_in_thread, stop
+from devkit.simulator import BLOCK_SIZE, SimulatorClient, World, start_in_thread, stop
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
-# The `simulator` / `sim` fixtures come from tests/conftest.py (tests.simulator.fixtures).
+# The `simulator` / `sim` fixtures come from tests/conftest.py (devkit.simulator.fixtures).
 
 ZERO_BLOCK_SHA256_B64 = "B4VNL+8pega6gWheZgwzLeNtXRjVRpJ9MNqtbX/aFUE="
 ONE_GIB_OF_ZEROS_SHA256 = "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14"

@@ -8,26 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from devkit.driver import backend
+from devkit.fdpeer import BackendError, BackupItem
+from devkit.helpers import sha256_file
 from protocol import Mode
-from protocol.fdpeer import BackendError, BackupItem
-from tests.helpers import sha256_file
-from tests.simulator.fixtures import ACCESS_KEY
 
-from .driver import backend
-
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
-BLOCK = 524288
-
-
-def params(endpoint: str, *extra: str) -> list[str]:
-    return [
-        "region=us-east-1",
-        f"access_key={ACCESS_KEY}",
-        f"secret_key={SECRET}",
-        f"endpoint_url={endpoint}",
-        "concurrent_threads=8",
-        *(extra or ("instances=web-1",)),
-    ]
+from .common import BLOCK, SECRET, params
 
 
 def make_instance(sim) -> dict:  # type: ignore[no-untyped-def]

@@ -10,11 +10,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from devkit.driver import backend
+from devkit.fdpeer import BackendError
 from protocol import Mode
-from protocol.fdpeer import BackendError
 
-from .driver import backend
-from .test_backend_process import BLOCK, params
+from .common import BLOCK, params
 
 
 def one_volume(sim) -> tuple[str, str]:  # type: ignore[no-untyped-def]

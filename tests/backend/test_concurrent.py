@@ -14,10 +14,10 @@ from pathlib import Path
 import boto3
 
 from bacula_ec2.jobs.lease import LEASE_TAG, OWNER_TAG, Owner, this_process
+from devkit.driver import backend
 from protocol import Mode
 
-from .driver import backend
-from .test_backend_process import BLOCK, params
+from .common import BLOCK, params
 
 
 def instance(sim, volumes: int = 2) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]

@@ -12,12 +12,11 @@ from typing import Any
 
 import boto3
 
+from devkit.driver import backend
+from devkit.fdpeer import BackendError
 from protocol import Mode
-from protocol.fdpeer import BackendError
 
-from .driver import backend
-from .test_backend_process import BLOCK, params
-from .test_chains import FakeBacula, Job
+from .common import BLOCK, FakeBacula, Job, params
 
 REGION = "us-east-1"
 
@@ -330,7 +329,7 @@ def test_bec2_restores_a_folder_into_aws(sim, tmp_path: Path) -> None:  # type: 
     import subprocess
     import sys
 
-    from tests.simulator.fixtures import ACCESS_KEY
+    from devkit.simulator.fixtures import ACCESS_KEY
 
     inst = sim.client.create_instance("cli-web", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
     vid = inst["volume_ids"][0]

@@ -23,13 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bacula_ec2.formats.blockimage import PREFIX_SIZE, RecordDecoder
+from devkit import driver
+from devkit.fdpeer import BackendError, BackupItem
+from devkit.helpers import sha256_file
 from protocol import Mode
-from protocol.fdpeer import BackendError, BackupItem
-from tests.helpers import sha256_file
 
-from . import driver
-from .test_backend_process import BLOCK
-from .test_chains import FakeBacula, Job
+from .common import BLOCK, FakeBacula, Job
 
 GIB = 1 << 30
 
@@ -374,7 +373,7 @@ def move(sim: Any, volume: str, instance: str, device: str) -> None:
 def restore_into_aws(
     sim: Any, tmp_path: Path, files: Sequence[File], *options: str, jobid: int = 70
 ) -> Result:
-    from .test_backend_process import params
+    from .common import params
 
     with driver.backend(
         Mode.RESTORE, params(sim.endpoint, "instances=web-1", *options), tmp_path, where="/", jobid=jobid
@@ -512,7 +511,7 @@ def test_a_moved_volume_lands_under_its_newest_instance(sim: Any, tmp_path: Path
 
 
 def test_sparse_sha256_is_the_plain_digest(tmp_path: Path) -> None:
-    from tests.helpers import sha256_file as plain
+    from devkit.helpers import sha256_file as plain
 
     p = tmp_path / "sparse"
     with p.open("wb") as fh:

@@ -9,9 +9,9 @@ import re
 import time
 from pathlib import Path
 
-from tests.helpers import sha256_file, wait_until
+from devkit.helpers import sha256_file, wait_until
 
-from .test_full_backup_restore import BLOCK, plugin_line
+from .common import BLOCK, plugin_line, restore_before
 
 LEVELS = {"F": "Full", "I": "Incremental", "D": "Differential"}
 
@@ -23,17 +23,6 @@ def end_time(stack, jobid: int) -> str:  # type: ignore[no-untyped-def]
     )
     assert match, out
     return match.group(1)
-
-
-def restore_before(stack, when: str, where: Path) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    out = stack.bconsole(
-        f'restore client={stack.client} fileset={stack.fileset} before="{when}" '
-        f"select current all done yes where={where}"
-    )
-    match = re.search(r"Job queued\. JobId=(\d+)", out)
-    assert match, out
-    rjobid = int(match.group(1))
-    return rjobid, stack.wait_job(rjobid, timeout=180)
 
 
 def seed(sim) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]

@@ -8,9 +8,9 @@ import os
 import re
 import time
 
-from tests.helpers import wait_until
+from devkit.helpers import wait_until
 
-from .test_full_backup_restore import BLOCK, plugin_line
+from .common import BLOCK, plugin_line
 
 
 def test_overlapping_plugin_lines_then_a_refused_commit(sim, bacula_stack) -> None:  # type: ignore[no-untyped-def]

@@ -9,25 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.helpers import sha256_file, wait_until
-from tests.simulator.fixtures import ACCESS_KEY
+from devkit.helpers import sha256_file, wait_until
 
-BLOCK = 524288
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYE2ESECRET"
-
-
-def plugin_line(endpoint: str, *extra: str) -> str:
-    return " ".join(
-        [
-            "ec2:",
-            "region=us-east-1",
-            f"access_key={ACCESS_KEY}",
-            f"secret_key={SECRET}",
-            f"endpoint_url={endpoint}",
-            "concurrent_threads=16",
-            *extra,
-        ]
-    )
+from .common import BLOCK, SECRET, plugin_line
 
 
 def seed_instance(sim) -> dict:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ import boto3
 
 from bacula_ec2.params import restore_option_items
 
-from .test_full_backup_restore import BLOCK, plugin_line
+from .common import BLOCK, plugin_line
 
 
 def restore_with_options(

@@ -18,10 +18,9 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import BaculaBuild
+from devkit.harness import BaculaBuild
 
-from .test_chains import restore_before
-from .test_full_backup_restore import BLOCK, plugin_line
+from .common import BLOCK, plugin_line, restore_before
 
 HEADER = 32  # BB03 header: options, len, number, id, session id, session time, xxh3-64
 

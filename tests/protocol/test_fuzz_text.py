@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.simulator.fixtures import ACCESS_KEY
+from devkit.simulator.fixtures import ACCESS_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFUZZSECRET1"  # in the Params block

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devkit.fdpeer import BackendError, FDPeer, FDViolation
 from protocol import (
     BackendSession,
     Connection,
@@ -16,7 +17,6 @@ from protocol import (
     RestoreFile,
     RestoreRefused,
 )
-from protocol.fdpeer import BackendError, FDPeer, FDViolation
 
 from .helpers import RecordingHandler
 

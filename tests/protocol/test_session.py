@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devkit.fdpeer import FDPeer
 from protocol import (
     BackendSession,
     Connection,
@@ -22,7 +23,6 @@ from protocol import (
     UnexpectedPacket,
     last_wins,
 )
-from protocol.fdpeer import FDPeer
 from protocol.framing import PacketBatch
 from protocol.text import MAX_MESSAGE_BYTES, decode_text, encode_message, encode_text
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from devkit.fdpeer import BackendThread
 from protocol import Connection, EndReason, Mode, RestoreFile
-from protocol.fdpeer import BackendThread
 
 from . import vectors as v
 from .helpers import RecordingHandler, be_bytes, fd_bytes, scripted_backend

@@ -15,10 +15,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.simulator import BLOCK_SIZE
+from devkit.simulator import BLOCK_SIZE
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
 ClientFactory = Callable[..., Any]
 

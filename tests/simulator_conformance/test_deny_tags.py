@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .conftest import ClientFactory, error_of
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
 
 def test_denied_tag_refuses_the_whole_request(sim: RunningSimulator, aws: ClientFactory) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from tests.simulator import BLOCK_SIZE
+from devkit.simulator import BLOCK_SIZE
 
 from .conftest import ClientFactory, block, error_of, list_blocks, list_changed, put, read
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
 
 def _volume_with(sim: RunningSimulator, writes: dict[int, bytes], size: int = 1) -> str:

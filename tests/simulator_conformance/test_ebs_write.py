@@ -8,7 +8,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
-from tests.simulator import BLOCK_SIZE
+from devkit.simulator import BLOCK_SIZE
 
 from .conftest import (
     ClientFactory,
@@ -23,7 +23,7 @@ from .conftest import (
 )
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
 KMS = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 

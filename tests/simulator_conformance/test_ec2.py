@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
-from tests.simulator import BLOCK_SIZE
+from devkit.simulator import BLOCK_SIZE
 
 from .conftest import ClientFactory, block, error_of
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
 
 def _snap_of(sim: RunningSimulator, aws: ClientFactory, data: dict[int, bytes],

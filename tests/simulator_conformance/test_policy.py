@@ -11,12 +11,12 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ResponseStre
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 from urllib3.exceptions import ProtocolError
 
-from tests.simulator import BLOCK_SIZE
+from devkit.simulator import BLOCK_SIZE
 
 from .conftest import ClientFactory, b64sha, block, error_of, list_blocks
 
 if TYPE_CHECKING:
-    from tests.simulator.fixtures import RunningSimulator
+    from devkit.simulator.fixtures import RunningSimulator
 
 
 def _snapshot(sim: RunningSimulator, aws: ClientFactory, nblocks: int = 4) -> tuple[str, Any]:

@@ -11,7 +11,7 @@ from bacula_ec2 import naming
 from bacula_ec2.jobs import safefs
 from bacula_ec2.jobs.restore_local import RestoreRefused
 
-from .test_restore_local import IID, TWO, VID, feed, files_under, new_restore, sha, volume_doc
+from .restore_local_kit import IID, TWO, VID, feed, files_under, new_restore, sha, volume_doc
 
 VICTIM = b"the victim's own bytes\n"
 

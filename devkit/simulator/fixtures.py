@@ -3,9 +3,9 @@ other processes, so the simulator must be a real server, not an in-process mock)
 
 Use from ``tests/conftest.py``::
 
-    from tests.simulator.fixtures import sim, simulator  # noqa: F401
+    from devkit.simulator.fixtures import sim, simulator  # noqa: F401
 
-``simulator`` (session) starts ``python -m tests.simulator --port 0`` once; ``sim``
+``simulator`` (session) starts ``python -m devkit.simulator --port 0`` once; ``sim``
 (function) is the same object after ``reset()``, so every test starts from an empty world
 with default options.
 """
@@ -54,11 +54,11 @@ class RunningSimulator:
 def start_simulator(snapshot_delay: float | None = None, timeout: float = 20.0,
                     verbose: bool = False, options: Mapping[str, Any] | None = None
                     ) -> RunningSimulator:
-    """Start ``python -m tests.simulator`` and wait for its endpoint line.
+    """Start ``python -m devkit.simulator`` and wait for its endpoint line.
 
     ``options`` are start-up knob values (docs/SIMULATOR.md), kept across ``reset()``.
     """
-    cmd = [sys.executable, "-m", "tests.simulator", "--port", "0"]
+    cmd = [sys.executable, "-m", "devkit.simulator", "--port", "0"]
     if snapshot_delay is not None:
         cmd += ["--snapshot-delay", str(snapshot_delay)]
     for name, value in (options or {}).items():

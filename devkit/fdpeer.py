@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .attrs import parse_stat, parse_tstamp
-from .errors import ProtocolError
-from .framing import MESSAGE_STATUSES, BytesLike, Connection, Packet, PacketBatch
-from .jobinfo import Mode
-from .text import ENCODING
+from protocol.attrs import parse_stat, parse_tstamp
+from protocol.errors import ProtocolError
+from protocol.framing import MESSAGE_STATUSES, BytesLike, Connection, Packet, PacketBatch
+from protocol.jobinfo import Mode
+from protocol.text import ENCODING
 
 _BLANKS = " \t\r\n\v\f"
 

@@ -1,4 +1,4 @@
-"""``python -m tests.simulator``: run the simulator until SIGTERM/SIGINT.
+"""``python -m devkit.simulator``: run the simulator until SIGTERM/SIGINT.
 
 Prints exactly one line, ``SIMULATOR_ENDPOINT=http://127.0.0.1:<port>``, on stdout once the
 socket is listening, so a parent process can start it with ``--port 0`` and read the port.
@@ -20,7 +20,7 @@ from .server import SimulatorServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.simulator",
+    parser = argparse.ArgumentParser(prog="python -m devkit.simulator",
                                      description="AWS EC2 + EBS direct simulator")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (loopback only by design)")

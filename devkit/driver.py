@@ -10,10 +10,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit.fdpeer import FDPeer
 from protocol import Connection, Mode
-from protocol.fdpeer import FDPeer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def job_name(jobid: int) -> str:

@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import BaculaStack, ensure_build
-from tests.helpers import sha256_file
-from tests.simulator.fixtures import ACCESS_KEY, start_simulator, stop_simulator
+from devkit.harness import BaculaStack, ensure_build
+from devkit.helpers import sha256_file
+from devkit.simulator.fixtures import ACCESS_KEY, start_simulator, stop_simulator
 
 BLOCK = 524288
 SECRET_KEY = "demo/" + os.urandom(12).hex()  # the simulator accepts any key pair

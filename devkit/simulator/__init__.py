@@ -1,8 +1,8 @@
 """A local AWS simulator (EC2 query API + EBS direct API) that plain boto3 talks to.
 
-Start it with ``python -m tests.simulator`` (prints ``SIMULATOR_ENDPOINT=...``), with
+Start it with ``python -m devkit.simulator`` (prints ``SIMULATOR_ENDPOINT=...``), with
 :func:`start_in_thread` in-process, or through the pytest fixtures in
-``tests.simulator.fixtures``; drive the world with :class:`SimulatorClient`.
+``devkit.simulator.fixtures``; drive the world with :class:`SimulatorClient`.
 
 Layout: ``model`` (world and data), ``ec2_api`` (EC2 query protocol, encoded from botocore's
 model by ``query_codec``), ``ebs_api`` (EBS direct REST-JSON), ``tokens`` (block/page
