@@ -1,7 +1,7 @@
 """Backend side of the Bacula 15.0.3 metaplugin protocol (docs: metaplugin-protocol.md).
 
 Knows nothing about the product: it frames packets, runs the session state machine and
-offers producers/consumers for each mode. `FDPeer` is the File Daemon side, for tests.
+offers producers/consumers for each mode. The File Daemon side, for tests, is `devkit.fdpeer.FDPeer`.
 """
 
 from .attrs import FileAttrs, RestoreFile

@@ -11,7 +11,7 @@ import pytest
 from devkit.harness import BaculaBuild, BaculaError, BaculaStack, StackFactory, ensure_build
 
 # ---------------------------------------------------------------------------
-# Real Bacula 15.0.3 stack (tests/harness/bacula.py). Tests that use these
+# Real Bacula 15.0.3 stack (devkit/harness/bacula.py). Tests that use these
 # fixtures are marked `bacula` automatically (deselect with `-m "not bacula"`).
 # ---------------------------------------------------------------------------
 
@@ -58,7 +58,7 @@ def bacula_stack(bacula_build: BaculaBuild, tmp_path: Path) -> Iterator[StackFac
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
-# AWS simulator (tests/simulator): `simulator` (session) and `sim` (reset per test).
+# AWS simulator (devkit/simulator): `simulator` (session) and `sim` (reset per test).
 # ---------------------------------------------------------------------------
 
 from devkit.simulator.fixtures import sim, simulator  # noqa: E402, F401

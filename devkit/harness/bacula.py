@@ -300,7 +300,7 @@ class BaculaStack:
         launcher = self.sbin / "ec2-backend"
         launcher.write_text(
             "#!/bin/sh\n"
-            "# Written by tests/harness/bacula.py: the FD runs this as its ec2 backend.\n"
+            "# Written by devkit/harness/bacula.py: the FD runs this as its ec2 backend.\n"
             f'exec {target} "$@"\n'
         )
         launcher.chmod(0o755)
