@@ -6,12 +6,15 @@ that share the account must share its budget. So requests pass a pacer: a start-
 schedule at `rate` per second, lowered multiplicatively when AWS throttles and raised
 additively while it does not (AIMD, as TCP does): several jobs converge to a fair share,
 a lone job stays just under the quota.
+
+Time comes from a `retry.Clock`, so tests can drive the pacer with a fake one.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+
+from .retry import REAL_CLOCK, Clock
 
 
 class Pacer:
@@ -24,7 +27,11 @@ class Pacer:
         increase_per_second: float | None = None,
         cooldown: float = 0.25,
         burst: float = 0.1,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        if rate <= 0:
+            raise ValueError(f"a pacer's rate must be positive, not {rate}")
+        self.clock = clock
         self.ceiling = rate
         self.rate = rate
         self.floor = min(floor, rate)
@@ -32,16 +39,16 @@ class Pacer:
         self.increase = increase_per_second if increase_per_second is not None else rate * 0.05
         self.cooldown = cooldown
         self.burst = burst  # seconds of unused schedule that may be caught up
-        self._next = time.monotonic()
-        self._last_cut = 0.0
-        self._last_raise = time.monotonic()
+        self._next = clock.now()
+        self._last_cut = float("-inf")  # the first throttle always cuts
+        self._last_raise = clock.now()
         self._lock = threading.Lock()
         self.throttles = 0
 
     def wait(self, cancel: threading.Event | None = None) -> None:
         """Block until this request's start slot."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock.now()
             if now - self._last_raise >= 1.0 and self.rate < self.ceiling:
                 self.rate = min(self.ceiling, self.rate + self.increase * (now - self._last_raise))
                 self._last_raise = now
@@ -51,13 +58,13 @@ class Pacer:
             self._next = slot + 1.0 / self.rate
         delay = slot - now
         if delay > 0 and not (cancel is not None and cancel.is_set()):
-            time.sleep(delay)
+            self.clock.sleep(delay)
 
     def throttled(self) -> None:
         """AWS said slow down: cut the rate (once per cooldown, not once per reply)."""
         with self._lock:
             self.throttles += 1
-            now = time.monotonic()
+            now = self.clock.now()
             if now - self._last_cut >= self.cooldown:
                 self.rate = max(self.floor, self.rate * self.decrease)
                 self._last_cut = now

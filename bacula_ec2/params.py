@@ -196,7 +196,7 @@ class Parameters(BaseModel):
             try:
                 re.compile(value)
             except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
 
     @field_validator(
@@ -283,7 +283,7 @@ def parse_parameters(pairs: Iterable[tuple[str, str]]) -> Parameters:
     try:
         return Parameters.model_validate(values)
     except ValidationError as exc:
-        raise ParameterError(_describe(exc)) from None
+        raise ParameterError(_describe(exc)) from None  # the cause echoes secrets; _describe has the rest
 
 
 def _describe(exc: ValidationError) -> str:

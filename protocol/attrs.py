@@ -127,7 +127,7 @@ def parse_stat(value: str) -> tuple[str, int, int, int, int, int, int]:
         nlink = int(fields[5])
         linkfi = int(fields[6]) if len(fields) > 6 else 0
     except ValueError as exc:
-        raise ProtocolError(f"malformed STAT {value!r}: {exc}") from None
+        raise ProtocolError(f"malformed STAT {value!r}: {exc}") from exc
     return fields[0], size, uid, gid, mode, nlink, linkfi
 
 
@@ -138,5 +138,5 @@ def parse_tstamp(value: str) -> tuple[int, int, int]:
         raise ProtocolError(f"malformed TSTAMP {value!r}: need '<atime> <mtime> <ctime>'")
     try:
         return int(fields[0]), int(fields[1]), int(fields[2])
-    except ValueError:
-        raise ProtocolError(f"malformed TSTAMP {value!r}: not integers") from None
+    except ValueError as exc:
+        raise ProtocolError(f"malformed TSTAMP {value!r}: not integers") from exc

@@ -234,7 +234,7 @@ class ItemStream:
         text = self.session.read_command("C '<FileIndex>' reply")
         try:
             return int(text)
-        except ValueError:
+        except ValueError:  # from None: the message has the reply, all int()'s error said
             raise UnexpectedPacket(f"FileIndex reply {text!r} is not a number") from None
 
     def finish(self) -> None:

@@ -82,7 +82,7 @@ def split_line(line: str) -> tuple[str, str]:
 def _int(key: str, value: str) -> int:
     try:
         return int(value)
-    except ValueError:
+    except ValueError:  # from None: the message has key and value, all int()'s error said
         raise ProtocolError(f"Job block: {key}={value!r} is not an integer") from None
 
 

@@ -147,7 +147,7 @@ class BackendSession:
             known = ", ".join(m.value for m in Mode)
             raise UnexpectedPacket(
                 f"unknown start command {scrub_secrets(text)!r}, expected one of {known}"
-            ) from None
+            ) from None  # the ValueError holds the text unscrubbed; the message, scrubbed
         if ack:
             self.ack_start()
         return self.mode

@@ -5,36 +5,25 @@ call costs about a millisecond and a half of CPU (model validation, event hooks,
 parsing), which alone would eat a core; this path costs a fraction of that. It speaks the
 same wire protocol (the signature is checked against botocore's own signer in the tests),
 keeps one connection per worker thread, reads the body into one buffer, and reports errors
-exactly as the boto3 path would (`Retryable` / `AwsError`). Behind an HTTP(S) proxy it is
+exactly as the boto3 path does (`errors.from_http` classifies them with the same rule as
+`errors.classify`; request id kept, causes kept). Behind an HTTP(S) proxy it is
 not used: boto3 honours proxies, this client does not.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import json
 import os
 import socket
 import ssl
 import threading
 import urllib.parse
 import urllib.request
-from typing import Any
 
-from ..retry import Retryable
-from .client import (
-    THROTTLE_CODES,
-    TRANSIENT_CODES,
-    Aws,
-    AwsError,
-    BlockBody,
-    BlockRef,
-    ChecksumMismatch,
-    verified_block,
-)
+from . import errors
+from .client import Aws, BlockBody, BlockRef, ChecksumMismatch, verified_block
 
 SERVICE = "ebs"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -166,6 +155,7 @@ class BlockClient:
     def _exchange(
         self,
         operation: str,
+        resource: str,
         method: str,
         path: str,
         query: list[tuple[str, str]],
@@ -203,11 +193,11 @@ class BlockClient:
             status, fields, data, got = self._read_response(sock)
         except (OSError, ValueError) as exc:
             self._drop()
-            raise Retryable(f"{operation}: {type(exc).__name__}: {exc}") from None
+            raise errors.transient(operation, exc, resource=resource) from exc
         if fields.get("connection", "").lower() == "close":
             self._drop()
         if status >= 300:
-            raise self._error(operation, status, fields, bytes(data[:got]))
+            raise errors.from_http(operation, status, fields, bytes(data[:got]), resource=resource)
         return status, fields, data, got
 
     def _send(self, sock: socket.socket, head: bytes, body: bytes | bytearray | memoryview) -> None:
@@ -232,14 +222,18 @@ class BlockClient:
         """One attempt, like Aws.get_snapshot_block: fetch, read, verify length and SHA-256."""
         if ref.token is None:
             raise ValueError(f"block {ref.index} has no token to read it with")
-        operation = f"GetSnapshotBlock {snapshot_id} block {ref.index}"
+        resource = f"{snapshot_id} block {ref.index}"
         path = f"{self.base_path}/snapshots/{snapshot_id}/blocks/{ref.index}"
-        _status, fields, data, got = self._exchange(operation, "GET", path, [("blockToken", ref.token)], {})
+        _status, fields, data, got = self._exchange(
+            "GetSnapshotBlock", resource, "GET", path, [("blockToken", ref.token)], {}
+        )
         if got != len(data):
             self._drop()
-            raise ChecksumMismatch(f"{operation}: body ended after {got} of {len(data)} bytes")
+            raise ChecksumMismatch(
+                f"GetSnapshotBlock {resource}: body ended after {got} of {len(data)} bytes"
+            )
         return verified_block(
-            operation,
+            f"GetSnapshotBlock {resource}",
             ref.index,
             data,
             fields.get("x-amz-data-length"),
@@ -249,7 +243,7 @@ class BlockClient:
 
     def put(self, snapshot_id: str, index: int, data: bytes | bytearray | memoryview, checksum: str) -> None:
         """One PutSnapshotBlock attempt (the payload is sent unsigned, as botocore does)."""
-        operation = f"PutSnapshotBlock {snapshot_id} block {index}"
+        resource = f"{snapshot_id} block {index}"
         path = f"{self.base_path}/snapshots/{snapshot_id}/blocks/{index}"
         extra = {
             "x-amz-Data-Length": str(len(data)),
@@ -257,7 +251,9 @@ class BlockClient:
             "x-amz-Checksum-Algorithm": "SHA256",
             "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD",
         }
-        self._exchange(operation, "PUT", path, [], extra, data, payload_hash="UNSIGNED-PAYLOAD")
+        self._exchange(
+            "PutSnapshotBlock", resource, "PUT", path, [], extra, data, payload_hash="UNSIGNED-PAYLOAD"
+        )
 
     def _read_response(self, sock: socket.socket) -> tuple[int, dict[str, str], bytearray, int]:
         """A minimal HTTP/1.1 response reader: status, lower-cased headers, body by length."""
@@ -297,26 +293,6 @@ class BlockClient:
                 break
             got += n
         return status, fields, body, got
-
-    def _error(self, operation: str, status: int, fields: dict[str, str], body: bytes) -> Exception:
-        """The AWS restJson error, mapped as botocore + classify would map it."""
-        code = (fields.get("x-amzn-errortype") or "").split(":", 1)[0]
-        doc: dict[str, Any] = {}
-        with contextlib.suppress(ValueError):
-            doc = json.loads(body or b"{}")
-        code = code or str(doc.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
-        message = str(doc.get("Message") or doc.get("message") or f"HTTP status {status}")
-        reason = doc.get("Reason")
-        if reason and reason not in message:
-            message = f"{message} ({reason})"
-        text = f"{operation} failed: {code}: {message}"
-        if code in THROTTLE_CODES:
-            return Retryable(text, throttled=True)
-        if code == "ResourceNotFoundException":
-            return Retryable(text, not_found=True)
-        if code in TRANSIENT_CODES or status >= 500:
-            return Retryable(text)
-        return AwsError(operation, code, message)
 
 
 def fast_client(aws: Aws) -> BlockClient | None:

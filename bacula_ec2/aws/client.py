@@ -18,74 +18,13 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    IncompleteReadError,
-    NoCredentialsError,
-    NoRegionError,
-    ProfileNotFound,
-    ReadTimeoutError,
-    ResponseStreamingError,
-)
+from botocore.exceptions import NoRegionError, ProfileNotFound
 
 from ..params import Parameters
 from ..retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_retry
-
-THROTTLE_CODES = {"ThrottlingException", "RequestThrottledException", "RequestLimitExceeded", "Throttling"}
-TRANSIENT_CODES = {"InternalServerException", "InternalError", "ServiceUnavailable", "Unavailable"}
-
-
-class AwsError(Exception):
-    """An AWS call failed for good; the message names the operation and AWS's reason."""
-
-    def __init__(self, operation: str, code: str, message: str) -> None:
-        super().__init__(f"{operation} failed: {code}: {message}")
-        self.operation = operation
-        self.code = code
-
-
-def _client_error(operation: str, exc: ClientError) -> AwsError:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", "Unknown"))
-    message = str(err.get("Message", "")) or str(exc.response.get("Reason", ""))
-    reason = exc.response.get("Reason")
-    if reason and reason not in message:
-        message = f"{message} ({reason})"
-    return AwsError(operation, code, message)
-
-
-def classify(operation: str, exc: Exception) -> Exception:
-    """Map a botocore failure to Retryable or a final AwsError."""
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        text = str(_client_error(operation, exc))
-        if code in THROTTLE_CODES:
-            return Retryable(text, throttled=True)
-        if code in TRANSIENT_CODES or status >= 500:
-            return Retryable(text)
-        return _client_error(operation, exc)
-    if isinstance(
-        exc,
-        EndpointConnectionError
-        | ConnectionClosedError
-        | ReadTimeoutError
-        | ResponseStreamingError
-        | IncompleteReadError,
-    ):
-        return Retryable(f"{operation}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, NoCredentialsError):
-        return AwsError(
-            operation,
-            "NoCredentials",
-            "no AWS credentials: set profile=, role_arn= or access_key=/secret_key=",
-        )
-    if isinstance(exc, BotoCoreError):
-        return AwsError(operation, type(exc).__name__, str(exc))
-    return exc
+from . import errors
+from .errors import AwsError as AwsError  # defined in errors.py, imported from here too
+from .errors import classify as classify
 
 
 @dataclass(frozen=True)
@@ -169,7 +108,7 @@ def _session(params: Parameters) -> boto3.Session:
     try:
         return boto3.Session(botocore_session=core, region_name=params.region)
     except ProfileNotFound as exc:
-        raise AwsError("credentials", "ProfileNotFound", str(exc)) from None
+        raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
 
 
 class Aws:
@@ -189,7 +128,7 @@ class Aws:
         try:
             session = _session(params)
         except ProfileNotFound as exc:
-            raise AwsError("credentials", "ProfileNotFound", str(exc)) from None
+            raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
         self.credentials = session.get_credentials()  # botocore Credentials, refreshable
         self.region = params.region or session.region_name
         if not self.region:
@@ -217,31 +156,40 @@ class Aws:
                 config=data,
                 endpoint_url=params.ebs_endpoint_url or params.endpoint_url,
             )
-        except NoRegionError:
-            raise AwsError("configuration", "NoRegion", "no region: add region=<name>") from None
+        except NoRegionError as exc:
+            raise AwsError("configuration", "NoRegion", "no region: add region=<name>") from exc
 
     # ------------------------------------------------------------------ plumbing
-    def _call(self, operation: str, fn: Callable[[], Any], retry: bool = True) -> Any:
+    def _call(
+        self, operation: str, fn: Callable[[], Any], retry: bool = True, *, resource: str | None = None
+    ) -> Any:
+        """One control-plane or listing call: failures mapped by `errors.classify` (AwsError,
+        with the botocore exception as its cause), retryable ones retried under the policy
+        unless `retry` is False (calls that must not be repeated blindly)."""
+
         def once() -> Any:
-            try:
-                return fn()
-            except Exception as exc:
-                mapped = classify(operation, exc)
-                raise mapped from None
+            return errors.call(operation, fn, resource=resource)
 
         if not retry:
             return once()
-        return call_with_retry(once, what=operation, policy=self.policy, stats=self.stats, cancel=self.cancel)
+        what = f"{operation} {resource}" if resource else operation
+        return call_with_retry(once, what=what, policy=self.policy, stats=self.stats, cancel=self.cancel)
 
     def _pages(
-        self, operation: str, method: Callable[..., Any], key: str, **kwargs: Any
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        key: str,
+        *,
+        resource: str | None = None,
+        **kwargs: Any,
     ) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             args = dict(kwargs)
             if token:
                 args["NextToken"] = token
-            page = self._call(operation, lambda a=args: method(**a))  # type: ignore[misc]
+            page = self._call(operation, lambda a=args: method(**a), resource=resource)  # type: ignore[misc]
             if key == "Reservations":
                 for res in page.get(key, []):
                     yield from res.get("Instances", [])
@@ -399,10 +347,8 @@ class Aws:
         token: str | None = None
         while True:
             call = dict(args, NextToken=token) if token else args
-            page = self._call(
-                operation,
-                lambda a=call: self._not_found_is_retryable(operation, lambda: method(**a)),  # type: ignore[misc]
-            )
+            # ResourceNotFoundException (a snapshot EBS does not see yet) is retried: errors.kind_of
+            page = self._call(operation, lambda a=call: method(**a))  # type: ignore[misc]
             yield from page.get(key, [])
             token = page.get("NextToken")
             if not token:
@@ -429,38 +375,26 @@ class Aws:
             second = blk.get("SecondBlockToken")
             yield BlockRef(int(blk["BlockIndex"]), str(second) if second else None)
 
-    def _not_found_is_retryable(self, operation: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise Retryable(str(_client_error(operation, exc)), not_found=True) from None
-            raise
-
     def get_snapshot_block(self, snapshot_id: str, ref: BlockRef) -> BlockBody:
         """One attempt: fetch, read the whole body, verify length and SHA-256."""
         if ref.token is None:
             raise ValueError(f"block {ref.index} has no token to read it with")
 
-        operation = f"GetSnapshotBlock {snapshot_id} block {ref.index}"
-        try:
-            out = self._not_found_is_retryable(
-                operation,
-                lambda: self.ebs.get_snapshot_block(
-                    SnapshotId=snapshot_id, BlockIndex=ref.index, BlockToken=ref.token
-                ),
+        resource = f"{snapshot_id} block {ref.index}"
+
+        def fetch() -> tuple[dict[str, Any], bytes]:
+            out = self.ebs.get_snapshot_block(
+                SnapshotId=snapshot_id, BlockIndex=ref.index, BlockToken=ref.token
             )
             body = out["BlockData"]
             try:
-                data = body.read()
+                return out, body.read()  # a body that breaks off is a botocore error too
             finally:
                 body.close()
-        except Retryable:
-            raise
-        except Exception as exc:
-            raise classify(operation, exc) from None
+
+        out, data = errors.call("GetSnapshotBlock", fetch, resource=resource)
         return verified_block(
-            operation,
+            f"GetSnapshotBlock {resource}",
             ref.index,
             data,
             out.get("DataLength"),

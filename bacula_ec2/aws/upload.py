@@ -1,11 +1,11 @@
 """Writing snapshots through the EBS direct APIs: StartSnapshot, PutSnapshotBlock (parallel,
 bounded, checksummed, retried), CompleteSnapshot with the LINEAR aggregate checksum.
 
-The counterpart of `bacula_ec2.download`: a fixed pool of threads puts blocks, the caller's
-thread hands them out in ascending index order through a window of at most `window` blocks,
-and folds each block's SHA-256 into the LINEAR aggregate in that order. Memory is bounded by
-the blocks in flight (each worker reads its own block from the source just before it puts
-it), never by the volume.
+The counterpart of `download`, and the other use of the block transfer engine
+(`transfer.BlockTransfer`): worker threads put blocks, the caller's thread takes their
+digests in ascending index order and folds them into the LINEAR aggregate in that order.
+Memory is bounded by the blocks in flight (each worker reads its own block from the source
+just before it puts it), never by the volume.
 """
 
 from __future__ import annotations
@@ -14,22 +14,19 @@ import base64
 import hashlib
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from ..formats.blockimage import BLOCK_SIZE, ZERO_BLOCK
 from ..pacing import Pacer
-from ..retry import Cancelled, Retryable, RetryPolicy, call_with_retry
+from ..retry import RetryPolicy
 from .blocks import fast_client
-from .client import Aws, _client_error, classify, tag_list
+from .client import Aws, tag_list
+from .transfer import BLOCK_RETRY, BlockTransfer, TransferConfig
 
-BLOCK_SIZE = 524288
-ZERO_BLOCK = bytes(BLOCK_SIZE)
-PUT_RETRY = RetryPolicy(attempts=10, base_delay=0.1, max_delay=10.0)
+__all__ = ["BLOCK_SIZE", "DEFAULT_RATE", "BlockReader", "SnapshotWriter", "UploadResult", "file_reader"]
+
 #: Client-side pacing a little under the 1,000 PutSnapshotBlock/s per-snapshot quota.
 DEFAULT_RATE = 950.0
 
@@ -46,44 +43,42 @@ class UploadResult:
     seconds: float
 
 
-def _not_found_is_retryable(operation: str, exc: Exception) -> Exception:
-    """ebs-direct-facts §1.5: "does not exist" right after StartSnapshot is a matter of time."""
-    if (
-        isinstance(exc, ClientError)
-        and exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
-    ):
-        return Retryable(str(_client_error(operation, exc)), not_found=True)
-    return classify(operation, exc)
+def _ascending(indexes: Iterable[int]) -> Iterator[int]:
+    last = -1
+    for index in indexes:
+        if index <= last:
+            raise ValueError(f"block indexes must ascend ({index} after {last})")
+        last = index
+        yield index
 
 
 class SnapshotWriter:
-    """One Aws region's EBS direct write path."""
+    """One Aws region's EBS direct write path.
+
+    `pacer` paces the PutSnapshotBlock requests (pass one to share it); without one, the
+    writer paces itself at `rate` requests/s (None: not paced).
+    """
 
     def __init__(
         self,
         aws: Aws,
-        concurrency: int,
+        concurrency: int | TransferConfig,
         *,
         window: int | None = None,
         rate: float | None = DEFAULT_RATE,
-        policy: RetryPolicy = PUT_RETRY,
+        policy: RetryPolicy = BLOCK_RETRY,
+        pacer: Pacer | None = None,
     ) -> None:
         self.aws = aws
-        self.concurrency = max(1, concurrency)
-        self.window = window or 2 * self.concurrency
-        self.policy = policy
-        self.pacer = Pacer(rate) if rate else None
+        self.config = (
+            concurrency
+            if isinstance(concurrency, TransferConfig)
+            else TransferConfig(concurrency=concurrency, window=window or 0)
+        )
+        self.pacer = pacer if pacer is not None else (Pacer(rate) if rate else None)
         self.fast = fast_client(aws)
-
-    def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
-        def once() -> Any:
-            try:
-                return fn()
-            except Exception as exc:
-                raise _not_found_is_retryable(what, exc) from None
-
-        return call_with_retry(
-            once, what=what, policy=self.policy, stats=self.aws.stats, cancel=self.aws.cancel
+        self.engine = BlockTransfer(
+            self.config, name="ebs-put", policy=policy, pacer=self.pacer, stats=aws.stats, cancel=aws.cancel
         )
 
     # ------------------------------------------------------------------ snapshot
@@ -110,7 +105,7 @@ class SnapshotWriter:
             args["Encrypted"] = True
         if kms_key_arn:
             args["KmsKeyArn"] = kms_key_arn
-        out = self._retry("StartSnapshot", lambda: self.aws.ebs.start_snapshot(**args))
+        out = self.engine.request("StartSnapshot", lambda: self.aws.ebs.start_snapshot(**args), paced=False)
         return str(out["SnapshotId"])
 
     def _put(self, snapshot_id: str, index: int, read: BlockReader) -> bytes | None:
@@ -122,34 +117,21 @@ class SnapshotWriter:
             return None
         digest = hashlib.sha256(data).digest()
         checksum = base64.b64encode(digest).decode()
+        fast = self.fast
 
-        pacer, fast = self.pacer, self.fast
+        def put() -> Any:
+            if fast is not None:
+                return fast.put(snapshot_id, index, data, checksum)
+            return self.aws.ebs.put_snapshot_block(
+                SnapshotId=snapshot_id,
+                BlockIndex=index,
+                BlockData=data,
+                DataLength=BLOCK_SIZE,
+                Checksum=checksum,
+                ChecksumAlgorithm="SHA256",
+            )
 
-        def once() -> Any:
-            if pacer is not None:
-                pacer.wait(self.aws.cancel)
-            try:
-                if fast is not None:
-                    return fast.put(snapshot_id, index, data, checksum)
-                return self.aws.ebs.put_snapshot_block(
-                    SnapshotId=snapshot_id,
-                    BlockIndex=index,
-                    BlockData=data,
-                    DataLength=BLOCK_SIZE,
-                    Checksum=checksum,
-                    ChecksumAlgorithm="SHA256",
-                )
-            except Retryable as exc:
-                if exc.throttled and pacer is not None:
-                    pacer.throttled()
-                raise
-            except ClientError as exc:
-                mapped = _not_found_is_retryable(f"PutSnapshotBlock {snapshot_id} block {index}", exc)
-                if isinstance(mapped, Retryable) and mapped.throttled and pacer is not None:
-                    pacer.throttled()
-                raise mapped from None
-
-        self._retry(f"PutSnapshotBlock {snapshot_id} block {index}", once)
+        self.engine.request("PutSnapshotBlock", put, resource=f"{snapshot_id} block {index}")
         return digest
 
     def put_blocks(
@@ -164,42 +146,20 @@ class SnapshotWriter:
         `progress(blocks_done)` is called from the caller's thread, so it may send
         protocol messages (keep-alives). The first block that cannot be put fails it all.
         """
-        source = iter(indexes)
         linear = hashlib.sha256()
         put = skipped = 0
-        last = -1
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ebs-put")
-        pending: deque[tuple[int, Future[bytes | None]]] = deque()
-        cancel = self.aws.cancel
-        try:
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < self.window:
-                    index = next(source, None)
-                    if index is None:
-                        exhausted = True
-                        break
-                    if index <= last:
-                        raise ValueError(f"block indexes must ascend ({index} after {last})")
-                    last = index
-                    pending.append((index, pool.submit(self._put, snapshot_id, index, read)))
-                if not pending:
-                    break
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("restore cancelled while writing blocks")
-                _index, fut = pending.popleft()
-                digest = fut.result()
-                if digest is None:
-                    skipped += 1
-                else:
-                    linear.update(digest)
-                    put += 1
-                if progress is not None:
-                    progress(put + skipped)
-        finally:
-            for _i, fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+        for digest in self.engine.map(
+            _ascending(indexes),
+            lambda index: self._put(snapshot_id, index, read),
+            doing=f"writing the blocks of {snapshot_id}",
+        ):
+            if digest is None:
+                skipped += 1
+            else:
+                linear.update(digest)
+                put += 1
+            if progress is not None:
+                progress(put + skipped)
         return put, skipped, base64.b64encode(linear.digest()).decode()
 
     def complete(self, snapshot_id: str, blocks: int, linear_checksum: str) -> str:
@@ -209,7 +169,12 @@ class SnapshotWriter:
             args.update(
                 Checksum=linear_checksum, ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR"
             )
-        out = self._retry(f"CompleteSnapshot {snapshot_id}", lambda: self.aws.ebs.complete_snapshot(**args))
+        out = self.engine.request(
+            "CompleteSnapshot",
+            lambda: self.aws.ebs.complete_snapshot(**args),
+            resource=snapshot_id,
+            paced=False,
+        )
         return str(out.get("Status", ""))
 
     def upload(

@@ -62,7 +62,7 @@ class BlockRecord:
             raise FormatError(f"record at volume offset {offset} has reserved bits set (corrupt?)")
         try:
             rkind = RecordKind(kind)
-        except ValueError:
+        except ValueError:  # from None: the message has the kind, all the ValueError said
             raise FormatError(f"unknown record kind {kind!r} at volume offset {offset}") from None
         return cls(offset, length, rkind, digest)
 
@@ -133,7 +133,7 @@ class ImageHeader:
                 chain_position=int(doc.get("chain_position", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"block image header is incomplete or invalid: {exc}") from None
+            raise FormatError(f"block image header is incomplete or invalid: {exc}") from exc
 
 
 def block_sha256(data: bytes | memoryview) -> bytes:
@@ -234,7 +234,7 @@ class RecordDecoder:
                 raise FormatError(f"unsupported format version {version} (this reader knows 1)")
             try:
                 self._kind = FileKind(kind)
-            except ValueError:
+            except ValueError:  # from None: the message has the kind, all the ValueError said
                 raise FormatError(f"unknown file kind {kind!r}") from None
             if self._expect is not None and self._kind is not self._expect:
                 raise FormatError(f"expected a {self._expect.name} file, found {self._kind.name}")
@@ -246,7 +246,7 @@ class RecordDecoder:
             try:
                 doc = json.loads(buf)
             except ValueError as exc:
-                raise FormatError(f"header is not valid JSON: {exc}") from None
+                raise FormatError(f"header is not valid JSON: {exc}") from exc
             if not isinstance(doc, dict):
                 raise FormatError("header is not a JSON object")
             self.header = ImageHeader.from_json(self._kind, doc)

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from .. import naming
 from ..aws import Aws
-from ..download import BlockDownloader, read_ahead
+from ..aws.download import BlockDownloader, read_ahead
 from ..formats import config
 from ..formats.blockimage import (
     BLOCK_SIZE,

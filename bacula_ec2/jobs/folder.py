@@ -147,10 +147,10 @@ def open_folder(root: str) -> Folder:
     try:
         with open(marker, "rb") as fh:
             raw = fh.read(1 << 16)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise FolderError(
             f"no bacula-ec2 backup found under {root} (no {MARKER}: bec2 never backed up there)"
-        ) from None
+        ) from exc
     except OSError as exc:
         raise FolderError(f"{marker} cannot be read: {exc}") from exc
     try:
@@ -874,8 +874,8 @@ def check_plan(folder: Folder, plan: RestorePlan) -> None:
         shown = folder.show(item.local)
         try:
             st = os.lstat(item.local)
-        except FileNotFoundError:
-            raise FolderError(f"{shown} is missing ({item.backup.describe()} lists it)") from None
+        except FileNotFoundError as exc:
+            raise FolderError(f"{shown} is missing ({item.backup.describe()} lists it)") from exc
         if not stat.S_ISREG(st.st_mode):
             raise FolderError(f"{shown} is not a regular file (a link?): refusing to restore")
         if st.st_size != item.file.size:
