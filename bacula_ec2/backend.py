@@ -37,11 +37,11 @@ from protocol import (
 from protocol.backup import FileWriter as ProtocolFileWriter
 from protocol.text import has_undecodable, looks_secret, printable, set_message_scrubber
 
-from .aws import Aws, AwsError
+from .aws import AwsError
 from .formats.blockimage import FormatError
 from .jobs import browse
 from .jobs.backup import BackupJob
-from .jobs.context import JobContext, JobError
+from .jobs.context import JobContext, JobError, connect
 from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
 from .jobs.restore_local import RestoreRefused as LocalRestoreRefused
@@ -298,7 +298,7 @@ class Backend:
         s = self.session
         job: BackupJob | None = None
         try:
-            aws = Aws(ctx.params, cancel=ctx.cancel)
+            aws = connect(ctx.params, cancel=ctx.cancel)
             job = BackupJob(ctx, aws)
             stream = s.item_stream()
             sink = ProtocolSink(stream)
@@ -382,7 +382,7 @@ class Backend:
         try:
             stream = s.item_stream()
             count = browse.listing(
-                lambda region: Aws(ctx.params.model_copy(update={"region": region or ctx.params.region})),
+                lambda region: connect(ctx.params, region=region),
                 ctx.params.listing or "/",
                 ProtocolSink(stream),
             )
@@ -398,7 +398,7 @@ class Backend:
         s = self.session
         q = s.query_stream()
         try:
-            rows = browse.query(Aws(ctx.params), ctx.params, (ctx.params.query or "").strip())
+            rows = browse.query(connect(ctx.params), ctx.params, (ctx.params.query or "").strip())
         except EXPECTED_FAILURES as exc:
             rows = [[("error", browse.clean(REDACTOR.scrub(str(exc))))]]
         for row in rows:

@@ -17,11 +17,11 @@ import sys
 import time
 
 from . import __version__
-from .aws import Aws, AwsError
+from .aws import AwsError
 from .formats.blockimage import FormatError
 from .jobs import chain
 from .jobs.backup import BackupJob
-from .jobs.context import JobContext, JobError
+from .jobs.context import JobContext, JobError, connect
 from .jobs.folder import (
     BACKUPS,
     DAMAGED,
@@ -182,7 +182,7 @@ def _estimate(params: Parameters, job: str, reporter: ConsoleReporter) -> int:
     now = time.time()
     ctx = JobContext(params, _unique_name(job, now, os.getpid() % 100), int(now), "F", reporter, "")
     try:
-        BackupJob(ctx, Aws(params, cancel=ctx.cancel)).estimate(_EstimatePrinter())
+        BackupJob(ctx, connect(params, cancel=ctx.cancel)).estimate(_EstimatePrinter())
     except FAILURES as exc:
         reporter.error(str(exc))
         return EXIT_FAILED
@@ -231,7 +231,7 @@ def _backup_locked(
         reporter.info(f"{LEVEL_NAMES[level]} backup against {ref.describe()}")
     backup: BackupJob | None = None
     try:
-        backup = BackupJob(ctx, Aws(params, cancel=ctx.cancel))
+        backup = BackupJob(ctx, connect(params, cancel=ctx.cancel))
         backup.run(bdir)
         bdir.sync()
         backup.commit()

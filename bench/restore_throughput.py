@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bacula_ec2.aws import Aws  # noqa: E402
 from bacula_ec2.aws.upload import BLOCK_SIZE, DEFAULT_RATE, SnapshotWriter, file_reader  # noqa: E402
+from bacula_ec2.jobs.context import connect  # noqa: E402
 from bacula_ec2.params import parse_parameters  # noqa: E402
 from devkit.simulator.fixtures import ACCESS_KEY, SECRET_KEY, start_simulator, stop_simulator  # noqa: E402
 
@@ -57,7 +57,7 @@ def run(endpoint: str, sim, path: str, indexes: list[int], size_gib: int, thread
             ("concurrent_threads", str(threads)),
         ]
     )
-    aws = Aws(params)
+    aws = connect(params)
     sim.client.reset_stats()
     writer = SnapshotWriter(aws, threads, rate=rate)
     cpu0, sim_cpu0 = time.process_time(), _cpu_seconds(sim.process.pid)

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,13 @@ from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from ..params import Parameters
 from ..retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_retry
-from . import errors
+from . import errors, shapes
 from .errors import AwsError as AwsError  # defined in errors.py, imported from here too
 from .errors import classify as classify
+from .model import Instance, Volume
+from .restore_ops import RestoreCalls
+from .settings import AwsSettings
 
 
 @dataclass(frozen=True)
@@ -66,57 +68,59 @@ def verified_block(
     return BlockBody(index, data, digest)
 
 
-def _session(params: Parameters) -> boto3.Session:
-    core = botocore.session.Session(profile=params.profile)
-    if params.credentials_file:
-        core.set_config_variable("credentials_file", params.credentials_file)
-    if params.access_key or params.secret_key:
-        if not (params.access_key and params.secret_key):
+def _session(settings: AwsSettings) -> boto3.Session:
+    core = botocore.session.Session(profile=settings.profile)
+    if settings.credentials_file:
+        core.set_config_variable("credentials_file", settings.credentials_file)
+    if settings.access_key or settings.secret_key:
+        if not (settings.access_key and settings.secret_key):
             raise AwsError(
                 "credentials", "InvalidParameter", "access_key and secret_key must be given together"
             )
         core.set_credentials(
-            params.access_key,
-            params.secret_key.get_secret_value(),
-            params.session_token.get_secret_value() if params.session_token else None,
+            settings.access_key,
+            settings.secret_key.reveal(),
+            settings.session_token.reveal() if settings.session_token else None,
         )
-    if params.role_arn:
-        extra: dict[str, Any] = {"RoleSessionName": params.role_session_name}
-        if params.external_id:
-            extra["ExternalId"] = params.external_id
+    if settings.role_arn:
+        extra: dict[str, Any] = {"RoleSessionName": settings.role_session_name}
+        if settings.external_id:
+            extra["ExternalId"] = settings.external_id
         source = core.get_credentials()
         if source is None:
             raise AwsError("AssumeRole", "NoCredentials", "no source credentials to assume role_arn with")
-        endpoint = params.endpoint_url
+        endpoint = settings.endpoint_url
 
         def sts_client(*args: Any, **kwargs: Any) -> Any:
             """STS goes where the other services go when an endpoint is set (tests, VPC)."""
             if endpoint and not kwargs.get("endpoint_url"):
                 kwargs["endpoint_url"] = endpoint
-            kwargs.setdefault("region_name", params.region)
+            kwargs.setdefault("region_name", settings.region)
             return core.create_client(*args, **kwargs)
 
         fetcher = AssumeRoleCredentialFetcher(
             client_creator=sts_client,
             source_credentials=source,
-            role_arn=params.role_arn,
+            role_arn=settings.role_arn,
             extra_args=extra,
         )
         core._credentials = DeferredRefreshableCredentials(
             method="assume-role", refresh_using=fetcher.fetch_credentials
         )
     try:
-        return boto3.Session(botocore_session=core, region_name=params.region)
+        return boto3.Session(botocore_session=core, region_name=settings.region)
     except ProfileNotFound as exc:
         raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
 
 
-class Aws:
-    """EC2 and EBS direct clients of one region, with the calls the jobs need."""
+class Aws(RestoreCalls):
+    """EC2 and EBS direct clients of one region, with the calls the jobs need (the restore
+    ones come from `restore_ops.RestoreCalls`). Takes and returns the product's own model
+    (`model.py`); EC2's request and response shapes stay in `shapes.py`."""
 
     def __init__(
         self,
-        params: Parameters,
+        settings: AwsSettings,
         *,
         stats: RetryStats | None = None,
         cancel: threading.Event | None = None,
@@ -126,21 +130,25 @@ class Aws:
         self.cancel = cancel
         self.policy = policy or RetryPolicy()
         try:
-            session = _session(params)
+            session = _session(settings)
         except ProfileNotFound as exc:
             raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
         self.credentials = session.get_credentials()  # botocore Credentials, refreshable
-        self.region = params.region or session.region_name
+        self.region = settings.region or session.region_name
         if not self.region:
             raise AwsError(
                 "configuration", "NoRegion", "no region: add region=<name> (e.g. region=eu-west-1)"
             )
-        control = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+        control = Config(
+            retries={"mode": "standard", "max_attempts": settings.control_attempts},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
         data = Config(
             retries={"mode": "standard", "max_attempts": 1},
-            connect_timeout=10,
-            read_timeout=60,
-            max_pool_connections=params.concurrent_threads + 8,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_pool_connections=settings.block_threads + 8,
             tcp_keepalive=True,
         )
         try:
@@ -148,13 +156,13 @@ class Aws:
                 "ec2",
                 region_name=self.region,
                 config=control,
-                endpoint_url=params.ec2_endpoint_url or params.endpoint_url,
+                endpoint_url=settings.ec2_endpoint_url or settings.endpoint_url,
             )
             self.ebs = session.client(
                 "ebs",
                 region_name=self.region,
                 config=data,
-                endpoint_url=params.ebs_endpoint_url or params.endpoint_url,
+                endpoint_url=settings.ebs_endpoint_url or settings.endpoint_url,
             )
         except NoRegionError as exc:
             raise AwsError("configuration", "NoRegion", "no region: add region=<name>") from exc
@@ -201,19 +209,54 @@ class Aws:
 
     # ------------------------------------------------------------------ EC2
     def describe_instances(
-        self, filters: list[dict[str, Any]] | None = None, instance_ids: list[str] | None = None
-    ) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {}
-        if filters:
-            kwargs["Filters"] = filters
-        if instance_ids:
-            kwargs["InstanceIds"] = instance_ids
-        return list(self._pages("DescribeInstances", self.ec2.describe_instances, "Reservations", **kwargs))
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Instance]:
+        """Instances with one of these ids, one of these Name tags, and all of these tags
+        (each given criterion applies; none: every instance). An id that does not exist is
+        simply absent."""
+        found = []
+        if ids:
+            found.append(shapes.match("instance-id", ids))
+        if names:
+            found.append(shapes.match("tag:Name", names))
+        found.extend(shapes.tag_filters(tags or {}))
+        kwargs: dict[str, Any] = {"Filters": found} if found else {}
+        pages = self._pages("DescribeInstances", self.ec2.describe_instances, "Reservations", **kwargs)
+        return [shapes.instance(d) for d in pages]
 
-    def describe_volumes_filtered(self, volume_ids: list[str]) -> list[dict[str, Any]]:
+    def describe_instance(self, instance_id: str) -> Instance:
+        """One instance by id; AwsError (InvalidInstanceID.NotFound) if there is none."""
+        found = self._instances_by_id(instance_id)
+        if not found:
+            raise AwsError("DescribeInstances", "InvalidInstanceID.NotFound", f"no instance {instance_id}")
+        return found[0]
+
+    def instance_state(self, instance_id: str) -> str:
+        """pending, running, stopping, stopped, ...; `terminated` once EC2 no longer lists it."""
+        found = self._instances_by_id(instance_id)
+        return found[0].state if found else "terminated"
+
+    def _instances_by_id(self, instance_id: str) -> list[Instance]:
+        pages = self._pages(
+            "DescribeInstances", self.ec2.describe_instances, "Reservations", InstanceIds=[instance_id]
+        )
+        return [shapes.instance(d) for d in pages]
+
+    def describe_volumes_filtered(self, volume_ids: Sequence[str]) -> list[Volume]:
         """Like describe_volumes, but ids that do not exist are simply absent (no error)."""
-        filters = [{"Name": "volume-id", "Values": volume_ids}]
-        return list(self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters))
+        filters = [shapes.match("volume-id", volume_ids)]
+        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters)
+        return [shapes.volume(d) for d in pages]
+
+    def tagged_volumes(self, key: str, value: str) -> list[Volume]:
+        """Volumes tagged `key=value`."""
+        filters = shapes.tag_filters({key: value})
+        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters)
+        return [shapes.volume(d) for d in pages]
 
     def create_snapshot(self, volume_id: str, tags: dict[str, str], description: str) -> dict[str, Any]:
         """One volume on its own. Not retried blindly, like CreateSnapshots."""
@@ -232,15 +275,24 @@ class Aws:
         out = self._call("DescribeRegions", lambda: self.ec2.describe_regions())
         return sorted(str(r["RegionName"]) for r in out.get("Regions", []))
 
-    def describe_all_volumes(self) -> list[dict[str, Any]]:
-        return list(self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes"))
+    def describe_all_volumes(self) -> list[Volume]:
+        return [
+            shapes.volume(d) for d in self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes")
+        ]
 
-    def describe_volumes(self, volume_ids: list[str]) -> list[dict[str, Any]]:
+    def describe_volumes(self, volume_ids: Sequence[str]) -> list[Volume]:
+        """Volumes by id (AwsError if one does not exist)."""
         if not volume_ids:
             return []
-        return list(
-            self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", VolumeIds=volume_ids)
+        pages = self._pages(
+            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", VolumeIds=list(volume_ids)
         )
+        return [shapes.volume(d) for d in pages]
+
+    def volume_state(self, volume_id: str) -> str:
+        """creating, available, in-use, error, ...; `deleted` once EC2 no longer lists it."""
+        vols = self.describe_volumes([volume_id])
+        return (vols[0].state or "") if vols else "deleted"
 
     def instance_user_data(self, instance_id: str) -> str | None:
         out = self._call(

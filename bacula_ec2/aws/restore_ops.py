@@ -1,5 +1,6 @@
-"""EC2 control-plane calls a restore into AWS needs: volumes, attachments, images,
-instances, and deleting what a failed restore created.
+"""The EC2 control-plane calls a restore into AWS needs: volumes, attachments, images,
+instances, and deleting what a failed restore created. Part of the `Aws` facade
+(`client.Aws` mixes `RestoreCalls` in): callers write `aws.create_volume(spec)`.
 
 Creating calls carry a ClientToken where EC2 has one (CreateVolume, RunInstances), so a
 retried request cannot create a second resource. Waiters poll with a growing interval and
@@ -8,33 +9,30 @@ stop on the job's cancel event.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..retry import Cancelled
-from .client import Aws, AwsError, tag_list
+from . import shapes
+from .errors import AwsError
+from .model import ImageSpec, LaunchSpec, VolumeSpec
 
 
-def _spec(resource: str, tags: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"ResourceType": resource, "Tags": tag_list(tags)}] if tags else []
+class _Connected(Protocol):
+    """What the restore calls use of `client.Aws`."""
+
+    ec2: Any
+    cancel: threading.Event | None
+
+    def _call(self, operation: str, fn: Callable[[], Any], retry: bool = True) -> Any: ...
+    def volume_state(self, volume_id: str) -> str: ...
+    def instance_state(self, instance_id: str) -> str: ...
 
 
-def availability_zones(aws: Aws) -> list[str]:
-    out = aws._call("DescribeAvailabilityZones", lambda: aws.ec2.describe_availability_zones())
-    zones = [z for z in out.get("AvailabilityZones", []) if z.get("State", "available") == "available"]
-    return sorted(str(z["ZoneName"]) for z in zones)
-
-
-def describe_instance(aws: Aws, instance_id: str) -> dict[str, Any]:
-    found = aws.describe_instances(instance_ids=[instance_id])
-    if not found:
-        raise AwsError("DescribeInstances", "InvalidInstanceID.NotFound", f"no instance {instance_id}")
-    return found[0]
-
-
-def wait_for(
-    aws: Aws,
+def _wait_for(
+    cancel: threading.Event | None,
     what: str,
     check: Callable[[], bool],
     timeout: float,
@@ -46,170 +44,108 @@ def wait_for(
     while not check():
         if time.monotonic() > deadline:
             raise AwsError(what, "Timeout", f"still not done after {timeout:.0f} s")
-        if aws.cancel is not None:
-            if aws.cancel.wait(interval):
+        if cancel is not None:
+            if cancel.wait(interval):
                 raise Cancelled(f"cancelled while waiting: {what}")
         else:
             time.sleep(interval)
         interval = min(max_interval, interval * 1.5)
 
 
-# ---------------------------------------------------------------------- volumes
-def create_volume(
-    aws: Aws,
-    *,
-    snapshot_id: str,
-    zone: str,
-    volume_type: str | None,
-    iops: int | None,
-    throughput: int | None,
-    kms_key: str | None,
-    tags: dict[str, str],
-    client_token: str,
-) -> str:
-    args: dict[str, Any] = {
-        "SnapshotId": snapshot_id,
-        "AvailabilityZone": zone,
-        "ClientToken": client_token,
-        "TagSpecifications": _spec("volume", tags),
-    }
-    if volume_type:
-        args["VolumeType"] = volume_type
-    if iops is not None:
-        args["Iops"] = iops
-    if throughput is not None:
-        args["Throughput"] = throughput
-    if kms_key:
-        args.update(Encrypted=True, KmsKeyId=kms_key)
-    out = aws._call("CreateVolume", lambda: aws.ec2.create_volume(**args))
-    return str(out["VolumeId"])
+class RestoreCalls:
+    """CreateVolume, AttachVolume, RegisterImage, RunInstances and their clean-up."""
 
+    def availability_zones(self: _Connected) -> list[str]:
+        """The region's zones that are available, sorted."""
+        out = self._call("DescribeAvailabilityZones", lambda: self.ec2.describe_availability_zones())
+        zones = [z for z in out.get("AvailabilityZones", []) if z.get("State", "available") == "available"]
+        return sorted(str(z["ZoneName"]) for z in zones)
 
-def volume_state(aws: Aws, volume_id: str) -> str:
-    vols = aws.describe_volumes([volume_id])
-    return str(vols[0].get("State", "")) if vols else "deleted"
+    # ------------------------------------------------------------------ volumes
+    def create_volume(self: _Connected, spec: VolumeSpec) -> str:
+        """A new volume from a snapshot; its id."""
+        args = shapes.create_volume_request(spec)
+        out = self._call("CreateVolume", lambda: self.ec2.create_volume(**args))
+        return str(out["VolumeId"])
 
+    def wait_volume(self: _Connected, volume_id: str, state: str, timeout: float) -> None:
+        """Until the volume is in `state`; AwsError if it goes to `error` or on timeout."""
 
-def wait_volume(aws: Aws, volume_id: str, state: str, timeout: float) -> None:
-    def check() -> bool:
-        now = volume_state(aws, volume_id)
-        if now == "error":
-            raise AwsError("CreateVolume", "VolumeError", f"volume {volume_id} is in state error")
-        return now == state
+        def check() -> bool:
+            now = self.volume_state(volume_id)
+            if now == "error":
+                raise AwsError("CreateVolume", "VolumeError", f"volume {volume_id} is in state error")
+            return now == state
 
-    wait_for(aws, f"volume {volume_id} {state}", check, timeout)
+        _wait_for(self.cancel, f"volume {volume_id} {state}", check, timeout)
 
-
-def attach_volume(aws: Aws, volume_id: str, instance_id: str, device: str) -> None:
-    aws._call(
-        "AttachVolume",
-        lambda: aws.ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device),
-        retry=False,
-    )
-
-
-def delete_volume(aws: Aws, volume_id: str) -> None:
-    try:
-        aws._call("DeleteVolume", lambda: aws.ec2.delete_volume(VolumeId=volume_id))
-    except AwsError as exc:
-        if exc.code != "InvalidVolume.NotFound":
-            raise
-
-
-def detach_volume(aws: Aws, volume_id: str) -> None:
-    try:
-        aws._call("DetachVolume", lambda: aws.ec2.detach_volume(VolumeId=volume_id, Force=True))
-    except AwsError as exc:
-        if exc.code not in ("InvalidVolume.NotFound", "IncorrectState", "InvalidAttachment.NotFound"):
-            raise
-
-
-def tagged_volumes(aws: Aws, key: str, value: str) -> list[dict[str, Any]]:
-    return list(
-        aws._pages(
-            "DescribeVolumes",
-            aws.ec2.describe_volumes,
-            "Volumes",
-            Filters=[{"Name": f"tag:{key}", "Values": [value]}],
+    def attach_volume(self: _Connected, volume_id: str, instance_id: str, device: str) -> None:
+        self._call(
+            "AttachVolume",
+            lambda: self.ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device),
+            retry=False,
         )
-    )
 
+    def delete_volume(self: _Connected, volume_id: str) -> None:
+        """Delete a volume; one that is already gone is fine."""
+        try:
+            self._call("DeleteVolume", lambda: self.ec2.delete_volume(VolumeId=volume_id))
+        except AwsError as exc:
+            if exc.code != "InvalidVolume.NotFound":
+                raise
 
-# ---------------------------------------------------------------------- images
-def register_image(
-    aws: Aws,
-    *,
-    name: str,
-    description: str,
-    root_device: str,
-    mappings: list[dict[str, Any]],
-    architecture: str | None,
-    virtualization_type: str | None,
-    ena_support: bool | None,
-    boot_mode: str | None,
-    tags: dict[str, str],
-) -> str:
-    args: dict[str, Any] = {
-        "Name": name,
-        "Description": description,
-        "RootDeviceName": root_device,
-        "BlockDeviceMappings": mappings,
-        "TagSpecifications": _spec("image", tags),
-    }
-    if architecture:
-        args["Architecture"] = architecture
-    if virtualization_type:
-        args["VirtualizationType"] = virtualization_type
-    if ena_support is not None:
-        args["EnaSupport"] = ena_support
-    if boot_mode in ("legacy-bios", "uefi", "uefi-preferred"):
-        args["BootMode"] = boot_mode
-    # Not retried blindly: a second RegisterImage would fail on the (unique) name anyway.
-    out = aws._call("RegisterImage", lambda: aws.ec2.register_image(**args), retry=False)
-    return str(out["ImageId"])
+    def detach_volume(self: _Connected, volume_id: str) -> None:
+        """Force-detach a volume; one that is gone or not attached is fine."""
+        try:
+            self._call("DetachVolume", lambda: self.ec2.detach_volume(VolumeId=volume_id, Force=True))
+        except AwsError as exc:
+            if exc.code not in ("InvalidVolume.NotFound", "IncorrectState", "InvalidAttachment.NotFound"):
+                raise
 
+    # ------------------------------------------------------------------ images
+    def register_image(self: _Connected, spec: ImageSpec) -> str:
+        """A new image from snapshots; its id."""
+        args = shapes.register_image_request(spec)
+        # Not retried blindly: a second RegisterImage would fail on the (unique) name anyway.
+        out = self._call("RegisterImage", lambda: self.ec2.register_image(**args), retry=False)
+        return str(out["ImageId"])
 
-def deregister_image(aws: Aws, image_id: str) -> None:
-    try:
-        aws._call("DeregisterImage", lambda: aws.ec2.deregister_image(ImageId=image_id))
-    except AwsError as exc:
-        if exc.code not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
-            raise
+    def deregister_image(self: _Connected, image_id: str) -> None:
+        """Deregister an image; one that is already gone is fine."""
+        try:
+            self._call("DeregisterImage", lambda: self.ec2.deregister_image(ImageId=image_id))
+        except AwsError as exc:
+            if exc.code not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                raise
 
+    # ------------------------------------------------------------------ instances
+    def run_instance(self: _Connected, spec: LaunchSpec) -> str:
+        """RunInstances for one instance (idempotent through its ClientToken); its id."""
+        args = shapes.run_instances_request(spec)
+        out = self._call("RunInstances", lambda: self.ec2.run_instances(**args))
+        return str(out["Instances"][0]["InstanceId"])
 
-# ---------------------------------------------------------------------- instances
-def run_instance(aws: Aws, args: dict[str, Any]) -> str:
-    """RunInstances for one instance; `args` must carry a ClientToken (idempotent retries)."""
-    call = dict(args, MinCount=1, MaxCount=1)
-    out = aws._call("RunInstances", lambda: aws.ec2.run_instances(**call))
-    return str(out["Instances"][0]["InstanceId"])
+    def wait_instance(self: _Connected, instance_id: str, states: tuple[str, ...], timeout: float) -> str:
+        """Until the instance is in one of `states`; the state it reached. AwsError if it
+        terminates unexpectedly or on timeout."""
+        seen: list[str] = []
 
+        def check() -> bool:
+            seen.append(self.instance_state(instance_id))
+            if seen[-1] == "terminated" and "terminated" not in states:
+                raise AwsError("RunInstances", "InstanceTerminated", f"instance {instance_id} terminated")
+            return seen[-1] in states
 
-def instance_state(aws: Aws, instance_id: str) -> str:
-    found = aws.describe_instances(instance_ids=[instance_id])
-    return str(found[0].get("State", {}).get("Name", "")) if found else "terminated"
+        _wait_for(self.cancel, f"instance {instance_id} {'/'.join(states)}", check, timeout)
+        return seen[-1]
 
+    def stop_instance(self: _Connected, instance_id: str) -> None:
+        self._call("StopInstances", lambda: self.ec2.stop_instances(InstanceIds=[instance_id]))
 
-def wait_instance(aws: Aws, instance_id: str, states: tuple[str, ...], timeout: float) -> str:
-    seen: list[str] = []
-
-    def check() -> bool:
-        seen.append(instance_state(aws, instance_id))
-        if seen[-1] == "terminated" and "terminated" not in states:
-            raise AwsError("RunInstances", "InstanceTerminated", f"instance {instance_id} terminated")
-        return seen[-1] in states
-
-    wait_for(aws, f"instance {instance_id} {'/'.join(states)}", check, timeout)
-    return seen[-1]
-
-
-def stop_instance(aws: Aws, instance_id: str) -> None:
-    aws._call("StopInstances", lambda: aws.ec2.stop_instances(InstanceIds=[instance_id]))
-
-
-def terminate_instance(aws: Aws, instance_id: str) -> None:
-    try:
-        aws._call("TerminateInstances", lambda: aws.ec2.terminate_instances(InstanceIds=[instance_id]))
-    except AwsError as exc:
-        if exc.code != "InvalidInstanceID.NotFound":
-            raise
+    def terminate_instance(self: _Connected, instance_id: str) -> None:
+        """Terminate an instance; one that is already gone is fine."""
+        try:
+            self._call("TerminateInstances", lambda: self.ec2.terminate_instances(InstanceIds=[instance_id]))
+        except AwsError as exc:
+            if exc.code != "InvalidInstanceID.NotFound":
+                raise

@@ -1,14 +1,20 @@
 """Instance and volume configuration documents (`i-X.json`, `vol-Y-<dev>-<N>G.json`).
 
-Built from the EC2 Describe* answers; they are what a restore to a new instance or volume
-needs to recreate the original. Plain JSON, stable key order, ISO 8601 times.
+Built from the EC2 Describe* answers (`Instance.raw`, `Volume.raw`: EC2's description as it
+came, so the document records the original whole); they are what a restore to a new
+instance or volume needs to recreate the original. Plain JSON, stable key order, ISO 8601
+times. `instance_of` and `volume_of` read a document's description back into the model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import Any
+
+from ..aws import shapes
+from ..aws.model import Instance, Volume
 
 CONFIG_VERSION = 1
 
@@ -87,7 +93,7 @@ def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
 
 
 def instance_document(
-    instance: dict[str, Any],
+    instance: Instance,
     *,
     region: str,
     user_data: str | None,
@@ -98,8 +104,8 @@ def instance_document(
         "kind": "bacula-ec2 instance",
         "version": CONFIG_VERSION,
         "region": region,
-        "instance_id": instance["InstanceId"],
-        "name": tag_dict(instance.get("Tags")).get("Name"),
+        "instance_id": instance.instance_id,
+        "name": instance.name,
         "backup": job,
         "snapshots": [
             {
@@ -110,12 +116,12 @@ def instance_document(
             for s in snapshots
         ],
         "user_data": user_data,
-        "instance": {k: _plain(instance[k]) for k in _INSTANCE_KEYS if k in instance},
+        "instance": _section(instance.raw, _INSTANCE_KEYS),
     }
 
 
 def volume_document(
-    volume: dict[str, Any],
+    volume: Volume,
     *,
     region: str,
     instance_id: str | None,
@@ -129,16 +135,32 @@ def volume_document(
         "kind": "bacula-ec2 volume",
         "version": CONFIG_VERSION,
         "region": region,
-        "volume_id": volume["VolumeId"],
+        "volume_id": volume.volume_id,
         "instance_id": instance_id,
         "device": device,
-        "size_gib": volume.get("Size"),
+        "size_gib": volume.size_gib,
         "level": level,
         "snapshot_id": snapshot["SnapshotId"] if snapshot else None,
         "base_snapshot_id": base_snapshot_id,
         "backup": job,
-        "volume": {k: _plain(volume[k]) for k in _VOLUME_KEYS if k in volume},
+        "volume": _section(volume.raw, _VOLUME_KEYS),
     }
+
+
+def _section(description: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: _plain(description[k]) for k in keys if k in description}
+
+
+def instance_of(doc: Mapping[str, Any]) -> Instance:
+    """The original instance as an instance document recorded it."""
+    section = doc.get("instance")
+    return shapes.instance(section if isinstance(section, Mapping) else {})
+
+
+def volume_of(doc: Mapping[str, Any]) -> Volume:
+    """The original volume as a volume document recorded it (an empty one if none)."""
+    section = doc.get("volume")
+    return shapes.volume(section if isinstance(section, Mapping) else {})
 
 
 def encode(doc: dict[str, Any]) -> bytes:

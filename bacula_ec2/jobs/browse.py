@@ -22,8 +22,8 @@ QUERIES = ("regions", "instances", "volumes", "snapshots")
 GIB = 1 << 30
 
 
-def _epoch(value: Any) -> int:
-    return int(value.timestamp()) if isinstance(value, dt.datetime) else 0
+def _epoch(value: dt.datetime | None) -> int:
+    return int(value.timestamp()) if value is not None else 0
 
 
 def clean(value: object) -> str:
@@ -43,23 +43,23 @@ def listing(aws_for: Callable[[str | None], Aws], path: str, sink: BackupSink) -
         return len(regions)
     aws = aws_for(parts[0])
     if len(parts) == 1:
-        instances = sorted(aws.describe_instances(), key=lambda i: str(i["InstanceId"]))
+        instances = sorted(aws.describe_instances(), key=lambda i: i.instance_id)
         for inst in instances:
-            sink.directory(f"{inst['InstanceId']}/", _epoch(inst.get("LaunchTime")))
+            sink.directory(f"{inst.instance_id}/", _epoch(inst.launch_time))
         return len(instances)
-    found = aws.describe_instances(filters=[{"Name": "instance-id", "Values": [parts[1]]}])
+    found = aws.describe_instances(ids=[parts[1]])
     if not found:
         raise JobError(f"instance {parts[1]} not found in region {parts[0]}")
-    mappings = [m for m in found[0].get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("VolumeId")]
-    volumes = {v["VolumeId"]: v for v in aws.describe_volumes([m["Ebs"]["VolumeId"] for m in mappings])}
+    devices = found[0].ebs_devices
+    volumes = {v.volume_id: v for v in aws.describe_volumes([str(d.volume_id) for d in devices])}
     count = 0
-    for m in sorted(mappings, key=lambda m: str(m["DeviceName"])):
-        vol = volumes.get(m["Ebs"]["VolumeId"])
+    for d in devices:
+        vol = volumes.get(str(d.volume_id))
         if vol is None:
             continue
-        dev = naming.device_short_name(m["DeviceName"])
-        name = f"{vol['VolumeId']}-{dev}-{vol['Size']}G"
-        sink.file(FileInfo(name, int(vol["Size"]) * GIB, _epoch(vol.get("CreateTime"))), b"")
+        dev = naming.device_short_name(d.device_name)
+        name = f"{vol.volume_id}-{dev}-{vol.size_gib}G"
+        sink.file(FileInfo(name, vol.size_gib * GIB, _epoch(vol.create_time)), b"")
         count += 1
     return count
 
@@ -74,30 +74,30 @@ def query(aws: Aws, params: Any, what: str) -> list[list[tuple[str, str]]]:
         else:
             instances = aws.describe_instances()
         rows = []
-        for inst in sorted(instances, key=lambda i: str(i["InstanceId"])):
+        for inst in sorted(instances, key=lambda i: i.instance_id):
             rows.append(
                 [
-                    ("instance", inst["InstanceId"]),
-                    ("name", clean(tag_dict(inst.get("Tags")).get("Name", ""))),
-                    ("state", inst.get("State", {}).get("Name", "")),
-                    ("type", inst.get("InstanceType", "")),
-                    ("az", inst.get("Placement", {}).get("AvailabilityZone", "")),
-                    ("volumes", str(len(inst.get("BlockDeviceMappings", [])))),
+                    ("instance", inst.instance_id),
+                    ("name", clean(inst.name or "")),
+                    ("state", inst.state),
+                    ("type", inst.instance_type or ""),
+                    ("az", inst.availability_zone or ""),
+                    ("volumes", str(len(inst.block_devices))),
                 ]
             )
         return rows
     if what == "volumes":
         rows = []
-        for vol in sorted(aws.describe_all_volumes(), key=lambda v: str(v["VolumeId"])):
-            att = (vol.get("Attachments") or [{}])[0]
+        for vol in sorted(aws.describe_all_volumes(), key=lambda v: v.volume_id):
+            att = vol.attachment
             rows.append(
                 [
-                    ("volume", vol["VolumeId"]),
-                    ("instance", att.get("InstanceId", "")),
-                    ("device", att.get("Device", "")),
-                    ("size_gib", str(vol.get("Size", ""))),
-                    ("type", vol.get("VolumeType", "")),
-                    ("encrypted", "yes" if vol.get("Encrypted") else "no"),
+                    ("volume", vol.volume_id),
+                    ("instance", att.instance_id or ""),
+                    ("device", att.device or ""),
+                    ("size_gib", str(vol.size_gib)),
+                    ("type", vol.volume_type or ""),
+                    ("encrypted", "yes" if vol.encrypted else "no"),
                 ]
             )
         return rows

@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..aws import Aws
+from ..aws.settings import AwsSettings, Secret
 from ..params import Parameters
 
 
@@ -40,3 +42,28 @@ class JobContext:
     @property
     def job_info(self) -> dict[str, object]:
         return {"job_name": self.job_name, "job_id": self.job_id, "level": self.level}
+
+
+def aws_settings(params: Parameters, region: str | None = None) -> AwsSettings:
+    """What `aws/` needs of the parameters: credentials, region (`region` overrides
+    `region=`), endpoints, and how many block requests run at once."""
+    return AwsSettings(
+        access_key=params.access_key,
+        secret_key=Secret(params.secret_key.get_secret_value()) if params.secret_key else None,
+        session_token=Secret(params.session_token.get_secret_value()) if params.session_token else None,
+        profile=params.profile,
+        credentials_file=params.credentials_file,
+        role_arn=params.role_arn,
+        external_id=params.external_id,
+        role_session_name=params.role_session_name,
+        region=region or params.region,
+        endpoint_url=params.endpoint_url,
+        ec2_endpoint_url=params.ec2_endpoint_url,
+        ebs_endpoint_url=params.ebs_endpoint_url,
+        block_threads=params.concurrent_threads,
+    )
+
+
+def connect(params: Parameters, *, region: str | None = None, cancel: threading.Event | None = None) -> Aws:
+    """The AWS clients of one region (`region` None: the parameters' region)."""
+    return Aws(aws_settings(params, region), cancel=cancel)

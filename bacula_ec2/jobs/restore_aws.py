@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..aws import Aws, AwsError
-from ..aws import restore_ops as ops
-from ..aws.client import tag_list
+from ..aws.model import ImageDevice, ImageSpec, Instance, LaunchSpec, Volume, VolumeSpec
 from ..aws.upload import SnapshotWriter, file_reader
+from ..formats import config
 from ..formats.blockimage import ImageHeader
-from ..formats.config import tag_dict
 from ..retry import Cancelled, RetriesExhausted
-from .context import JobContext
+from .context import JobContext, connect
 from .restore_local import LocalRestore, Part, RestoreRefused, VolumeImage
 
 GIB = 1 << 30
@@ -90,9 +89,9 @@ class VolumePlan:
         return self.doc.get("device") or self.header.device
 
     @property
-    def volume(self) -> dict[str, Any]:
-        vol = self.doc.get("volume")
-        return vol if isinstance(vol, dict) else {}
+    def volume(self) -> Volume:
+        """The original volume, as its document recorded it (empty without a document)."""
+        return config.volume_of(self.doc)
 
 
 @dataclass
@@ -161,10 +160,7 @@ class AwsRestore:
 
     # ------------------------------------------------------------------ AWS
     def _default_aws(self, region: str | None) -> Aws:
-        params = self.params
-        if region and region != params.region:
-            params = params.model_copy(update={"region": region})
-        return Aws(params, cancel=self.ctx.cancel)
+        return connect(self.params, region=region, cancel=self.ctx.cancel)
 
     def aws(self, region: str | None) -> Aws:
         key = region or ""
@@ -267,7 +263,7 @@ class AwsRestore:
             doc = self._instance_doc(iid)
             if doc is None:
                 raise RestoreRefused(f"restore_as=instance needs {iid}.json in the restore: select it too")
-            root = doc.get("instance", {}).get("RootDeviceName")
+            root = config.instance_of(doc).root_device_name
             if root not in {plan.device for plan in plans}:
                 raise RestoreRefused(
                     f"restore_as=instance: the root volume ({root}) of {iid} is not in the restore "
@@ -284,8 +280,7 @@ class AwsRestore:
                     f"({', '.join(pl.source_id for pl in plans)}): mark only one volume's files"
                 )
             aws = self.aws(self._target_region(plans[0]))
-            inst = ops.describe_instance(aws, p.restore_attach_instance)
-            zone = str(inst.get("Placement", {}).get("AvailabilityZone", ""))
+            zone = aws.describe_instance(p.restore_attach_instance).availability_zone or ""
             if p.restore_availability_zone and p.restore_availability_zone != zone:
                 raise RestoreRefused(
                     f"instance {p.restore_attach_instance} is in {zone}, not in "
@@ -325,8 +320,8 @@ class AwsRestore:
         aws = self.aws(region)
         vol = plan.volume
         same_region = region == plan.region
-        encrypted = bool(vol.get("Encrypted")) or bool(p.restore_kms_key)
-        kms = p.restore_kms_key or (vol.get("KmsKeyId") if same_region and vol.get("Encrypted") else None)
+        encrypted = vol.encrypted or bool(p.restore_kms_key)
+        kms = p.restore_kms_key or (vol.kms_key_id if same_region and vol.encrypted else None)
         writer = SnapshotWriter(aws, p.concurrent_threads)
         sid = writer.start(
             plan.size_gib,
@@ -375,9 +370,9 @@ class AwsRestore:
             vtype: str | None = p.restore_volume_type
             iops, throughput = p.restore_iops, p.restore_throughput
         else:
-            vtype = vol.get("VolumeType")
-            iops = p.restore_iops or (vol.get("Iops") if vtype in IOPS_TYPES else None)
-            throughput = p.restore_throughput or (vol.get("Throughput") if vtype == "gp3" else None)
+            vtype = vol.volume_type
+            iops = p.restore_iops or (vol.iops if vtype in IOPS_TYPES else None)
+            throughput = p.restore_throughput or (vol.throughput if vtype == "gp3" else None)
         return vtype, iops, throughput
 
     def _resource_tags(self, source_id: str, original: dict[str, str]) -> dict[str, str]:
@@ -393,10 +388,10 @@ class AwsRestore:
             return self.params.restore_availability_zone
         if attach_zone:
             return attach_zone
-        original = plan.volume.get("AvailabilityZone")
+        original = plan.volume.availability_zone
         if original and aws.region == plan.region:
-            return str(original)
-        zones = ops.availability_zones(aws)
+            return original
+        zones = aws.availability_zones()
         if not zones:
             raise RestoreRefused(f"no availability zone is available in {aws.region}")
         return zones[0]
@@ -408,24 +403,25 @@ class AwsRestore:
             aws = self.aws(self._target_region(plan))
             vtype, iops, throughput = self._volume_shape(plan)
             zone = self._zone(aws, plan, attach_zone)
-            vid = ops.create_volume(
-                aws,
-                snapshot_id=plan.snapshot_id,
-                zone=zone,
-                volume_type=vtype,
-                iops=iops,
-                throughput=throughput,
-                kms_key=None,  # the snapshot carries the encryption
-                tags=self._resource_tags(plan.source_id, tag_dict(plan.volume.get("Tags"))),
-                client_token=_token(self.ctx.job_name, str(self.ctx.job_id), "volume", plan.source_id),
+            vid = aws.create_volume(
+                VolumeSpec(
+                    snapshot_id=plan.snapshot_id,
+                    zone=zone,
+                    client_token=_token(self.ctx.job_name, str(self.ctx.job_id), "volume", plan.source_id),
+                    volume_type=vtype,
+                    iops=iops,
+                    throughput=throughput,
+                    kms_key=None,  # the snapshot carries the encryption
+                    tags=self._resource_tags(plan.source_id, plan.volume.tags),
+                )
             )
             self.ledger.volumes.append((aws, vid))
             plan.volume_id = vid
-            ops.wait_volume(aws, vid, "available", timeout)
+            aws.wait_volume(vid, "available", timeout)
             line = f"volume {vid} in {zone} (from {plan.source_id})"
             if p.restore_attach_instance and p.restore_attach_device:
-                ops.attach_volume(aws, vid, p.restore_attach_instance, p.restore_attach_device)
-                ops.wait_volume(aws, vid, "in-use", timeout)
+                aws.attach_volume(vid, p.restore_attach_instance, p.restore_attach_device)
+                aws.wait_volume(vid, "in-use", timeout)
                 line += f", attached to {p.restore_attach_instance} as {p.restore_attach_device}"
             self.ctx.reporter.info(f"created {line}")
             self.results.append(line)
@@ -436,29 +432,29 @@ class AwsRestore:
         p = self.params
         iid = plans[0].instance_id
         doc = self._instance_doc(iid) or {}
-        inst: dict[str, Any] = doc.get("instance", {})
+        inst = config.instance_of(doc)
         region = self._target_region(plans[0])
         aws = self.aws(region)
         same_region = region == (doc.get("region") or plans[0].region)
-        original_ebs = {m.get("DeviceName"): m.get("Ebs", {}) for m in inst.get("BlockDeviceMappings", [])}
-        mappings = []
+        original = {b.device_name: b for b in inst.block_devices}
+        devices = []
         for plan in plans:
             vtype, iops, throughput = self._volume_shape(plan)
-            ebs: dict[str, Any] = {
-                "SnapshotId": plan.snapshot_id,
-                "VolumeSize": plan.size_gib,
-                "DeleteOnTermination": bool(
-                    original_ebs.get(plan.device, {}).get("DeleteOnTermination", True)
-                ),
-            }
-            if vtype:
-                ebs["VolumeType"] = vtype
-            if iops is not None:
-                ebs["Iops"] = iops
-            if throughput is not None:
-                ebs["Throughput"] = throughput
-            mappings.append({"DeviceName": plan.device, "Ebs": ebs})
-        missing = sorted(set(original_ebs) - {pl.device for pl in plans})
+            was = original.get(plan.device or "")
+            devices.append(
+                ImageDevice(
+                    device_name=plan.device,
+                    snapshot_id=plan.snapshot_id,
+                    size_gib=plan.size_gib,
+                    delete_on_termination=was is None
+                    or was.delete_on_termination is None
+                    or was.delete_on_termination,
+                    volume_type=vtype,
+                    iops=iops,
+                    throughput=throughput,
+                )
+            )
+        missing = sorted(set(original) - {pl.device for pl in plans})
         if missing:
             self.ctx.reporter.warning(
                 f"instance {iid}: device(s) {', '.join(str(m) for m in missing)} were not in the backup "
@@ -468,97 +464,77 @@ class AwsRestore:
         temp_tags = {TAG_FROM: iid, TAG_JOB: self.ctx.job_name, **p.restore_tags}
         if not p.keep_restore_snapshots:
             temp_tags[TAG_TEMPORARY] = "yes"
-        image_id = ops.register_image(
-            aws,
-            name=f"bacula-ec2-restore-{iid}-{self.ctx.job_id}-{stamp}",
-            description=f"bacula-ec2 restore of {iid} by {self.ctx.job_name}",
-            root_device=str(inst.get("RootDeviceName")),
-            mappings=mappings,
-            architecture=inst.get("Architecture"),
-            virtualization_type=inst.get("VirtualizationType"),
-            ena_support=inst.get("EnaSupport"),
-            boot_mode=inst.get("BootMode"),
-            tags=temp_tags,
+        image_id = aws.register_image(
+            ImageSpec(
+                name=f"bacula-ec2-restore-{iid}-{self.ctx.job_id}-{stamp}",
+                description=f"bacula-ec2 restore of {iid} by {self.ctx.job_name}",
+                root_device_name=str(inst.root_device_name),
+                devices=tuple(devices),
+                architecture=inst.architecture,
+                virtualization_type=inst.virtualization_type,
+                ena_support=inst.ena_support,
+                boot_mode=inst.boot_mode,
+                tags=temp_tags,
+            )
         )
         self.ledger.images.append((aws, image_id))
-        args = self._run_args(doc, inst, image_id, same_region)
-        new_id = ops.run_instance(aws, args)
+        new_id = aws.run_instance(self._launch_spec(doc, inst, image_id, same_region))
         self.ledger.instances.append((aws, new_id))
         timeout = float(p.snapshot_timeout)
-        ops.wait_instance(aws, new_id, ("running",), timeout)
+        aws.wait_instance(new_id, ("running",), timeout)
         state = "running"
         if not p.restore_start:
-            ops.stop_instance(aws, new_id)
-            state = ops.wait_instance(aws, new_id, ("stopped",), timeout)
-        found = ops.describe_instance(aws, new_id)
-        zone = found.get("Placement", {}).get("AvailabilityZone")
-        vols = [
-            f"{m.get('DeviceName')}={m.get('Ebs', {}).get('VolumeId')}"
-            for m in found.get("BlockDeviceMappings", [])
-        ]
+            aws.stop_instance(new_id)
+            state = aws.wait_instance(new_id, ("stopped",), timeout)
+        found = aws.describe_instance(new_id)
+        vols = [f"{b.device_name}={b.volume_id}" for b in found.block_devices]
         line = (
-            f"instance {new_id} ({found.get('InstanceType')}, {zone}, {state}; volumes {', '.join(vols)}) "
-            f"from {iid}"
+            f"instance {new_id} ({found.instance_type}, {found.availability_zone}, {state}; "
+            f"volumes {', '.join(vols)}) from {iid}"
         )
         self.ctx.reporter.info(f"created {line}")
         self.results.append(line)
         if p.keep_restore_snapshots:
             self.results.append(f"image {image_id} kept")
         else:
-            ops.deregister_image(aws, image_id)
+            aws.deregister_image(image_id)
             self.ledger.images.remove((aws, image_id))
         self._drop_temporary_snapshots()
 
-    def _run_args(
-        self, doc: dict[str, Any], inst: dict[str, Any], image_id: str, same_region: bool
-    ) -> dict[str, Any]:
+    def _launch_spec(
+        self, doc: dict[str, Any], inst: Instance, image_id: str, same_region: bool
+    ) -> LaunchSpec:
+        """The new instance: the original's settings (those that hold in this region) under
+        the restore options."""
         p = self.params
-        iid = str(doc.get("instance_id") or inst.get("InstanceId"))
-        args: dict[str, Any] = {
-            "ImageId": image_id,
-            "InstanceType": p.restore_instance_type or inst.get("InstanceType") or "t3.micro",
-            "ClientToken": _token(self.ctx.job_name, str(self.ctx.job_id), "instance", iid)[:64],
-        }
-        tags = self._resource_tags(iid, tag_dict(inst.get("Tags")))
-        volume_tags = {TAG_FROM: iid, TAG_JOB: self.ctx.job_name, **p.restore_tags}
-        args["TagSpecifications"] = [
-            {"ResourceType": "instance", "Tags": tag_list(tags)},
-            {"ResourceType": "volume", "Tags": tag_list(volume_tags)},
-        ]
-        original_zone = (inst.get("Placement") or {}).get("AvailabilityZone")
+        iid = str(doc.get("instance_id") or inst.instance_id)
         zone = p.restore_availability_zone
-        if p.restore_subnet:
-            args["SubnetId"] = p.restore_subnet
-        elif same_region and inst.get("SubnetId") and (zone is None or zone == original_zone):
-            args["SubnetId"] = inst["SubnetId"]
-        if zone:
-            args["Placement"] = {"AvailabilityZone": zone}
-        original_groups = [str(g["GroupId"]) for g in inst.get("SecurityGroups", []) if g.get("GroupId")]
-        groups = p.restore_security_groups or (original_groups if same_region else [])
-        if groups:
-            args["SecurityGroupIds"] = groups
-        key = p.restore_key_name or (inst.get("KeyName") if same_region else None)
-        if key:
-            args["KeyName"] = key
-        if p.restore_private_ip:
-            args["PrivateIpAddress"] = p.restore_private_ip
-        profile = (inst.get("IamInstanceProfile") or {}).get("Arn")
-        if profile and same_region:
-            args["IamInstanceProfile"] = {"Arn": profile}
-        if doc.get("user_data"):
-            args["UserData"] = base64.b64decode(doc["user_data"])  # boto3 encodes it again
-        meta = inst.get("MetadataOptions") or {}
-        kept = {k: meta[k] for k in ("HttpTokens", "HttpPutResponseHopLimit", "HttpEndpoint") if k in meta}
-        if kept:
-            args["MetadataOptions"] = kept
-        if inst.get("EbsOptimized"):
-            args["EbsOptimized"] = True
+        subnet = p.restore_subnet
+        if not subnet and same_region and inst.subnet_id and (zone is None or zone == inst.availability_zone):
+            subnet = inst.subnet_id
+        groups = p.restore_security_groups or (list(inst.security_group_ids) if same_region else [])
+        key = p.restore_key_name or (inst.key_name if same_region else None)
         if not same_region and not (p.restore_subnet and p.restore_security_groups):
             self.ctx.reporter.warning(
                 f"instance {iid} restored into another region: its subnet, security groups, key pair "
                 "and instance profile are not copied unless given (restore_subnet=, ...)"
             )
-        return args
+        return LaunchSpec(
+            image_id=image_id,
+            instance_type=p.restore_instance_type or inst.instance_type or "t3.micro",
+            client_token=_token(self.ctx.job_name, str(self.ctx.job_id), "instance", iid)[:64],
+            instance_tags=self._resource_tags(iid, inst.tags),
+            volume_tags={TAG_FROM: iid, TAG_JOB: self.ctx.job_name, **p.restore_tags},
+            subnet_id=subnet,
+            availability_zone=zone,
+            security_group_ids=tuple(groups),
+            key_name=key,
+            private_ip=p.restore_private_ip,
+            iam_instance_profile_arn=inst.iam_instance_profile_arn if same_region else None,
+            user_data=base64.b64decode(doc["user_data"]) if doc.get("user_data") else None,
+            metadata_options=inst.metadata_options,
+            ebs_optimized=inst.ebs_optimized,
+        )
 
     # ------------------------------------------------------------------ clean-up
     def _drop_temporary_snapshots(self) -> None:
@@ -591,15 +567,15 @@ class AwsRestore:
         for aws, iid in reversed(led.instances):
 
             def terminate(aws: Aws = aws, iid: str = iid) -> None:
-                ops.terminate_instance(aws, iid)
-                ops.wait_instance(aws, iid, ("terminated",), timeout)
+                aws.terminate_instance(iid)
+                aws.wait_instance(iid, ("terminated",), timeout)
 
             attempt(f"instance {iid}", terminate)
         volumes = {(id(aws), vid): (aws, vid) for aws, vid in led.volumes}
         for aws in led.regions.values():
             try:
-                for vol in ops.tagged_volumes(aws, TAG_JOB, self.ctx.job_name):
-                    volumes.setdefault((id(aws), str(vol["VolumeId"])), (aws, str(vol["VolumeId"])))
+                for vol in aws.tagged_volumes(TAG_JOB, self.ctx.job_name):
+                    volumes.setdefault((id(aws), vol.volume_id), (aws, vol.volume_id))
             except (AwsError, RetriesExhausted) as exc:
                 self.ctx.reporter.warning(
                     f"could not list the volumes of this restore in {aws.region}: {exc}"
@@ -607,16 +583,16 @@ class AwsRestore:
         for aws, vid in volumes.values():
 
             def drop(aws: Aws = aws, vid: str = vid) -> None:
-                if ops.volume_state(aws, vid) == "in-use":
-                    ops.detach_volume(aws, vid)
-                    ops.wait_volume(aws, vid, "available", timeout)
-                ops.delete_volume(aws, vid)
+                if aws.volume_state(vid) == "in-use":
+                    aws.detach_volume(vid)
+                    aws.wait_volume(vid, "available", timeout)
+                aws.delete_volume(vid)
 
             attempt(f"volume {vid}", drop)
         for aws, image_id in led.images:
 
             def deregister(aws: Aws = aws, image_id: str = image_id) -> None:
-                ops.deregister_image(aws, image_id)
+                aws.deregister_image(image_id)
 
             attempt(f"image {image_id}", deregister)
         for aws, sid in led.snapshots:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..aws import Aws
-from ..formats.config import tag_dict
+from ..aws.model import Instance, Volume
 from ..naming import STANDALONE, device_short_name
 from ..params import Parameters
 from .context import JobError
@@ -18,35 +17,35 @@ _GONE_STATES = {"terminated", "shutting-down"}
 
 @dataclass
 class VolumeTarget:
-    volume: dict[str, Any]
+    volume: Volume
     device: str  # as attached, e.g. /dev/sda1
     is_root: bool
 
     @property
     def volume_id(self) -> str:
-        return str(self.volume["VolumeId"])
+        return self.volume.volume_id
 
     @property
     def size_gib(self) -> int:
-        return int(self.volume["Size"])
+        return self.volume.size_gib
 
 
 @dataclass
 class InstanceTarget:
     """An instance and its volumes; or, `standalone`, the volumes selected on their own."""
 
-    instance: dict[str, Any]
+    instance: Instance
     volumes: list[VolumeTarget] = field(default_factory=list)
     excluded: list[VolumeTarget] = field(default_factory=list)
     standalone: bool = False
 
     @property
     def instance_id(self) -> str:
-        return str(self.instance["InstanceId"])
+        return self.instance.instance_id
 
     @property
     def name(self) -> str | None:
-        return tag_dict(self.instance.get("Tags")).get("Name")
+        return self.instance.name
 
     @property
     def label(self) -> str:
@@ -55,13 +54,13 @@ class InstanceTarget:
         return f"{self.instance_id} ({self.name})" if self.name else self.instance_id
 
 
-def _describe_selected(aws: Aws, params: Parameters) -> list[dict[str, Any]]:
+def _describe_selected(aws: Aws, params: Parameters) -> list[Instance]:
     ids = [i for i in params.instances if _INSTANCE_ID.match(i)]
     names = [i for i in params.instances if not _INSTANCE_ID.match(i)]
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Instance] = {}
     if ids:
-        for inst in aws.describe_instances(filters=[{"Name": "instance-id", "Values": ids}]):
-            found[inst["InstanceId"]] = inst
+        for inst in aws.describe_instances(ids=ids):
+            found[inst.instance_id] = inst
         missing = [i for i in ids if i not in found]
         if missing:
             raise JobError(
@@ -69,11 +68,11 @@ def _describe_selected(aws: Aws, params: Parameters) -> list[dict[str, Any]]:
                 "check instances= and region="
             )
     if names:
-        by_name: dict[str, list[dict[str, Any]]] = {}
-        for inst in aws.describe_instances(filters=[{"Name": "tag:Name", "Values": names}]):
-            if inst.get("State", {}).get("Name") in _GONE_STATES:
+        by_name: dict[str, list[Instance]] = {}
+        for inst in aws.describe_instances(names=names):
+            if inst.state in _GONE_STATES:
                 continue
-            by_name.setdefault(tag_dict(inst.get("Tags")).get("Name", ""), []).append(inst)
+            by_name.setdefault(inst.name or "", []).append(inst)
         missing = [n for n in names if n not in by_name]
         if missing:
             raise JobError(
@@ -82,15 +81,14 @@ def _describe_selected(aws: Aws, params: Parameters) -> list[dict[str, Any]]:
             )
         for group in by_name.values():
             for inst in group:
-                found[inst["InstanceId"]] = inst
+                found[inst.instance_id] = inst
     if params.instance_tags or (params.instance_regex and not params.instances):
-        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in params.instance_tags.items()]
-        for inst in aws.describe_instances(filters=filters or None):
-            found.setdefault(inst["InstanceId"], inst)
+        for inst in aws.describe_instances(tags=params.instance_tags):
+            found.setdefault(inst.instance_id, inst)
     selected = list(found.values())
     if params.instance_regex:
         rx = re.compile(params.instance_regex)
-        selected = [i for i in selected if rx.search(tag_dict(i.get("Tags")).get("Name", ""))]
+        selected = [i for i in selected if rx.search(i.name or "")]
     return selected
 
 
@@ -111,11 +109,11 @@ def select_instances(aws: Aws, params: Parameters) -> list[InstanceTarget]:
     targets: list[InstanceTarget] = []
     if params.selects_instances():
         excluded = set(params.exclude_instances)
-        for inst in sorted(_describe_selected(aws, params), key=lambda i: str(i["InstanceId"])):
-            name = tag_dict(inst.get("Tags")).get("Name")
-            if inst["InstanceId"] in excluded or (name and name in excluded):
+        for inst in sorted(_describe_selected(aws, params), key=lambda i: i.instance_id):
+            name = inst.name
+            if inst.instance_id in excluded or (name and name in excluded):
                 continue
-            if inst.get("State", {}).get("Name") in _GONE_STATES:
+            if inst.state in _GONE_STATES:
                 continue
             targets.append(_instance_target(aws, params, inst))
         if not targets and not params.volumes:
@@ -138,31 +136,29 @@ def _standalone_target(aws: Aws, params: Parameters, covered: set[str]) -> Insta
     bad = [v for v in wanted if not re.match(r"^vol-[0-9a-f]{8,17}$", v)]
     if bad:
         raise JobError(f"volumes= takes volume ids (vol-...): {', '.join(bad)}")
-    found = {v["VolumeId"]: v for v in aws.describe_volumes_filtered(wanted)}
+    found = {v.volume_id: v for v in aws.describe_volumes_filtered(wanted)}
     missing = [v for v in wanted if v not in found]
     if missing:
         raise JobError(
             f"volume(s) {', '.join(missing)} not found in region {aws.region}: check volumes= and region="
         )
-    target = InstanceTarget({"InstanceId": STANDALONE}, standalone=True)
+    target = InstanceTarget(Instance(STANDALONE), standalone=True)
     for vid in wanted:
         if vid in covered:
             continue
         vol = found[vid]
-        attachment = (vol.get("Attachments") or [{}])[0]
-        target.volumes.append(VolumeTarget(vol, str(attachment.get("Device") or "detached"), is_root=False))
+        target.volumes.append(VolumeTarget(vol, vol.attachment.device or "detached", is_root=False))
     return target
 
 
-def _instance_target(aws: Aws, params: Parameters, inst: dict[str, Any]) -> InstanceTarget:
-    root = inst.get("RootDeviceName")
-    mappings = [m for m in inst.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("VolumeId")]
-    volumes = {v["VolumeId"]: v for v in aws.describe_volumes([m["Ebs"]["VolumeId"] for m in mappings])}
+def _instance_target(aws: Aws, params: Parameters, inst: Instance) -> InstanceTarget:
+    devices = inst.ebs_devices
+    volumes = {v.volume_id: v for v in aws.describe_volumes([str(d.volume_id) for d in devices])}
     target = InstanceTarget(inst)
-    for m in sorted(mappings, key=lambda m: str(m["DeviceName"])):
-        vol = volumes.get(m["Ebs"]["VolumeId"])
+    for dev in devices:
+        vol = volumes.get(str(dev.volume_id))
         if vol is None:
             continue
-        vt = VolumeTarget(vol, str(m["DeviceName"]), is_root=m["DeviceName"] == root)
+        vt = VolumeTarget(vol, dev.device_name, is_root=dev.device_name == inst.root_device_name)
         (target.excluded if _volume_excluded(vt, params) else target.volumes).append(vt)
     return target

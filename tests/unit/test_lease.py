@@ -146,6 +146,7 @@ class FakeAws:
 
 
 def ledger(aws: FakeAws):  # type: ignore[no-untyped-def]
+    from bacula_ec2.aws.model import Instance, Volume
     from bacula_ec2.jobs.context import JobContext
     from bacula_ec2.jobs.selection import InstanceTarget, VolumeTarget
     from bacula_ec2.jobs.snapshots import SnapshotLedger
@@ -159,9 +160,7 @@ def ledger(aws: FakeAws):  # type: ignore[no-untyped-def]
     ctx = JobContext(
         parse_parameters([("instances", "web-1")]), "web.2026-11-26_16.00.00_01", 1, "F", Quiet(), ""
     )
-    target = InstanceTarget(
-        {"InstanceId": "i-1"}, [VolumeTarget({"VolumeId": "vol-1", "Size": 1}, "/dev/sda1", True)]
-    )
+    target = InstanceTarget(Instance("i-1"), [VolumeTarget(Volume("vol-1", size_gib=1), "/dev/sda1", True)])
     return SnapshotLedger(aws, ctx), target  # type: ignore[arg-type]
 
 

@@ -1,0 +1,251 @@
+"""EC2's wire shapes, both ways: descriptions into `model`, the product's arguments into
+requests. The only place that knows EC2's keys (`Filters`, `TagSpecifications`,
+`BlockDeviceMappings`, `[{"Key": k, "Value": v}]` tag lists, ...).
+
+Parsing accepts what boto3 returns and what the catalog's JSON documents recorded of it
+(the same keys, times as ISO 8601 text): a restore reads the original's configuration from
+there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .model import (
+    Attachment,
+    BlockDevice,
+    ImageSpec,
+    Instance,
+    LaunchSpec,
+    MetadataOptions,
+    Snapshot,
+    Volume,
+    VolumeSpec,
+)
+
+# ---------------------------------------------------------------------- tags and filters
+
+
+def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """AWS's `[{"Key": k, "Value": v}]` form of a tag dict."""
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def tag_dict(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    """A tag dict from AWS's tag list."""
+    return {str(t["Key"]): str(t.get("Value", "")) for t in tags or []}
+
+
+def tag_spec(resource: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    """One TagSpecifications entry."""
+    return {"ResourceType": resource, "Tags": tag_list(tags)}
+
+
+def match(name: str, values: Iterable[str]) -> dict[str, Any]:
+    """One Describe* filter: `name` is any of `values`."""
+    return {"Name": name, "Values": list(values)}
+
+
+def tag_filters(tags: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Describe* filters for "has every one of these tags"."""
+    return [match(f"tag:{k}", [v]) for k, v in tags.items()]
+
+
+# ---------------------------------------------------------------------- descriptions
+
+
+def _time(value: object) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def instance(d: Mapping[str, Any]) -> Instance:
+    """An instance from its DescribeInstances entry (or its configuration document)."""
+    meta = _dict(d.get("MetadataOptions"))
+    devices = []
+    for m in d.get("BlockDeviceMappings") or []:
+        ebs = _dict(m.get("Ebs"))
+        dot = ebs.get("DeleteOnTermination")
+        devices.append(
+            BlockDevice(
+                str(m.get("DeviceName") or ""),
+                _str(ebs.get("VolumeId")) or None,
+                None if dot is None else bool(dot),
+            )
+        )
+    ena = d.get("EnaSupport")
+    return Instance(
+        instance_id=str(d.get("InstanceId") or ""),
+        state=str(_dict(d.get("State")).get("Name") or ""),
+        instance_type=_str(d.get("InstanceType")),
+        availability_zone=_str(_dict(d.get("Placement")).get("AvailabilityZone")),
+        subnet_id=_str(d.get("SubnetId")),
+        security_group_ids=tuple(
+            str(g["GroupId"]) for g in d.get("SecurityGroups") or [] if g.get("GroupId")
+        ),
+        key_name=_str(d.get("KeyName")),
+        iam_instance_profile_arn=_str(_dict(d.get("IamInstanceProfile")).get("Arn")),
+        root_device_name=_str(d.get("RootDeviceName")),
+        block_devices=tuple(devices),
+        architecture=_str(d.get("Architecture")),
+        virtualization_type=_str(d.get("VirtualizationType")),
+        ena_support=None if ena is None else bool(ena),
+        boot_mode=_str(d.get("BootMode")),
+        ebs_optimized=bool(d.get("EbsOptimized")),
+        metadata_options=MetadataOptions(
+            http_tokens=_str(meta.get("HttpTokens")),
+            http_put_response_hop_limit=_int(meta.get("HttpPutResponseHopLimit")),
+            http_endpoint=_str(meta.get("HttpEndpoint")),
+        ),
+        launch_time=_time(d.get("LaunchTime")),
+        tags=tag_dict(d.get("Tags")),
+        raw=MappingProxyType(dict(d)),
+    )
+
+
+def volume(d: Mapping[str, Any]) -> Volume:
+    """A volume from its DescribeVolumes entry (or its configuration document)."""
+    return Volume(
+        volume_id=str(d.get("VolumeId") or ""),
+        size_gib=int(d.get("Size") or 0),
+        volume_type=_str(d.get("VolumeType")),
+        iops=_int(d.get("Iops")),
+        throughput=_int(d.get("Throughput")),
+        encrypted=bool(d.get("Encrypted")),
+        kms_key_id=_str(d.get("KmsKeyId")),
+        availability_zone=_str(d.get("AvailabilityZone")),
+        state=_str(d.get("State")),
+        create_time=_time(d.get("CreateTime")),
+        attachments=tuple(
+            Attachment(_str(a.get("InstanceId")), _str(a.get("Device"))) for a in d.get("Attachments") or []
+        ),
+        tags=tag_dict(d.get("Tags")),
+        raw=MappingProxyType(dict(d)),
+    )
+
+
+def snapshot(d: Mapping[str, Any]) -> Snapshot:
+    """A snapshot from DescribeSnapshots, CreateSnapshot or CreateSnapshots."""
+    return Snapshot(
+        snapshot_id=str(d["SnapshotId"]),
+        volume_id=str(d.get("VolumeId") or ""),
+        state=_str(d.get("State")),
+        start_time=_time(d.get("StartTime")),
+        progress=_str(d.get("Progress")),
+        tags=tag_dict(d.get("Tags")),
+    )
+
+
+# ---------------------------------------------------------------------- restore requests
+
+
+def create_volume_request(spec: VolumeSpec) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "SnapshotId": spec.snapshot_id,
+        "AvailabilityZone": spec.zone,
+        "ClientToken": spec.client_token,
+        "TagSpecifications": [tag_spec("volume", spec.tags)] if spec.tags else [],
+    }
+    if spec.volume_type:
+        args["VolumeType"] = spec.volume_type
+    if spec.iops is not None:
+        args["Iops"] = spec.iops
+    if spec.throughput is not None:
+        args["Throughput"] = spec.throughput
+    if spec.kms_key:
+        args.update(Encrypted=True, KmsKeyId=spec.kms_key)
+    return args
+
+
+def register_image_request(spec: ImageSpec) -> dict[str, Any]:
+    mappings = []
+    for dev in spec.devices:
+        ebs: dict[str, Any] = {
+            "SnapshotId": dev.snapshot_id,
+            "VolumeSize": dev.size_gib,
+            "DeleteOnTermination": dev.delete_on_termination,
+        }
+        if dev.volume_type:
+            ebs["VolumeType"] = dev.volume_type
+        if dev.iops is not None:
+            ebs["Iops"] = dev.iops
+        if dev.throughput is not None:
+            ebs["Throughput"] = dev.throughput
+        mappings.append({"DeviceName": dev.device_name, "Ebs": ebs})
+    args: dict[str, Any] = {
+        "Name": spec.name,
+        "Description": spec.description,
+        "RootDeviceName": spec.root_device_name,
+        "BlockDeviceMappings": mappings,
+        "TagSpecifications": [tag_spec("image", spec.tags)] if spec.tags else [],
+    }
+    if spec.architecture:
+        args["Architecture"] = spec.architecture
+    if spec.virtualization_type:
+        args["VirtualizationType"] = spec.virtualization_type
+    if spec.ena_support is not None:
+        args["EnaSupport"] = spec.ena_support
+    if spec.boot_mode in ("legacy-bios", "uefi", "uefi-preferred"):
+        args["BootMode"] = spec.boot_mode
+    return args
+
+
+def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "ImageId": spec.image_id,
+        "InstanceType": spec.instance_type,
+        "ClientToken": spec.client_token,
+        "TagSpecifications": [tag_spec("instance", spec.instance_tags), tag_spec("volume", spec.volume_tags)],
+        "MinCount": 1,
+        "MaxCount": 1,
+    }
+    if spec.subnet_id:
+        args["SubnetId"] = spec.subnet_id
+    if spec.availability_zone:
+        args["Placement"] = {"AvailabilityZone": spec.availability_zone}
+    if spec.security_group_ids:
+        args["SecurityGroupIds"] = list(spec.security_group_ids)
+    if spec.key_name:
+        args["KeyName"] = spec.key_name
+    if spec.private_ip:
+        args["PrivateIpAddress"] = spec.private_ip
+    if spec.iam_instance_profile_arn:
+        args["IamInstanceProfile"] = {"Arn": spec.iam_instance_profile_arn}
+    if spec.user_data:
+        args["UserData"] = spec.user_data  # boto3 base64-encodes it
+    meta = spec.metadata_options
+    options = {
+        key: value
+        for key, value in (
+            ("HttpTokens", meta.http_tokens),
+            ("HttpPutResponseHopLimit", meta.http_put_response_hop_limit),
+            ("HttpEndpoint", meta.http_endpoint),
+        )
+        if value is not None
+    }
+    if options:
+        args["MetadataOptions"] = options
+    if spec.ebs_optimized:
+        args["EbsOptimized"] = True
+    return args
