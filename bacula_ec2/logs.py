@@ -97,11 +97,13 @@ def _open_text(path: str) -> TextIO:
 
 
 def _log_unhandled(where: str, exc: BaseException | None, tb: TracebackType | None) -> None:
+    log = logging.getLogger(LOG_NAME)
     try:
         text = "".join(traceback.format_exception(type(exc), exc, tb)) if exc is not None else ""
-        logging.getLogger(LOG_NAME).error("unhandled exception in %s: %s", where, text)
-    except Exception:
-        pass
+    except Exception as fmt_exc:  # an exception whose traceback cannot be formatted: say so
+        text = f"{type(exc).__name__} (its traceback could not be formatted: {type(fmt_exc).__name__})"
+    with contextlib.suppress(Exception):  # the last resort: nothing may reach fd 2
+        log.error("unhandled exception in %s: %s", where, text)
 
 
 def _install_hooks() -> None:

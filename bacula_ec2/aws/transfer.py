@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -181,7 +181,7 @@ class BlockTransfer:
         *,
         ready: Callable[[Item], R | None] | None = None,
         doing: str = "transferring blocks",
-    ) -> Iterator[R]:
+    ) -> Generator[R, None, None]:
         """`work(item)` for every item on the worker threads; the results in item order.
 
         `ready(item)` may give an item's result at once, without a request (None: it needs
@@ -216,7 +216,7 @@ class BlockTransfer:
 _DONE = object()
 
 
-def read_ahead(source: Iterable[T], maxsize: int = TransferConfig.list_ahead) -> Iterator[T]:
+def read_ahead(source: Iterable[T], maxsize: int = TransferConfig.list_ahead) -> Generator[T, None, None]:
     """Run a listing in a thread of its own, a bounded queue ahead of its consumer.
 
     Listing pages cost a round trip each (and ListChangedBlocks returns empty pages where

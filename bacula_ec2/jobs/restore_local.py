@@ -33,6 +33,7 @@ import ctypes.util
 import datetime as dt
 import itertools
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ from . import safefs
 from .chain import job_resource
 from .context import JobContext, JobError
 
+log = logging.getLogger("bacula-ec2.restore")
 GIB = 1 << 30
 #: Bacula's Replace= letters (metaplugin-protocol.md §3.3, §6.6).
 REPLACE_MODES = {"a": "always", "n": "never", "w": "ifnewer", "o": "ifolder"}
@@ -636,6 +638,7 @@ class LocalRestore:
         return self._failed(t.name, t.catalog, exc)
 
     def _failed(self, name: str, catalog: naming.CatalogPath, exc: BaseException) -> str:
+        _log_io_error(f"restoring {name}", exc)
         reason = f"{name}: {exc}"
         if catalog.kind == "bimg" and catalog.volume_id is not None:
             vol = self._volume(catalog.volume_id)
@@ -733,6 +736,7 @@ class LocalRestore:
                     self.restored.append(vol.image.path)
                     self._install_companions(vol, chain[-1])
             except (OSError, JobError) as exc:
+                _log_io_error(f"installing the image of {vol.volume_id}", exc)
                 problems.append(str(exc))
                 self._drop_volume(vol)
         if problems:
@@ -817,3 +821,10 @@ class LocalRestore:
     def summary(self) -> str:
         images = len(self.restored)
         return f"restore finished: {self.files} file(s), {images} disk image(s) under {self.base_dir}"
+
+
+def _log_io_error(what: str, exc: BaseException) -> None:
+    """A failed write or read of the restore target: the job message says what failed, the
+    backend log gets the traceback (where and how the system call failed)."""
+    if isinstance(exc, OSError) or isinstance(exc.__cause__, OSError):
+        log.error("%s failed: %s", what, exc, exc_info=exc)

@@ -247,13 +247,15 @@ class SnapshotLedger:
                     self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
 
     def rollback(self) -> list[str]:
-        """The job failed: delete what it created; report what could not be deleted."""
+        """The job failed: delete what it created. Returns what could not be deleted, each
+        as "<snapshot id> (<why>)"; the why, with its traceback, is in the log too."""
         self.stop_lease()
         left: list[str] = []
         for sid in list(self.created):
             try:
                 self.aws.delete_snapshot(sid)
                 self.created.remove(sid)
-            except Exception:
-                left.append(sid)
+            except Exception as exc:
+                log.warning("rollback: snapshot %s could not be deleted: %s", sid, exc, exc_info=exc)
+                left.append(f"{sid} ({str(exc).rstrip('.')})")
         return left
