@@ -24,9 +24,10 @@ from ..retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_ret
 from . import errors, shapes
 from .errors import AwsError as AwsError  # defined in errors.py, imported from here too
 from .errors import classify as classify
-from .model import Instance, Volume
+from .model import Instance, Snapshot, Volume
 from .restore_ops import RestoreCalls
 from .settings import AwsSettings
+from .shapes import tag_list as tag_list  # upload.py's TagSpecifications
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,6 @@ class BlockBody:
     index: int
     data: bytes | bytearray
     sha256: bytes  # the checksum AWS sent, already verified against data
-
-
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    """AWS's `[{"Key": k, "Value": v}]` form of a tag dict."""
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
 class ChecksumMismatch(Retryable):
@@ -258,18 +254,18 @@ class Aws(RestoreCalls):
         pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters)
         return [shapes.volume(d) for d in pages]
 
-    def create_snapshot(self, volume_id: str, tags: dict[str, str], description: str) -> dict[str, Any]:
+    def create_snapshot(self, volume_id: str, tags: Mapping[str, str], description: str) -> Snapshot:
         """One volume on its own. Not retried blindly, like CreateSnapshots."""
         out = self._call(
             "CreateSnapshot",
             lambda: self.ec2.create_snapshot(
                 VolumeId=volume_id,
                 Description=description,
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+                TagSpecifications=[shapes.tag_spec("snapshot", tags)],
             ),
             retry=False,
         )
-        return dict(out)
+        return shapes.snapshot(out)
 
     def describe_regions(self) -> list[str]:
         out = self._call("DescribeRegions", lambda: self.ec2.describe_regions())
@@ -305,35 +301,49 @@ class Aws(RestoreCalls):
     def create_snapshots(
         self,
         instance_id: str,
-        exclude_volume_ids: list[str],
+        exclude_volume_ids: Sequence[str],
         exclude_boot: bool,
-        tags: dict[str, str],
+        tags: Mapping[str, str],
         description: str,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Snapshot]:
+        """One crash-consistent snapshot of each of the instance's volumes but the excluded."""
         spec: dict[str, Any] = {"InstanceId": instance_id, "ExcludeBootVolume": exclude_boot}
         if exclude_volume_ids:
-            spec["ExcludeDataVolumeIds"] = exclude_volume_ids
+            spec["ExcludeDataVolumeIds"] = list(exclude_volume_ids)
         # Not retried blindly: a retried CreateSnapshots could leave duplicate snapshots.
         out = self._call(
             "CreateSnapshots",
             lambda: self.ec2.create_snapshots(
                 InstanceSpecification=spec,
                 Description=description,
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+                TagSpecifications=[shapes.tag_spec("snapshot", tags)],
             ),
             retry=False,
         )
-        return list(out.get("Snapshots", []))
+        return [shapes.snapshot(d) for d in out.get("Snapshots", [])]
 
     def describe_snapshots(
-        self, snapshot_ids: list[str] | None = None, filters: list[dict[str, Any]] | None = None
-    ) -> list[dict[str, Any]]:
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        volume_ids: Sequence[str] | None = None,
+        tag_key: str | None = None,
+    ) -> list[Snapshot]:
+        """This account's snapshots with one of these ids, all of these tags, on one of these
+        volumes, having the tag `tag_key` (each given criterion applies)."""
         kwargs: dict[str, Any] = {"OwnerIds": ["self"]}
-        if snapshot_ids:
-            kwargs["SnapshotIds"] = snapshot_ids
-        if filters:
-            kwargs["Filters"] = filters
-        return list(self._pages("DescribeSnapshots", self.ec2.describe_snapshots, "Snapshots", **kwargs))
+        if ids:
+            kwargs["SnapshotIds"] = list(ids)
+        found = shapes.tag_filters(tags or {})
+        if volume_ids:
+            found.append(shapes.match("volume-id", volume_ids))
+        if tag_key is not None:
+            found.append(shapes.match("tag-key", [tag_key]))
+        if found:
+            kwargs["Filters"] = found
+        pages = self._pages("DescribeSnapshots", self.ec2.describe_snapshots, "Snapshots", **kwargs)
+        return [shapes.snapshot(d) for d in pages]
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         try:
@@ -342,19 +352,19 @@ class Aws(RestoreCalls):
             if exc.code != "InvalidSnapshot.NotFound":
                 raise
 
-    def tag(self, resource_ids: list[str], tags: dict[str, str]) -> None:
+    def tag(self, resource_ids: Sequence[str], tags: Mapping[str, str]) -> None:
         self._call(
             "CreateTags",
-            lambda: self.ec2.create_tags(Resources=resource_ids, Tags=tag_list(tags)),
+            lambda: self.ec2.create_tags(Resources=list(resource_ids), Tags=shapes.tag_list(tags)),
         )
 
     def wait_snapshots(
         self,
-        snapshot_ids: list[str],
+        snapshot_ids: Sequence[str],
         timeout: float,
-        progress: Callable[[list[dict[str, Any]]], None] | None = None,
+        progress: Callable[[list[Snapshot]], None] | None = None,
         max_interval: float = 5.0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Snapshot]:
         """Poll until every snapshot is completed; fail on `error` or timeout.
 
         The interval grows from 0.2 s to `max_interval`: small snapshots are ready fast,
@@ -363,8 +373,8 @@ class Aws(RestoreCalls):
         deadline = time.monotonic() + timeout
         interval = 0.2
         while True:
-            snaps = self.describe_snapshots(snapshot_ids=snapshot_ids)
-            states = {s["SnapshotId"]: s.get("State") for s in snaps}
+            snaps = self.describe_snapshots(ids=snapshot_ids)
+            states = {s.snapshot_id: s.state for s in snaps}
             failed = [sid for sid, st in states.items() if st == "error"]
             if failed:
                 raise AwsError(

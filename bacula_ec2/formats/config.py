@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..aws import shapes
-from ..aws.model import Instance, Volume
+from ..aws.model import Instance, Snapshot, Volume
 
 CONFIG_VERSION = 1
 
@@ -88,16 +88,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
-    return {t["Key"]: t.get("Value", "") for t in tags or []}
-
-
 def instance_document(
     instance: Instance,
     *,
     region: str,
     user_data: str | None,
-    snapshots: list[dict[str, Any]],
+    snapshots: list[Snapshot],
     job: dict[str, Any],
 ) -> dict[str, Any]:
     return {
@@ -109,9 +105,9 @@ def instance_document(
         "backup": job,
         "snapshots": [
             {
-                "snapshot_id": s["SnapshotId"],
-                "volume_id": s.get("VolumeId"),
-                "start_time": _plain(s.get("StartTime")),
+                "snapshot_id": s.snapshot_id,
+                "volume_id": s.volume_id,
+                "start_time": _plain(s.start_time),
             }
             for s in snapshots
         ],
@@ -126,7 +122,7 @@ def volume_document(
     region: str,
     instance_id: str | None,
     device: str,
-    snapshot: dict[str, Any] | None,
+    snapshot: Snapshot | None,
     base_snapshot_id: str | None,
     level: str,
     job: dict[str, Any],
@@ -140,7 +136,7 @@ def volume_document(
         "device": device,
         "size_gib": volume.size_gib,
         "level": level,
-        "snapshot_id": snapshot["SnapshotId"] if snapshot else None,
+        "snapshot_id": snapshot.snapshot_id if snapshot else None,
         "base_snapshot_id": base_snapshot_id,
         "backup": job,
         "volume": _section(volume.raw, _VOLUME_KEYS),

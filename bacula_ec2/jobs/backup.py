@@ -7,11 +7,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from .. import naming
 from ..aws import Aws
 from ..aws.download import BlockDownloader, read_ahead
+from ..aws.model import Snapshot
 from ..formats import config
 from ..formats.blockimage import (
     BLOCK_SIZE,
@@ -33,14 +34,14 @@ GIB = 1 << 30
 SPOOL_IN_MEMORY = 4 << 20
 
 
-def _epoch(value: Any) -> int:
-    if isinstance(value, dt.datetime):
+def _epoch(value: dt.datetime | None) -> int:
+    if value is not None:
         return int(value.timestamp())
     return int(time.time())
 
 
-def _iso(value: Any) -> str:
-    if isinstance(value, dt.datetime):
+def _iso(value: dt.datetime | None) -> str:
+    if value is not None:
         return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -122,16 +123,16 @@ class BackupJob:
         self.ledger.clean_stale(targets)
         self.bases = self._choose_bases(targets)
         positions = {v: (c.base.position + 1 if c.base else 0) for v, c in self.bases.items()}
-        snapshots: dict[str, dict[str, dict[str, Any]]] = {}
+        snapshots: dict[str, dict[str, Snapshot]] = {}
         for t in targets:
             if t.volumes:
                 snapshots[t.instance_id] = self.ledger.take(t, positions)
-                ids = ", ".join(s["SnapshotId"] for s in snapshots[t.instance_id].values())
+                ids = ", ".join(s.snapshot_id for s in snapshots[t.instance_id].values())
                 ctx.reporter.info(f"created crash-consistent snapshots of {t.label}: {ids}")
-        all_ids = [s["SnapshotId"] for per in snapshots.values() for s in per.values()]
+        all_ids = [s.snapshot_id for per in snapshots.values() for s in per.values()]
         completed = self.ledger.wait(all_ids) if all_ids else {}
         for t in targets:
-            per = {v: completed[s["SnapshotId"]] for v, s in snapshots.get(t.instance_id, {}).items()}
+            per = {v: completed[s.snapshot_id] for v, s in snapshots.get(t.instance_id, {}).items()}
             self._backup_instance(sink, t, per)
         elapsed = time.monotonic() - started
         mib = self.total.data_bytes / (1 << 20)
@@ -188,13 +189,11 @@ class BackupJob:
             choices[vid] = choice
         return choices
 
-    def _backup_instance(
-        self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, dict[str, Any]]
-    ) -> None:
+    def _backup_instance(self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, Snapshot]) -> None:
         iid = target.instance_id
         mtime = int(time.time())
         if snaps:
-            mtime = max(_epoch(s.get("StartTime")) for s in snaps.values())
+            mtime = max(_epoch(s.start_time) for s in snaps.values())
         elif not target.standalone:
             self.ctx.reporter.warning(
                 f"instance {target.label}: every volume is excluded; saving its configuration only"
@@ -225,11 +224,11 @@ class BackupJob:
         sink.directory(naming.instance_dir(iid), mtime)
 
     def _backup_volume(
-        self, sink: BackupSink, target: InstanceTarget, vol: VolumeTarget, snap: dict[str, Any]
+        self, sink: BackupSink, target: InstanceTarget, vol: VolumeTarget, snap: Snapshot
     ) -> None:
         ctx = self.ctx
-        iid, vid, sid = target.instance_id, vol.volume_id, snap["SnapshotId"]
-        mtime = _epoch(snap.get("StartTime"))
+        iid, vid, sid = target.instance_id, vol.volume_id, snap.snapshot_id
+        mtime = _epoch(snap.start_time)
         choice = self.bases.get(vid) or BaseChoice(None)
         base = choice.base
         doc = config.volume_document(
@@ -252,7 +251,7 @@ class BackupJob:
                 volume_size=vol.size_gib * GIB,
                 snapshot_id=sid,
                 level=ctx.level,
-                created=_iso(snap.get("StartTime")),
+                created=_iso(snap.start_time),
                 base_snapshot_id=base.snapshot_id if base else None,
                 base_created=_iso(base.start) if base else None,
                 chain_position=base.position + 1 if base else 0,

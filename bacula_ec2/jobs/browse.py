@@ -12,7 +12,6 @@ from typing import Any
 
 from .. import naming
 from ..aws import Aws
-from ..formats.config import tag_dict
 from .chain import STATE_TAG, TAG
 from .context import JobError
 from .selection import select_instances
@@ -102,20 +101,21 @@ def query(aws: Aws, params: Any, what: str) -> list[list[tuple[str, str]]]:
             )
         return rows
     if what == "snapshots":
-        snaps = aws.describe_snapshots(filters=[{"Name": "tag-key", "Values": [STATE_TAG]}])
+        snaps = aws.describe_snapshots(tag_key=STATE_TAG)
         rows = []
-        for snap in sorted(snaps, key=lambda s: (str(s.get("VolumeId")), s.get("StartTime") or 0)):
-            tags = tag_dict(snap.get("Tags"))
-            start = snap.get("StartTime")
+        never = dt.datetime.fromtimestamp(0, dt.UTC)
+        for snap in sorted(snaps, key=lambda s: (s.volume_id, s.start_time or never)):
+            tags = snap.tags
+            start = snap.start_time
             rows.append(
                 [
-                    ("snapshot", snap["SnapshotId"]),
-                    ("volume", snap.get("VolumeId", "")),
+                    ("snapshot", snap.snapshot_id),
+                    ("volume", snap.volume_id),
                     ("job", clean(tags.get(TAG + "job", ""))),
                     ("jobid", tags.get(TAG + "jobid", "")),
                     ("level", tags.get(TAG + "level", "")),
                     ("state", tags.get(STATE_TAG, "")),
-                    ("start", start.isoformat() if isinstance(start, dt.datetime) else ""),
+                    ("start", start.isoformat() if start is not None else ""),
                 ]
             )
         return rows

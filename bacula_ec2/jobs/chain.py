@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from ..formats.config import tag_dict
+from ..aws.model import Snapshot
 
 TAG = "bacula-ec2:"
 STATE_TAG = TAG + "state"
@@ -45,18 +44,16 @@ class Kept:
     position: int
 
     @classmethod
-    def from_ec2(cls, snap: dict[str, Any]) -> Kept:
-        tags = tag_dict(snap.get("Tags"))
-        start = snap.get("StartTime")
-        if not isinstance(start, dt.datetime):
-            start = dt.datetime.fromtimestamp(0, dt.UTC)
+    def from_snapshot(cls, snap: Snapshot) -> Kept:
+        tags = snap.tags
+        start = snap.start_time or dt.datetime.fromtimestamp(0, dt.UTC)
         try:
             position = int(tags.get(TAG + "position", "0"))
         except ValueError:
             position = 0
         return cls(
-            snapshot_id=str(snap["SnapshotId"]),
-            volume_id=str(snap.get("VolumeId", "")),
+            snapshot_id=snap.snapshot_id,
+            volume_id=snap.volume_id,
             start=start,
             level=tags.get(TAG + "level", "F"),
             job=tags.get(TAG + "job", ""),
@@ -72,16 +69,15 @@ class BaseChoice:
     warn: bool = False  # the note is a warning (the job reads everything)
 
 
-def committed(snaps: list[dict[str, Any]], job: str, volume_id: str) -> list[Kept]:
+def committed(snaps: list[Snapshot], job: str, volume_id: str) -> list[Kept]:
     """Committed snapshots of one chain (Job resource + volume), oldest first."""
     kept = []
     for snap in snaps:
-        tags = tag_dict(snap.get("Tags"))
-        if tags.get(STATE_TAG) != BASE or tags.get(TAG + "job") != job:
+        if snap.tags.get(STATE_TAG) != BASE or snap.tags.get(TAG + "job") != job:
             continue
-        if snap.get("VolumeId") != volume_id or snap.get("State", "completed") != "completed":
+        if snap.volume_id != volume_id or (snap.state or "completed") != "completed":
             continue
-        kept.append(Kept.from_ec2(snap))
+        kept.append(Kept.from_snapshot(snap))
     return sorted(kept, key=lambda k: k.start)
 
 

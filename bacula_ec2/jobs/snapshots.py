@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..aws import Aws, AwsError
-from ..formats.config import tag_dict
+from ..aws.model import Snapshot
 from . import chain
 from .chain import BASE, PENDING, STATE_TAG, TAG, Kept
 from .context import JobContext
@@ -81,20 +80,16 @@ class SnapshotLedger:
         (metaplugin §2.3), and a backend commits before its final F, so a finished line's
         snapshots are `base`; a pending one whose owner is gone is a leftover (step 3)."""
         snaps = self.aws.describe_snapshots(
-            filters=[
-                {"Name": f"tag:{TAG}jobname", "Values": [self.ctx.job_name]},
-                {"Name": f"tag:{TAG}jobid", "Values": [str(self.ctx.job_id)]},
-            ]
+            tags={TAG + "jobname": self.ctx.job_name, TAG + "jobid": str(self.ctx.job_id)}
         )
         found = []
         me = owner()
         for snap in snaps:
-            sid, vid = str(snap["SnapshotId"]), str(snap.get("VolumeId", ""))
-            tags = tag_dict(snap.get("Tags"))
-            if sid in self.created or not self._is_this_job(tags) or snap.get("State") == "error":
+            sid, vid, tags = snap.snapshot_id, snap.volume_id, snap.tags
+            if sid in self.created or not self._is_this_job(tags) or snap.state == "error":
                 continue
             state = tags.get(STATE_TAG)
-            if state == BASE or (state == PENDING and not judge(tags, snap.get("StartTime"), me).stale):
+            if state == BASE or (state == PENDING and not judge(tags, snap.start_time, me).stale):
                 found.append((sid, vid, tags.get(TAG + "instance", "")))
         return found
 
@@ -107,21 +102,15 @@ class SnapshotLedger:
         volume_ids = [v.volume_id for t in targets for v in t.volumes]
         if not volume_ids:
             return 0
-        pending = self.aws.describe_snapshots(
-            filters=[
-                {"Name": f"tag:{STATE_TAG}", "Values": [PENDING]},
-                {"Name": "volume-id", "Values": volume_ids},
-            ]
-        )
+        pending = self.aws.describe_snapshots(tags={STATE_TAG: PENDING}, volume_ids=volume_ids)
         removed = 0
         me = owner()
         for snap in pending:
-            sid, vid = str(snap["SnapshotId"]), snap.get("VolumeId")
+            sid, vid, tags = snap.snapshot_id, snap.volume_id, snap.tags
             if sid in self.created:
                 continue
-            tags = tag_dict(snap.get("Tags"))
             job = tags.get(TAG + "jobname") or "an unknown job"
-            verdict = judge(tags, snap.get("StartTime"), me)
+            verdict = judge(tags, snap.start_time, me)
             if not verdict.stale:
                 self.ctx.reporter.info(
                     f"snapshot {sid} of volume {vid} is still pending for {job}: left alone, {verdict.why}"
@@ -150,15 +139,11 @@ class SnapshotLedger:
         if not volume_ids:
             return {}
         snaps = self.aws.describe_snapshots(
-            filters=[
-                {"Name": f"tag:{STATE_TAG}", "Values": [BASE]},
-                {"Name": f"tag:{TAG}job", "Values": [self.job]},
-                {"Name": "volume-id", "Values": volume_ids},
-            ]
+            tags={STATE_TAG: BASE, TAG + "job": self.job}, volume_ids=volume_ids
         )
         return {v: chain.committed(snaps, self.job, v) for v in volume_ids}
 
-    def take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, dict[str, Any]]:
+    def take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, Snapshot]:
         """Snapshot every target volume of one instance at the same moment (CreateSnapshots);
         standalone volumes are snapshotted one by one."""
         wanted = {v.volume_id for v in target.volumes}
@@ -179,15 +164,15 @@ class SnapshotLedger:
                 description,
             )
         for s in snaps:
-            self.created.append(s["SnapshotId"])
-            self.volume_of[s["SnapshotId"]] = s["VolumeId"]
+            self.created.append(s.snapshot_id)
+            self.volume_of[s.snapshot_id] = s.volume_id
         if snaps:
             self._start_lease()
-        by_volume = {s["VolumeId"]: s for s in snaps}
+        by_volume = {s.volume_id: s for s in snaps}
         for vol_id, snap in by_volume.items():
             if vol_id not in wanted:  # a volume attached after we looked: not ours to keep
-                self.aws.delete_snapshot(snap["SnapshotId"])
-                self.created.remove(snap["SnapshotId"])
+                self.aws.delete_snapshot(snap.snapshot_id)
+                self.created.remove(snap.snapshot_id)
         missing = wanted - by_volume.keys()
         if missing:
             raise AwsError(
@@ -197,22 +182,24 @@ class SnapshotLedger:
             )
         for vol_id in wanted:
             self.aws.tag(
-                [by_volume[vol_id]["SnapshotId"]],
+                [by_volume[vol_id].snapshot_id],
                 {TAG + "volume": vol_id, TAG + "position": str(positions.get(vol_id, 0))},
             )
         return {v: s for v, s in by_volume.items() if v in wanted}
 
-    def wait(self, snapshot_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def wait(self, snapshot_ids: list[str]) -> dict[str, Snapshot]:
         last = [time.monotonic()]
 
-        def progress(snaps: list[dict[str, Any]]) -> None:
+        def progress(snaps: list[Snapshot]) -> None:
             if time.monotonic() - last[0] >= 30:
                 last[0] = time.monotonic()
-                done = ", ".join(f"{s['SnapshotId']} {s.get('Progress', '?')}" for s in snaps)
+                done = ", ".join(
+                    f"{s.snapshot_id} {'?' if s.progress is None else s.progress}" for s in snaps
+                )
                 self.ctx.reporter.info(f"waiting for snapshots to complete: {done}")
 
         snaps = self.aws.wait_snapshots(snapshot_ids, self.ctx.params.snapshot_timeout, progress)
-        return {s["SnapshotId"]: s for s in snaps}
+        return {s.snapshot_id: s for s in snaps}
 
     def commit(self) -> None:
         """Every block of the job was handed over: its snapshots become bases (may raise:

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from bacula_ec2.aws.model import Snapshot
 from bacula_ec2.jobs.lease import (
     LEASE_SECONDS,
     LEASE_TAG,
@@ -134,9 +135,9 @@ class FakeAws:
 
     def create_snapshots(
         self, instance_id: str, exclude: list[str], boot: bool, tags: dict[str, str], description: str
-    ) -> list[dict[str, str]]:
+    ) -> list[Snapshot]:
         self.created_with = tags
-        return [{"SnapshotId": "snap-1", "VolumeId": "vol-1"}]
+        return [Snapshot("snap-1", "vol-1")]
 
     def tag(self, ids: list[str], tags: dict[str, str]) -> None:
         self.tags.append((list(ids), dict(tags)))
