@@ -176,7 +176,7 @@ class Aws(RestoreCalls):
 
         if not retry:
             return once()
-        what = f"{operation} {resource}" if resource else operation
+        what = errors.subject(operation, resource)
         return call_with_retry(once, what=what, policy=self.policy, stats=self.stats, cancel=self.cancel)
 
     def _pages(

@@ -39,11 +39,7 @@ class BlockDownloader:
         pacer: Pacer | None = None,
     ) -> None:
         self.aws = aws
-        self.config = (
-            concurrency
-            if isinstance(concurrency, TransferConfig)
-            else TransferConfig(concurrency=concurrency, window=window or 0)
-        )
+        self.config = TransferConfig.of(concurrency, window)
         self.cancel = cancel
         self.reader = fast_client(aws)
         self.engine = BlockTransfer(

@@ -72,6 +72,12 @@ TRANSIENT_CODES = frozenset({"InternalServerException", "InternalError", "Servic
 NOT_YET_VISIBLE_CODES = frozenset({"ResourceNotFoundException"})
 
 
+def subject(operation: str, resource: str | None) -> str:
+    """What a message names: the operation, and the resource if known ("GetSnapshotBlock
+    snap-0abc block 7")."""
+    return f"{operation} {resource}" if resource else operation
+
+
 def kind_of(code: str, status: int) -> Kind:
     """The one classification of an AWS error answer (its code and HTTP status)."""
     if code in THROTTLE_CODES:
@@ -106,8 +112,7 @@ class AwsError(Exception):
         self.resource = resource
         self.request_id = request_id
         self.status = status
-        what = f"{operation} {resource}" if resource else operation
-        text = f"{what} failed: {code}: {message}"
+        text = f"{subject(operation, resource)} failed: {code}: {message}"
         if request_id:
             text += f" (request id {request_id})"
         super().__init__(text)
@@ -204,8 +209,7 @@ def from_http(
 
 def transient(operation: str, exc: BaseException, *, resource: str | None = None) -> Retryable:
     """A connection that failed or a body that broke off: no answer, so no code; retryable."""
-    what = f"{operation} {resource}" if resource else operation
-    return Retryable(f"{what}: {type(exc).__name__}: {exc}")
+    return Retryable(f"{subject(operation, resource)}: {type(exc).__name__}: {exc}")
 
 
 _CONNECTION_ERRORS = (

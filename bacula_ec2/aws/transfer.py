@@ -76,6 +76,13 @@ class TransferConfig:
         if self.list_ahead < 1:
             raise ValueError(f"TransferConfig.list_ahead must be at least 1, not {self.list_ahead}")
 
+    @classmethod
+    def of(cls, concurrency: int | TransferConfig, window: int | None = None) -> TransferConfig:
+        """A config as given, or the one for `concurrency` requests in flight."""
+        if isinstance(concurrency, TransferConfig):
+            return concurrency
+        return cls(concurrency=concurrency, window=window or 0)
+
     @property
     def download_memory(self) -> int:
         """The bytes of block data a download holds at most (the window of blocks)."""
@@ -156,7 +163,7 @@ class BlockTransfer:
         """One AWS request: paced, classified (cause kept), throttling told to the pacer, retried."""
         pacer = self.pacer if paced else None
         cancel = self.cancel
-        what = f"{operation} {resource}" if resource else operation
+        what = errors.subject(operation, resource)
 
         def attempt() -> T:
             if cancel is not None and cancel.is_set():

@@ -70,11 +70,7 @@ class SnapshotWriter:
         pacer: Pacer | None = None,
     ) -> None:
         self.aws = aws
-        self.config = (
-            concurrency
-            if isinstance(concurrency, TransferConfig)
-            else TransferConfig(concurrency=concurrency, window=window or 0)
-        )
+        self.config = TransferConfig.of(concurrency, window)
         self.pacer = pacer if pacer is not None else (Pacer(rate) if rate else None)
         self.fast = fast_client(aws)
         self.engine = BlockTransfer(
