@@ -160,6 +160,17 @@ def snapshot(d: Mapping[str, Any]) -> Snapshot:
 # ---------------------------------------------------------------------- restore requests
 
 
+def _performance(volume_type: str | None, iops: int | None, throughput: int | None) -> dict[str, Any]:
+    """A new volume's type, IOPS and throughput, those that are given (CreateVolume and an
+    image's EBS mapping take the same three)."""
+    out: dict[str, Any] = {"VolumeType": volume_type} if volume_type else {}
+    if iops is not None:
+        out["Iops"] = iops
+    if throughput is not None:
+        out["Throughput"] = throughput
+    return out
+
+
 def create_volume_request(spec: VolumeSpec) -> dict[str, Any]:
     args: dict[str, Any] = {
         "SnapshotId": spec.snapshot_id,
@@ -167,12 +178,7 @@ def create_volume_request(spec: VolumeSpec) -> dict[str, Any]:
         "ClientToken": spec.client_token,
         "TagSpecifications": [tag_spec("volume", spec.tags)] if spec.tags else [],
     }
-    if spec.volume_type:
-        args["VolumeType"] = spec.volume_type
-    if spec.iops is not None:
-        args["Iops"] = spec.iops
-    if spec.throughput is not None:
-        args["Throughput"] = spec.throughput
+    args.update(_performance(spec.volume_type, spec.iops, spec.throughput))
     if spec.kms_key:
         args.update(Encrypted=True, KmsKeyId=spec.kms_key)
     return args
@@ -186,12 +192,7 @@ def register_image_request(spec: ImageSpec) -> dict[str, Any]:
             "VolumeSize": dev.size_gib,
             "DeleteOnTermination": dev.delete_on_termination,
         }
-        if dev.volume_type:
-            ebs["VolumeType"] = dev.volume_type
-        if dev.iops is not None:
-            ebs["Iops"] = dev.iops
-        if dev.throughput is not None:
-            ebs["Throughput"] = dev.throughput
+        ebs.update(_performance(dev.volume_type, dev.iops, dev.throughput))
         mappings.append({"DeviceName": dev.device_name, "Ebs": ebs})
     args: dict[str, Any] = {
         "Name": spec.name,
