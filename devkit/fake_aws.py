@@ -122,7 +122,7 @@ class FakeAws(Aws):
         self.user_data: dict[str, str] = {}
         self._volumes: dict[str, _Vol] = {}
         self._snaps: dict[str, _Snap] = {}
-        self._failures: dict[str, list[AwsError]] = {}
+        self._failures: dict[str, list[tuple[str, str, int]]] = {}  # (code, message, status)
         self._fail_volumes: set[str] = set()
         #: (operation, argument) of every call, in order.
         self.calls: list[tuple[str, str]] = []
@@ -276,9 +276,19 @@ class FakeAws(Aws):
     ) -> None:
         """The next `times` calls of `operation` fail with this AWS answer (classified as the real
         client classifies it: e.g. RequestLimitExceeded is throttling, and retried)."""
-        err = aws_error(operation, code, message, status=status, request_id=f"fake-{operation}-{code}")
         with self._lock:
-            self._failures.setdefault(operation, []).extend([err] * times)
+            self._failures.setdefault(operation, []).extend([(code, message, status)] * times)
+
+    def _injected(self, operation: str, resource: str | None = None) -> AwsError | None:
+        """The next failure queued for `operation`, as the real client would raise it."""
+        with self._lock:
+            queued = self._failures.get(operation)
+            if not queued:
+                return None
+            code, message, status = queued.pop(0)
+        return aws_error(
+            operation, code, message, status=status, request_id=f"fake-{operation}-{code}", resource=resource
+        )
 
     def snapshot_ids(self) -> set[str]:
         return set(self._snaps)
@@ -300,8 +310,7 @@ class FakeAws(Aws):
         def once() -> T:
             with self._lock:
                 self.calls.append((operation, arg))
-                queued = self._failures.get(operation)
-                err = queued.pop(0) if queued else None
+            err = self._injected(operation)
             if err is not None:
                 raise err
             return fn()
@@ -691,8 +700,7 @@ class FakeAws(Aws):
             raise ValueError(f"block {ref.index} has no token to read it with")
         with self._lock:
             self.calls.append(("GetSnapshotBlock", f"{snapshot_id} {ref.index}"))
-            queued = self._failures.get("GetSnapshotBlock")
-            err = queued.pop(0) if queued else None
+        err = self._injected("GetSnapshotBlock", f"{snapshot_id} block {ref.index}")
         if err is not None:
             raise err
         snap = self._ebs_snapshot("GetSnapshotBlock", snapshot_id)

@@ -11,7 +11,6 @@ test_chain_leftover.py; the owner/lease verdicts in test_lease.py.)
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 
@@ -216,8 +215,8 @@ def test_candidates_are_committed_snapshots_of_this_job_and_volume_only() -> Non
 
 def test_retention_full_keeps_its_own_and_deletes_every_older_one() -> None:
     aws, d, vids = world(("keep_full_snapshot", "yes"), devices=2)
-    for level in "FIID":
-        aws.write(vids[0], 1, random.randrange(1, 255))
+    for n, level in enumerate("FIID"):
+        aws.write(vids[0], 1, n + 1)
         backup(d, aws, level, vids)
     f2 = backup(d, aws, "F", vids)
     for vid in vids:
