@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -37,27 +36,31 @@ from protocol import (
 from protocol.backup import FileWriter as ProtocolFileWriter
 from protocol.text import has_undecodable, looks_secret, printable, set_message_scrubber
 
-from .aws import AwsError
-from .formats.blockimage import FormatError
 from .jobs import browse
-from .jobs.backup import BackupJob
-from .jobs.context import JobContext, JobError, connect
+from .jobs.context import JobContext, connect
 from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
 from .jobs.restore_local import RestoreRefused as LocalRestoreRefused
+from .jobs.runner import (
+    EXPECTED_FAILURES,
+    BackupRun,
+    CommitFailed,
+    failure_text,
+    finish_restore,
+    open_restore,
+    restore_target,
+    text_of,
+)
 from .jobs.sink import DIR_MODE, FILE_MODE, FileInfo
 from .logs import REDACTOR, quiet_until_configured, setup_backend_logging
-from .params import ParameterError, Parameters, parse_parameters
-from .retry import Cancelled, RetriesExhausted
+from .params import ParameterError, parse_parameters
+from .retry import Cancelled
 
 PLUGIN_NAME = "ec2"
 PLUGIN_API = "1"
 COALESCE = 64 << 10
 
 log = logging.getLogger("bacula-ec2.backend")
-
-#: Failures that carry a message meant for the admin (no traceback needed).
-EXPECTED_FAILURES = (JobError, AwsError, ParameterError, RetriesExhausted, FormatError, OSError)
 
 
 class SessionReporter:
@@ -183,46 +186,10 @@ class RestoreAdapter(BaseRestoreHandler):
 
     def finish(self) -> None:
         """Before FINISH is answered: a failed volume or a chain with a gap is a Fatal."""
-        r = self.restore
-        if isinstance(r, AwsRestore) and self.failures:
-            r.abandon_all()
-            raise RestoreRefused(
-                f"nothing was created in AWS: {len(self.failures)} file(s) of the restore failed "
-                f"(first: {self.failures[0][0]}: {self.failures[0][1]})"
-            )
         try:
-            r.finish()
-        except Cancelled as exc:
-            raise RestoreRefused("restore cancelled; what it had created in AWS was removed") from exc
+            finish_restore(self.restore, self.failures)
         except EXPECTED_FAILURES as exc:
             raise RestoreRefused(str(exc)) from exc
-        r.ctx.reporter.info(r.summary())
-
-
-def _restore_target(job: JobInfo, params: Parameters) -> tuple[str, str]:
-    """("local", dir) or ("aws", staging dir); product.md §4, docs/RESTORE.md.
-
-    restore_to= decides when given; otherwise local_path= or where=/dir mean local images,
-    and where=/ (or an empty where) means AWS.
-    """
-    if job.regex_where is not None:
-        raise JobError("regexwhere= is not supported by bacula-ec2: use where=/some/dir or where=/")
-    where = job.where or ""
-    to = params.restore_to or ("local" if params.local_path or where not in ("", "/") else "aws")
-    if to == "aws":
-        workdir = params.restore_workdir or job.working_dir or ""
-        if not workdir or not os.path.isabs(workdir):
-            raise JobError(
-                f"a restore into AWS stages the volumes in a directory: '{workdir}' is not an absolute "
-                "path (set restore_workdir=/some/dir)"
-            )
-        return "aws", workdir
-    base = params.local_path or where
-    if base in ("", "/"):
-        raise JobError("restore_to=local needs where=/some/dir or local_path=/some/dir")
-    if not os.path.isabs(base):
-        raise JobError(f"the restore directory '{base}' is not an absolute path")
-    return "local", base
 
 
 def _not_text(job: JobInfo, pairs: list[tuple[str, str]]) -> str | None:
@@ -296,86 +263,52 @@ class Backend:
     # ------------------------------------------------------------------ modes
     def _backup(self, ctx: JobContext, mode: Mode) -> None:
         s = self.session
-        job: BackupJob | None = None
+        run = BackupRun(ctx)
         try:
-            aws = connect(ctx.params, cancel=ctx.cancel)
-            job = BackupJob(ctx, aws)
+            run.open()
             stream = s.item_stream()
             sink = ProtocolSink(stream)
             if mode is Mode.ESTIMATE:
-                job.estimate(sink)
+                run.estimate(sink)
+                stream.finish()
             else:
-                job.run(sink)
-                # Every block is handed over, the final F is not sent yet: the last moment
-                # a failure can still fail the job (§3.6: at END the status is already sent).
-                if not self._commit(job):
+                # The commit comes after every block is handed over and before the final F:
+                # the last moment a failure can still fail the job (§3.6: at END the
+                # status is already sent). Any failure rolls the snapshots back.
+                try:
+                    run.backup(sink, final=stream.finish, quiet=(Cancelled, EndOfStream))
+                except CommitFailed as exc:
+                    self._fail(str(exc))
                     return
-            stream.finish()
         except Cancelled:
             log.warning("job cancelled")
-            self._rollback(job, quiet=True)
             s.wait_for_end()
             return
         except EXPECTED_FAILURES as exc:
-            self._rollback(job)
-            self._fail(_text_of(exc))
+            self._fail(text_of(exc))
             return
         except EndOfStream:
-            self._rollback(job, quiet=True)
             raise
         except Exception as exc:
-            log.exception("internal error")
-            self._rollback(job)
-            self._fail(f"internal error: {type(exc).__name__}: {_text_of(exc)} (details in the backend log)")
+            self._fail(failure_text(exc))
             return
         if mode is not Mode.BACKUP:
             s.wait_for_end()
             return
-        done = job
 
         def confirmed() -> None:
             """END: Bacula confirmed the job. Nothing here can fail it any more (§3.6)."""
-            try:
-                done.retire()
-            except Exception as exc:
-                log.error("retention failed", exc_info=True)
-                self.reporter.warning(
-                    f"retention: older snapshots of this job's chain could not be deleted ({exc}); "
+            run.retire(
+                lambda reason: (
+                    f"retention: older snapshots of this job's chain could not be deleted ({reason}); "
                     "the next confirmed job of this chain deletes them"
                 )
+            )
 
         reason = s.wait_for_end(on_end=confirmed)
         if reason is not EndReason.END:
             log.warning("no END from the FD: the job did not finish well; deleting its snapshots")
-            self._rollback(job, quiet=True)
-
-    def _commit(self, job: BackupJob) -> bool:
-        """The job's snapshots become bases. On failure: roll back, A naming them, False."""
-        ids = list(job.ledger.created)
-        named = ", ".join(f"{sid} of {job.ledger.volume_of.get(sid, '?')}" for sid in ids)
-        try:
-            job.commit()
-            return True
-        except Cancelled:
-            raise
-        except Exception as exc:
-            log.error("commit of %s failed: %s", named, exc, exc_info=not isinstance(exc, EXPECTED_FAILURES))
-            cause = str(exc).rstrip(". ")
-        left = job.rollback()
-        if left:
-            after = (
-                f"{', '.join(left)} could not be deleted either: delete them by hand (they are never used "
-                "as a base while pending; the next job on these volumes removes pending ones once their "
-                "lease has expired)"
-            )
-        else:
-            after = "they were deleted"
-        self._fail(
-            f"the snapshots of this job ({named}) could not be committed as bases for the next "
-            f"backups, so the job fails: {cause}. {after[0].upper()}{after[1:]}. Check that the job's AWS "
-            "credentials may call ec2:CreateTags on snapshots (docs/IAM.md), then run the job again."
-        )
-        return False
+            run.rollback(quiet=True)
 
     def _listing(self, ctx: JobContext) -> None:
         s = self.session
@@ -389,7 +322,7 @@ class Backend:
             log.info("listed %d entries under %s", count, ctx.params.listing)
             stream.finish()
         except EXPECTED_FAILURES as exc:
-            self._fail(_text_of(exc))
+            self._fail(text_of(exc))
             return
         s.wait_for_end()
 
@@ -408,29 +341,13 @@ class Backend:
         q.finish()
         s.wait_for_end()
 
-    def _rollback(self, job: BackupJob | None, quiet: bool = False) -> None:
-        if job is None or not job.ledger.created:
-            return
-        ids = ", ".join(job.ledger.created)
-        if not quiet:
-            self.reporter.info(f"deleting the snapshots of this failed job: {ids}")
-        left = job.rollback()
-        if left:
-            msg = f"could not delete snapshot(s) {', '.join(left)}: the next job will retry"
-            log.error("%s", msg)
-            if not quiet:
-                self.reporter.warning(msg)
-
     def _restore(self, ctx: JobContext, job: JobInfo) -> None:
         s = self.session
         try:
-            target, path = _restore_target(job, ctx.params)
-            restore: LocalRestore | AwsRestore
-            if target == "aws":
-                restore = AwsRestore(ctx, path, job.where)
-            else:
-                restore = LocalRestore(ctx, path, job.where, replace=job.replace or "a")
-                restore.open_target()  # a link as the target fails the job before any file
+            target = restore_target(
+                ctx.params, where=job.where, regex_where=job.regex_where, working_dir=job.working_dir or ""
+            )
+            restore = open_restore(ctx, target, job.where, replace=job.replace or "a")
         except EXPECTED_FAILURES as exc:
             self._fail(str(exc))
             return
@@ -446,14 +363,6 @@ class Backend:
         log.error("job failed: %s", text)
         self.session.abort(text)
         self.session.wait_for_end()
-
-
-def _text_of(exc: BaseException) -> str:
-    """str(exc), even for an exception whose __str__ fails."""
-    try:
-        return str(exc)
-    except Exception:
-        return f"(an unprintable {type(exc).__name__})"
 
 
 def _quietly(fn: Callable[[], object]) -> None:
@@ -488,12 +397,12 @@ def main() -> int:
     except ProtocolError as exc:
         with contextlib.suppress(Exception):
             log.error("protocol error: %s", exc)
-        _abort_and_drain(session, f"ec2-backend: protocol error: {_text_of(exc)}")
+        _abort_and_drain(session, f"ec2-backend: protocol error: {text_of(exc)}")
     except Exception as exc:
         with contextlib.suppress(Exception):
             log.error("backend failure: %s", "".join(traceback.format_exception(exc)))
         _abort_and_drain(
-            session, f"ec2-backend failed: {type(exc).__name__}: {_text_of(exc)} (see the backend log)"
+            session, f"ec2-backend failed: {type(exc).__name__}: {text_of(exc)} (see the backend log)"
         )
     _quietly(logging.shutdown)
     return 0

@@ -17,11 +17,9 @@ import sys
 import time
 
 from . import __version__
-from .aws import AwsError
 from .formats.blockimage import FormatError
 from .jobs import chain
-from .jobs.backup import BackupJob
-from .jobs.context import JobContext, JobError, connect
+from .jobs.context import JobContext, JobError
 from .jobs.folder import (
     BACKUPS,
     DAMAGED,
@@ -45,14 +43,22 @@ from .jobs.folder import (
 )
 from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore
+from .jobs.runner import (
+    EXPECTED_FAILURES,
+    BackupRun,
+    finish_restore,
+    open_restore,
+    restore_target,
+)
 from .jobs.sink import FileInfo, FileWriter
 from .logs import REDACTOR
 from .params import ParameterError, Parameters, parameter_docs, parse_parameters
-from .retry import Cancelled, RetriesExhausted
+from .retry import Cancelled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 OPERATIONS = ("backup", "restore", "list", "estimate")
-FAILURES = (JobError, AwsError, RetriesExhausted, FormatError, OSError, Cancelled)
+#: What ends a bec2 job with its message and exit code 1 (anything else is a bug: traceback).
+FAILURES: tuple[type[Exception], ...] = (*EXPECTED_FAILURES, Cancelled)
 #: What --job_name may be: it goes into snapshot tags (EC2 tag value characters).
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+=@/-]{0,99}$")
 
@@ -182,7 +188,7 @@ def _estimate(params: Parameters, job: str, reporter: ConsoleReporter) -> int:
     now = time.time()
     ctx = JobContext(params, _unique_name(job, now, os.getpid() % 100), int(now), "F", reporter, "")
     try:
-        BackupJob(ctx, connect(params, cancel=ctx.cancel)).estimate(_EstimatePrinter())
+        BackupRun(ctx).estimate(_EstimatePrinter())
     except FAILURES as exc:
         reporter.error(str(exc))
         return EXIT_FAILED
@@ -229,12 +235,10 @@ def _backup_locked(
         ctx.reference_job = ref.job_name
         ctx.since = reference_since(ref, level)
         reporter.info(f"{LEVEL_NAMES[level]} backup against {ref.describe()}")
-    backup: BackupJob | None = None
-    try:
-        backup = BackupJob(ctx, connect(params, cancel=ctx.cancel))
-        backup.run(bdir)
-        bdir.sync()
-        backup.commit()
+    run = BackupRun(ctx)
+
+    def write_manifest() -> None:
+        """From here on the backup is complete (docs/RESTORE.md "The bec2 folder")."""
         doc = manifest(
             folder,
             bdir,
@@ -248,17 +252,16 @@ def _backup_locked(
             version=__version__,
         )
         bdir.write_manifest(doc)
-    except BaseException as exc:
+
+    def stop() -> None:
         ctx.cancel.set()
         bdir.abandon()
-        if backup is not None:
-            try:
-                left = backup.rollback()
-            except Exception as rb_exc:  # report it, keep the original failure
-                reporter.warning(f"could not roll back the job's snapshots: {rb_exc}")
-            else:
-                if left:
-                    reporter.warning(f"could not delete snapshot(s) {', '.join(left)}")
+
+    try:
+        run.open()
+        run.backup(bdir, seal=bdir.sync, final=write_manifest, on_failure=stop)
+    except BaseException as exc:
+        stop()  # again (idempotent): also when connecting failed, before the runner had a job
         try:
             bdir.remove()
         except FolderError as rm_exc:
@@ -268,16 +271,18 @@ def _backup_locked(
             return EXIT_FAILED
         raise
     what = f"{LEVEL_NAMES[level]} backup job {bdir.job_id} ({unique})"
-    try:
-        backup.retire()
-    except (*FAILURES, KeyboardInterrupt) as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        reporter.warning(
+
+    def retire_failed(reason: str) -> str:
+        return (
             f"{what} is complete, but retiring the older snapshots failed ({reason}); "
             "the next backup retires them"
         )
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+
+    try:
+        run.retire(retire_failed)
+    except KeyboardInterrupt:
+        reporter.warning(retire_failed("interrupted"))
+        raise
     reporter.info(f"{what} stored under {bdir.path}")
     return EXIT_OK
 
@@ -339,11 +344,17 @@ def _restore(params: Parameters, source: str, reporter: ConsoleReporter, before:
         reporter.info(f"volume {vid}: " + " + ".join(b.describe() for b, _v in parts))
     restore: LocalRestore | AwsRestore
     try:
-        if params.restore_to == "aws":
-            restore = AwsRestore(ctx, os.path.abspath(params.restore_workdir or source), where=None)
-        else:
-            assert target is not None
-            restore = LocalRestore(ctx, os.path.abspath(target), where=None)
+        # Relative directories on the command line are relative to the current directory;
+        # an AWS restore stages in the folder unless --restore_workdir says otherwise.
+        absolute = {
+            k: os.path.abspath(v)
+            for k, v in (("local_path", target), ("restore_workdir", params.restore_workdir))
+            if v
+        }
+        where = restore_target(
+            params.model_copy(update=absolute), where=None, working_dir=source, default="local"
+        )
+        restore = open_restore(ctx, where, where=None, open_now=False)
     except FAILURES as exc:
         reporter.error(str(exc))
         return EXIT_FAILED
@@ -366,16 +377,12 @@ def _restore(params: Parameters, source: str, reporter: ConsoleReporter, before:
                 images.add(item.file.path)
         if not images:
             raise FolderError("no disk image was restored (every one was skipped)")
-        restore.finish()
-    except BaseException as exc:
-        restore.abandon()  # every file not yet installed goes
-        restore.close()
-        if isinstance(exc, FAILURES):
-            reporter.error(str(exc))
-            return EXIT_FAILED
-        raise
-    restore.close()
-    reporter.info(restore.summary())
+        finish_restore(restore)
+    except FAILURES as exc:
+        reporter.error(str(exc))
+        return EXIT_FAILED
+    finally:
+        restore.close()  # every file not yet installed goes
     if isinstance(restore, AwsRestore):
         print("\n".join(restore.results))
     return EXIT_OK
