@@ -39,8 +39,7 @@ from protocol.text import has_undecodable, looks_secret, printable, set_message_
 from .jobs import browse
 from .jobs.context import JobContext, connect
 from .jobs.restore_aws import AwsRestore
-from .jobs.restore_local import LocalRestore
-from .jobs.restore_local import RestoreRefused as LocalRestoreRefused
+from .jobs.restore_local import LocalRestore, RestoreFailed
 from .jobs.runner import (
     EXPECTED_FAILURES,
     BackupRun,
@@ -163,7 +162,7 @@ class RestoreAdapter(BaseRestoreHandler):
 
     @staticmethod
     def _refused(name: str, exc: BaseException) -> RestoreRefused:
-        text = str(exc) if isinstance(exc, LocalRestoreRefused) else f"{name}: {exc}"
+        text = str(exc) if isinstance(exc, RestoreFailed) else f"{name}: {exc}"
         return RestoreRefused(text)
 
     def start_file(self, f: RestoreFile) -> Reply:

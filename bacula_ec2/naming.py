@@ -14,6 +14,10 @@ NAMESPACE = "@amazon-ec2"
 ROOT = f"/{NAMESPACE}/"
 #: Folder of the volumes selected on their own (volumes=), in place of an instance id.
 STANDALONE = "volumes"
+#: Volume sizes are whole GiB (the `<N>G` of a volume's file names, EC2's `Size`).
+GIB = 1 << 30
+#: Bacula's level letters, as job messages spell them.
+LEVEL_NAMES = {"F": "Full", "I": "Incremental", "D": "Differential"}
 
 _VOL_FILE = re.compile(
     r"^(?P<vol>vol-[0-9a-zA-Z]+)(?:-(?P<dev>[^/]+?)-(?P<gib>\d+)G)?"

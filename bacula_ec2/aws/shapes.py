@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from .. import timefmt
 from .model import (
     Attachment,
     BlockDevice,
@@ -62,7 +63,7 @@ def _time(value: object) -> dt.datetime | None:
         return value
     if isinstance(value, str) and value:
         try:
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return timefmt.parse_iso(value)
         except ValueError:
             return None
     return None

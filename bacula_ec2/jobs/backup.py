@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from .. import naming
+from .. import naming, timefmt
 from ..aws import Aws
 from ..aws.download import BlockDownloader, read_ahead
 from ..aws.model import Snapshot
@@ -30,20 +30,11 @@ from .selection import InstanceTarget, VolumeTarget, select_instances
 from .sink import BackupSink, FileInfo
 from .snapshots import SnapshotLedger
 
-GIB = 1 << 30
 SPOOL_IN_MEMORY = 4 << 20
 
 
-def _epoch(value: dt.datetime | None) -> int:
-    if value is not None:
-        return int(value.timestamp())
-    return int(time.time())
-
-
-def _iso(value: dt.datetime | None) -> str:
-    if value is not None:
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+_epoch = timefmt.epoch
+_iso = timefmt.utc_iso
 
 
 @dataclass
@@ -99,7 +90,7 @@ class BackupJob:
         yield FileInfo(naming.volume_json(iid, vid, vol.device, vol.size_gib), 0, mtime)
         yield FileInfo(
             naming.volume_image(iid, vid, vol.device, vol.size_gib, self.ctx.level, self.ctx.job_id),
-            vol.size_gib * GIB,
+            vol.size_gib * naming.GIB,
             mtime,
         )
         if self.ctx.params.bitmap_headers and estimate:
@@ -248,7 +239,7 @@ class BackupJob:
             return ImageHeader(
                 kind=kind,
                 volume_id=vid,
-                volume_size=vol.size_gib * GIB,
+                volume_size=vol.size_gib * naming.GIB,
                 snapshot_id=sid,
                 level=ctx.level,
                 created=_iso(snap.start_time),
@@ -270,7 +261,7 @@ class BackupJob:
         stats = VolumeStats()
         t0 = time.monotonic()
         path = naming.volume_image(iid, vid, vol.device, vol.size_gib, ctx.level, ctx.job_id)
-        writer = sink.open_file(FileInfo(path, vol.size_gib * GIB, mtime))
+        writer = sink.open_file(FileInfo(path, vol.size_gib * naming.GIB, mtime))
         writer.write(image.start())
         refs = (
             self.aws.list_changed_blocks(base.snapshot_id, sid)

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from .. import naming
+from .. import naming, timefmt
 from ..aws import Aws
 from .chain import STATE_TAG, TAG
 from .context import JobError
@@ -18,11 +18,10 @@ from .selection import select_instances
 from .sink import BackupSink, FileInfo
 
 QUERIES = ("regions", "instances", "volumes", "snapshots")
-GIB = 1 << 30
 
 
 def _epoch(value: dt.datetime | None) -> int:
-    return int(value.timestamp()) if value is not None else 0
+    return timefmt.epoch(value, default=0)
 
 
 def clean(value: object) -> str:
@@ -58,7 +57,7 @@ def listing(aws_for: Callable[[str | None], Aws], path: str, sink: BackupSink) -
             continue
         dev = naming.device_short_name(d.device_name)
         name = f"{vol.volume_id}-{dev}-{vol.size_gib}G"
-        sink.file(FileInfo(name, vol.size_gib * GIB, _epoch(vol.create_time)), b"")
+        sink.file(FileInfo(name, vol.size_gib * naming.GIB, _epoch(vol.create_time)), b"")
         count += 1
     return count
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import naming
+from .. import naming, timefmt
 from ..formats.blockimage import FileKind, FormatError, ImageHeader, RecordDecoder
 from .context import JobError
 from .sink import FileInfo
@@ -41,7 +41,7 @@ MANIFEST = "bec2-backup.json"
 FOLDER_KIND, FOLDER_VERSION = "bec2 folder", 1
 MANIFEST_KIND, MANIFEST_VERSION = "bec2 backup", 1
 COMPLETE, INCOMPLETE, DAMAGED = "complete", "incomplete", "damaged"
-LEVEL_NAMES = {"F": "Full", "I": "Incremental", "D": "Differential"}
+LEVEL_NAMES = naming.LEVEL_NAMES
 
 _DIR_NAME = re.compile(r"^(?P<time>\d{8}T\d{6}Z)-(?P<level>[FID])-(?P<jobid>\d+)$")
 _FOLDER_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -54,18 +54,12 @@ class FolderError(JobError):
 
 def iso(epoch: float) -> str:
     """`2026-11-26T16:01:42.123456Z`."""
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return timefmt.utc_iso(epoch, timespec="microseconds")
 
 
 def parse_time(text: str) -> float:
     """ISO 8601 (a space may replace the T); without a zone it is UTC."""
-    value = text.strip().replace("Z", "+00:00")
-    if "T" not in value and " " in value:
-        value = value.replace(" ", "T", 1)
-    when = dt.datetime.fromisoformat(value)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+    return timefmt.parse_iso(text).timestamp()
 
 
 def _fsync_dir(path: str) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import timefmt
 from .chain import TAG
 
 OWNER_TAG = TAG + "owner"
@@ -43,17 +44,14 @@ log = logging.getLogger("bacula-ec2.lease")
 
 
 def iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(int(epoch), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc_iso(int(epoch), timespec="seconds")
 
 
 def parse_iso(value: str) -> float | None:
     try:
-        when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return timefmt.parse_iso(value).timestamp()
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 def lease_until(now: float | None = None) -> str:

@@ -31,17 +31,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import naming
 from ..aws import Aws, AwsError
 from ..aws.model import ImageDevice, ImageSpec, Instance, LaunchSpec, Volume, VolumeSpec
 from ..aws.upload import SnapshotWriter, file_reader
 from ..formats import config
 from ..formats.blockimage import ImageHeader
 from ..retry import Cancelled, RetriesExhausted
+from .chain import TAG
 from .context import JobContext, connect
-from .restore_local import LocalRestore, Part, RestoreRefused, VolumeImage
+from .restore_local import LocalRestore, Part, RestoreFailed, VolumeImage
 
-GIB = 1 << 30
-TAG = "bacula-ec2:"
 TAG_FROM = TAG + "restored-from"
 TAG_JOB = TAG + "restore-job"
 TAG_TEMPORARY = TAG + "restore-temporary"
@@ -82,7 +82,7 @@ class VolumePlan:
 
     @property
     def size_gib(self) -> int:
-        return max(1, -(-self.header.volume_size // GIB))
+        return max(1, -(-self.header.volume_size // naming.GIB))
 
     @property
     def device(self) -> str | None:
@@ -118,7 +118,7 @@ class AwsRestore:
         self.ctx = ctx
         self.params = ctx.params
         if not os.path.isabs(workdir):
-            raise RestoreRefused(f"the restore staging directory '{workdir}' is not an absolute path")
+            raise RestoreFailed(f"the restore staging directory '{workdir}' is not an absolute path")
         os.makedirs(workdir, exist_ok=True)
         self.staging = tempfile.mkdtemp(prefix=f"bacula-ec2-restore-{ctx.job_id}-", dir=workdir)
         self.local = LocalRestore(ctx, self.staging, where, replace="a")
@@ -205,7 +205,7 @@ class AwsRestore:
 
     def _plans(self, assembled: list[tuple[VolumeImage, list[Part]]]) -> list[VolumePlan]:
         if not assembled:
-            raise RestoreRefused(
+            raise RestoreFailed(
                 "nothing to restore into AWS: the restore holds no block image (.bimg); "
                 "select the volumes' files"
             )
@@ -255,34 +255,34 @@ class AwsRestore:
         if mode == "instance":
             instances = {plan.instance_id for plan in plans}
             if len(instances) != 1:
-                raise RestoreRefused(
+                raise RestoreFailed(
                     f"restore_as=instance restores one instance at a time; the restore holds "
                     f"volumes of {', '.join(sorted(instances))}"
                 )
             (iid,) = instances
             doc = self._instance_doc(iid)
             if doc is None:
-                raise RestoreRefused(f"restore_as=instance needs {iid}.json in the restore: select it too")
+                raise RestoreFailed(f"restore_as=instance needs {iid}.json in the restore: select it too")
             root = config.instance_of(doc).root_device_name
             if root not in {plan.device for plan in plans}:
-                raise RestoreRefused(
+                raise RestoreFailed(
                     f"restore_as=instance: the root volume ({root}) of {iid} is not in the restore "
                     "(was it excluded from the backup?); restore_as=volume restores the others"
                 )
         if p.restore_attach_instance or p.restore_attach_device:
             if mode != "volume":
-                raise RestoreRefused("restore_attach_instance works with restore_as=volume only")
+                raise RestoreFailed("restore_attach_instance works with restore_as=volume only")
             if not (p.restore_attach_instance and p.restore_attach_device):
-                raise RestoreRefused("restore_attach_instance and restore_attach_device go together")
+                raise RestoreFailed("restore_attach_instance and restore_attach_device go together")
             if len(plans) != 1:
-                raise RestoreRefused(
+                raise RestoreFailed(
                     f"restore_attach_instance attaches one volume; the restore holds {len(plans)} "
                     f"({', '.join(pl.source_id for pl in plans)}): mark only one volume's files"
                 )
             aws = self.aws(self._target_region(plans[0]))
             zone = aws.describe_instance(p.restore_attach_instance).availability_zone or ""
             if p.restore_availability_zone and p.restore_availability_zone != zone:
-                raise RestoreRefused(
+                raise RestoreFailed(
                     f"instance {p.restore_attach_instance} is in {zone}, not in "
                     f"restore_availability_zone={p.restore_availability_zone}"
                 )
@@ -355,7 +355,7 @@ class AwsRestore:
             os.close(fd)
         seconds = max(time.monotonic() - began, 1e-6)
         mib = result.blocks * 0.5
-        parts = " + ".join(pt.describe().split(" (")[0] for pt in plan.chain)
+        parts = " + ".join(pt.label() for pt in plan.chain)
         self.ctx.reporter.info(
             f"volume {plan.source_id} ({plan.size_gib} GiB, {parts}) -> snapshot {sid}: "
             f"{result.blocks} blocks, {mib:.0f} MiB in {seconds:.1f} s ({mib / seconds:.1f} MiB/s)"
@@ -393,7 +393,7 @@ class AwsRestore:
             return original
         zones = aws.availability_zones()
         if not zones:
-            raise RestoreRefused(f"no availability zone is available in {aws.region}")
+            raise RestoreFailed(f"no availability zone is available in {aws.region}")
         return zones[0]
 
     def _volumes(self, plans: list[VolumePlan], attach_zone: str | None) -> None:

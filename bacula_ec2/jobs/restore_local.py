@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import naming
+from .. import naming, timefmt
 from ..formats.blockimage import (
     Block,
     FileKind,
@@ -54,28 +54,23 @@ from .chain import job_resource
 from .context import JobContext, JobError
 
 log = logging.getLogger("bacula-ec2.restore")
-GIB = 1 << 30
 #: Bacula's Replace= letters (metaplugin-protocol.md §3.3, §6.6).
 REPLACE_MODES = {"a": "always", "n": "never", "w": "ifnewer", "o": "ifolder"}
 MAX_JSON = 16 << 20
-_LEVELS = {"F": "Full", "I": "Incremental", "D": "Differential"}
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
-class RestoreRefused(JobError):
+class RestoreFailed(JobError):
     """This file or this restore cannot be completed; the message says why."""
 
 
-def _time(iso: str | None) -> dt.datetime:
-    if not iso:
-        return dt.datetime.min.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+_time = timefmt.parse_iso_or_min
 
 
 def _epoch(when: dt.datetime) -> int:
-    return 0 if when.year <= 1 else int(when.timestamp())
+    return timefmt.epoch(when, default=0)
 
 
 def _zero_range(fd: int, offset: int, length: int) -> None:
@@ -105,11 +100,14 @@ class Part:
     def starts_chain(self) -> bool:
         return self.header.base_snapshot_id is None
 
-    def describe(self) -> str:
+    def label(self) -> str:
+        """`Incremental job 43`: what the part is, for lists of parts."""
         h = self.header
-        kind = _LEVELS.get(h.level, h.level)
         job = f" job {h.job_id}" if h.job_id is not None else ""
-        return f"{kind}{job} (snapshot {h.snapshot_id} of {h.created})"
+        return f"{naming.LEVEL_NAMES.get(h.level, h.level)}{job}"
+
+    def describe(self) -> str:
+        return f"{self.label()} (snapshot {self.header.snapshot_id} of {self.header.created})"
 
 
 @dataclass
@@ -267,12 +265,12 @@ def _vid(t: _Target) -> str:
 
 
 def _chain(vol: _Volume) -> tuple[list[Part], list[Part]]:
-    """(the chain in order, the older parts not used), or RestoreRefused naming the gap."""
+    """(the chain in order, the older parts not used), or RestoreFailed naming the gap."""
     parts = sorted(vol.parts, key=lambda p: (p.created, not p.starts_chain))
     starts = [i for i, p in enumerate(parts) if p.starts_chain]
     if not starts:
         first = parts[0]
-        raise RestoreRefused(
+        raise RestoreFailed(
             f"volume {vol.volume_id}: the restore holds {first.describe()} but not the Full backup "
             f"it builds on (snapshot {first.header.base_snapshot_id}): select the Full and the "
             "later backups too"
@@ -280,7 +278,7 @@ def _chain(vol: _Volume) -> tuple[list[Part], list[Part]]:
     chain, older = parts[starts[-1] :], parts[: starts[-1]]
     for prev, part in itertools.pairwise(chain):
         if _time(part.header.base_created) > prev.created:
-            raise RestoreRefused(
+            raise RestoreFailed(
                 f"volume {vol.volume_id}: a backup is missing between {prev.describe()} and "
                 f"{part.describe()}, which builds on snapshot {part.header.base_snapshot_id} of "
                 f"{part.header.base_created}: select every backup of the chain"
@@ -290,17 +288,17 @@ def _chain(vol: _Volume) -> tuple[list[Part], list[Part]]:
 
 def _check_name(cat: naming.CatalogPath, h: ImageHeader) -> None:
     """The catalog name of a part says what it holds; a file under another's name fails."""
-    says = f"its name says {_LEVELS.get(cat.level, cat.level)}"
+    says = f"its name says {naming.LEVEL_NAMES.get(cat.level, cat.level)}"
     if cat.job_id is not None:
         says += f" job {cat.job_id}"
-    holds = f"{_LEVELS.get(h.level, h.level)} job {h.job_id} of volume {h.volume_id}"
+    holds = f"{naming.LEVEL_NAMES.get(h.level, h.level)} job {h.job_id} of volume {h.volume_id}"
     if h.volume_id != cat.volume_id:
         raise FormatError(f"it holds a backup of volume {h.volume_id}, its name says {cat.volume_id}")
     if h.level != cat.level or (cat.job_id is not None and h.job_id != cat.job_id):
         raise FormatError(f"it holds the {holds} (snapshot {h.snapshot_id}), {says}")
     if h.device is not None and naming.device_short_name(h.device) != cat.device:
         raise FormatError(f"it holds device {h.device} of volume {h.volume_id}, its name says {cat.device}")
-    if cat.size_gib is not None and -(-h.volume_size // GIB) != cat.size_gib:
+    if cat.size_gib is not None and -(-h.volume_size // naming.GIB) != cat.size_gib:
         raise FormatError(f"it holds a volume of {h.volume_size} bytes, its name says {cat.size_gib} GiB")
     if h.block_size <= 0:
         raise FormatError(f"its block size {h.block_size} is invalid")
@@ -332,7 +330,7 @@ class LocalRestore:
 
     def __post_init__(self) -> None:
         if self.replace not in REPLACE_MODES:
-            raise RestoreRefused(
+            raise RestoreFailed(
                 f"Replace={self.replace} is not a Bacula replace option (a, n, w or o expected)"
             )
 
@@ -345,14 +343,14 @@ class LocalRestore:
     def open_target(self) -> safefs.Dir:
         """Open the target and its `@amazon-ec2` directory (once); refuse links there."""
         if self._target_error is not None:
-            raise RestoreRefused(self._target_error)
+            raise RestoreFailed(self._target_error)
         if self._ns is None:
             try:
                 self._root = safefs.open_target(self.base_dir)
                 self._ns = self._root.subdir(naming.NAMESPACE)
             except (OSError, JobError) as exc:
                 self._target_error = f"cannot restore into {self.base_dir}: {exc}"
-                raise RestoreRefused(self._target_error) from exc
+                raise RestoreFailed(self._target_error) from exc
         assert self._ns is not None
         return self._ns
 
@@ -448,7 +446,7 @@ class LocalRestore:
             path = naming.strip_where(fname, self.where)
             catalog = naming.parse_catalog_path(path)
         except ValueError as exc:
-            raise RestoreRefused(str(exc)) from exc
+            raise RestoreFailed(str(exc)) from exc
         name = naming.ROOT + catalog.relative
         try:
             if catalog.kind == "dir":
@@ -458,7 +456,7 @@ class LocalRestore:
                 return self._start_image(name, catalog)
             return self._start_file(ns, name, catalog, mtime or 0)
         except (OSError, JobError) as exc:
-            raise RestoreRefused(self._failed(name, catalog, exc)) from exc
+            raise RestoreFailed(self._failed(name, catalog, exc)) from exc
 
     def _start_image(self, name: str, catalog: naming.CatalogPath) -> bool:
         assert catalog.volume_id is not None
@@ -504,15 +502,15 @@ class LocalRestore:
 
     def data(self, chunk: memoryview) -> None:
         """Bytes of the current file. On failure the file (for a block image: its volume)
-        is cleaned up before RestoreRefused is raised; the rest of its data may be dropped."""
+        is cleaned up before RestoreFailed is raised; the rest of its data may be dropped."""
         t = self._current
         if t is None:
-            raise RestoreRefused("restore data arrived without a file")
+            raise RestoreFailed("restore data arrived without a file")
         try:
             self._write(t, chunk)
         except Exception as exc:
             self._current = None
-            raise RestoreRefused(self._fail(t, exc)) from exc
+            raise RestoreFailed(self._fail(t, exc)) from exc
 
     def _write(self, t: _Target, chunk: memoryview) -> None:
         t.received += len(chunk)
@@ -575,7 +573,7 @@ class LocalRestore:
         try:
             self._close(t)
         except Exception as exc:
-            raise RestoreRefused(self._fail(t, exc)) from exc
+            raise RestoreFailed(self._fail(t, exc)) from exc
         self.files += 1
 
     def _close(self, t: _Target) -> None:
@@ -680,7 +678,7 @@ class LocalRestore:
             return
         try:
             self.end()
-        except RestoreRefused as exc:
+        except RestoreFailed as exc:
             if report:
                 self.ctx.reporter.error(str(exc))
 
@@ -710,7 +708,7 @@ class LocalRestore:
 
         Returns each installed image (closed, its `data_map` filled, `path` its final
         name) with its chain, oldest part first. Volumes that failed leave nothing; if any
-        did (or another file failed), RestoreRefused names them all after the healthy
+        did (or another file failed), RestoreFailed names them all after the healthy
         volumes were installed.
         """
         self._settle(report=False)
@@ -740,7 +738,7 @@ class LocalRestore:
                 problems.append(str(exc))
                 self._drop_volume(vol)
         if problems:
-            raise RestoreRefused("; ".join(problems) + " (a volume that is not restored leaves no image)")
+            raise RestoreFailed("; ".join(problems) + " (a volume that is not restored leaves no image)")
         return done
 
     def _install_image(self, vol: _Volume, chain: list[Part], older: list[Part]) -> bool:
@@ -811,7 +809,7 @@ class LocalRestore:
     def finish(self) -> None:
         """End of restore to local images: assemble, and say what each image holds."""
         for image, chain in self.assemble():
-            parts = " + ".join(p.describe().split(" (")[0] for p in chain)
+            parts = " + ".join(p.label() for p in chain)
             data = sum(p.data_blocks for p in chain)
             self.ctx.reporter.info(
                 f"restored volume {image.volume_id} ({image.size >> 30} GiB) to {image.path} "

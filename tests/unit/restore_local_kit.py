@@ -23,7 +23,7 @@ from bacula_ec2.formats.blockimage import (
     block_sha256,
 )
 from bacula_ec2.jobs.context import JobContext
-from bacula_ec2.jobs.restore_local import LocalRestore, RestoreRefused
+from bacula_ec2.jobs.restore_local import LocalRestore, RestoreFailed
 from bacula_ec2.params import parse_parameters
 
 BS = 4096
@@ -213,7 +213,7 @@ def feed(
             try:
                 if not r.start(name, mtime=(times or {}).get(name)):
                     continue
-            except RestoreRefused as exc:
+            except RestoreFailed as exc:
                 errors.append(str(exc))
                 continue
             if not data:
@@ -221,16 +221,16 @@ def feed(
             try:
                 for chunk in chunks(data, rng):
                     r.data(memoryview(chunk))
-            except RestoreRefused as exc:
+            except RestoreFailed as exc:
                 errors.append(str(exc))
                 continue
             try:
                 r.end()
-            except RestoreRefused as exc:
+            except RestoreFailed as exc:
                 errors.append(str(exc))
         try:
             r.finish()
-        except RestoreRefused as exc:
+        except RestoreFailed as exc:
             final = str(exc)
     finally:
         r.close()
@@ -250,7 +250,7 @@ def feed_like_bec2(target: Path, files: Sequence[tuple[str, bytes]], seed: int =
                 r.data(memoryview(chunk))
             r.end()
         r.finish()
-    except RestoreRefused as exc:
+    except RestoreFailed as exc:
         r.abandon()
         return str(exc)
     return None

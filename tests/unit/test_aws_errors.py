@@ -28,7 +28,7 @@ from bacula_ec2.aws.errors import (
     from_http,
     kind_of,
 )
-from bacula_ec2.jobs.restore_local import RestoreRefused
+from bacula_ec2.jobs.restore_local import RestoreFailed
 from bacula_ec2.retry import Retryable
 
 from .restore_local_kit import TWO, files_under, new_restore
@@ -212,7 +212,7 @@ def test_an_os_error_while_writing_a_restore_leaves_a_traceback_in_the_log(
 
     monkeypatch.setattr(os, "pwrite", no_space)
     r.start(full.name)
-    with caplog.at_level(logging.ERROR, logger="bacula-ec2.restore"), pytest.raises(RestoreRefused) as info:
+    with caplog.at_level(logging.ERROR, logger="bacula-ec2.restore"), pytest.raises(RestoreFailed) as info:
         r.data(memoryview(full.data))
     assert "No space left on device" in str(info.value) and full.name in str(info.value)
     logged = [rec for rec in caplog.records if rec.name == "bacula-ec2.restore"]

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bacula_ec2 import naming
-from bacula_ec2.jobs.restore_local import RestoreRefused
+from bacula_ec2.jobs.restore_local import RestoreFailed
 
 from .restore_local_kit import (
     BLOCKS,
@@ -236,7 +236,7 @@ def test_an_error_while_closing_removes_the_image(tmp_path: Path, monkeypatch: p
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", failing)
-    with pytest.raises(RestoreRefused, match="Input/output error"):
+    with pytest.raises(RestoreFailed, match="Input/output error"):
         r.finish()
     monkeypatch.setattr(os, "fsync", real)
     r.abandon()
@@ -388,5 +388,5 @@ def test_replace_ifnewer_ifolder_compare_with_the_backup_time(
 
 
 def test_unknown_replace_letter_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RestoreRefused, match="Replace=x"):
+    with pytest.raises(RestoreFailed, match="Replace=x"):
         new_restore(tmp_path, replace="x")

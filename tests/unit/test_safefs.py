@@ -9,7 +9,7 @@ import pytest
 
 from bacula_ec2 import naming
 from bacula_ec2.jobs import safefs
-from bacula_ec2.jobs.restore_local import RestoreRefused
+from bacula_ec2.jobs.restore_local import RestoreFailed
 
 from .restore_local_kit import IID, TWO, VID, feed, files_under, new_restore, sha, volume_doc
 
@@ -218,7 +218,7 @@ def test_paths_that_climb_out_are_refused(tmp_path: Path) -> None:
         "/@amazon-ec2/./x.json",
         "/@amazon-ec2/../...json",
     ):
-        with pytest.raises(RestoreRefused):
+        with pytest.raises(RestoreFailed):
             r.start(name)
     r.close()
     assert not files_under(tmp_path / "t")
