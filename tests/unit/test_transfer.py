@@ -19,29 +19,7 @@ from bacula_ec2.aws.transfer import BlockTransfer, TransferConfig, Window, done,
 from bacula_ec2.formats.blockimage import BLOCK_SIZE
 from bacula_ec2.pacing import Pacer
 from bacula_ec2.retry import Cancelled, Clock, RetriesExhausted, RetryPolicy, RetryStats
-
-
-class FakeClock(Clock):
-    """Time moves only when someone sleeps (by the time slept); thread-safe."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-        self.slept: list[float] = []
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self.t
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.t += seconds
-            self.slept.append(seconds)
-
-    def wait(self, cancel: threading.Event | None, seconds: float) -> bool:
-        self.sleep(seconds)
-        return cancel is not None and cancel.is_set()
-
+from devkit.fake_aws import FakeClock
 
 POLICY = RetryPolicy(attempts=4, base_delay=0.1, max_delay=1.0, not_found_window=30.0)
 
