@@ -264,6 +264,7 @@ class Aws(RestoreCalls):
                 TagSpecifications=[shapes.tag_spec("snapshot", tags)],
             ),
             retry=False,
+            resource=volume_id,
         )
         return shapes.snapshot(out)
 
@@ -319,6 +320,7 @@ class Aws(RestoreCalls):
                 TagSpecifications=[shapes.tag_spec("snapshot", tags)],
             ),
             retry=False,
+            resource=instance_id,
         )
         return [shapes.snapshot(d) for d in out.get("Snapshots", [])]
 
@@ -347,7 +349,11 @@ class Aws(RestoreCalls):
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         try:
-            self._call("DeleteSnapshot", lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id))
+            self._call(
+                "DeleteSnapshot",
+                lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id),
+                resource=snapshot_id,
+            )
         except AwsError as exc:
             if exc.code != "InvalidSnapshot.NotFound":
                 raise
@@ -356,6 +362,7 @@ class Aws(RestoreCalls):
         self._call(
             "CreateTags",
             lambda: self.ec2.create_tags(Resources=list(resource_ids), Tags=shapes.tag_list(tags)),
+            resource=", ".join(resource_ids),
         )
 
     def wait_snapshots(
