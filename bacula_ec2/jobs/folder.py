@@ -430,7 +430,9 @@ def scan(folder: Folder) -> list[Backup]:
             where = ", ".join(f"{BACKUPS}/{b.name}" for b in same)
             for b in same:
                 b.status, b.problem = DAMAGED, f"job id {job_id} appears in more than one backup ({where})"
-    found.sort(key=lambda b: (b.started or 0.0, b.job_id or 0, b.name))
+    # Job ids count up in a folder (one backup at a time): their order is the time order,
+    # also within one second, where a name's time (all an incomplete backup has) is too coarse.
+    found.sort(key=lambda b: (b.job_id is None, b.job_id or 0, b.started or 0.0, b.name))
     return found
 
 

@@ -58,7 +58,10 @@ def failure_text(exc: BaseException, details: str = "the backend log") -> str:
     """The job message for a failure: an expected one's own text; anything else is an
     internal error, whose traceback goes to the log (`details` says where that is)."""
     if isinstance(exc, EXPECTED_FAILURES):
-        return text_of(exc)
+        text = text_of(exc)
+        # The message says what to do; the traceback (with its causes) is for the log only.
+        log.info("job failed: %s", text, exc_info=exc)
+        return text
     log.error("internal error", exc_info=exc)
     return f"internal error: {type(exc).__name__}: {text_of(exc)} (details in {details})"
 
