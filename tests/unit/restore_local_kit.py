@@ -25,6 +25,7 @@ from bacula_ec2.formats.blockimage import (
 from bacula_ec2.jobs.context import JobContext
 from bacula_ec2.jobs.restore_local import LocalRestore, RestoreFailed
 from bacula_ec2.params import parse_parameters
+from devkit.jobkit import Recorder
 
 BS = 4096
 BLOCKS = 12
@@ -156,20 +157,6 @@ OTHER_JOB = build(VID, "FIDIII", seed=9, job="otherjob", bases={3: 1})  # same v
 
 
 # ---------------------------------------------------------------------------- driver
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, text: str) -> None:
-        self.lines.append(("I", text))
-
-    def warning(self, text: str) -> None:
-        self.lines.append(("W", text))
-
-    def error(self, text: str) -> None:
-        self.lines.append(("E", text))
 
 
 @dataclass
