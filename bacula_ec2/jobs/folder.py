@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import naming, timefmt
 from ..formats.blockimage import FileKind, FormatError, ImageHeader, RecordDecoder
+from . import safefs
 from .context import JobError
 from .sink import FileInfo
 
@@ -70,22 +71,39 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _open_part(tmp: str) -> int:
+    """A new temporary file of the folder (never an existing name, never through a link)."""
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+
+
+def _install_part(fd: int, tmp: str, path: str, mtime: int | None = None) -> None:
+    """Sync and close `fd` (a file opened by `_open_part` as `tmp`), then give it the name
+    `path` only if that name is free; `tmp` is removed either way. FileExistsError if
+    `path` exists."""
+    try:
+        try:
+            os.fsync(fd)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
 def _write_new(path: str, data: bytes) -> None:
     """Write a small file under a new name: `.part`, fsync, link (never over an existing
     file), fsync the directory. FileExistsError if `path` exists."""
     tmp = f"{path}.{secrets.token_hex(4)}.part"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    fd = _open_part(tmp)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
+        safefs.write_all(fd, data)
+    except BaseException:
         os.close(fd)
-    try:
-        os.link(tmp, path)
-    finally:
         os.unlink(tmp)
+        raise
+    _install_part(fd, tmp, path)
     _fsync_dir(os.path.dirname(path))
 
 
@@ -475,30 +493,21 @@ class _FolderWriter:
         self.tmp = path + ".part"
         self.size = 0
         self.digest = hashlib.sha256()
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        self.fd = _open_part(self.tmp)
 
     def write(self, *parts: bytes | bytearray | memoryview) -> None:
         for part in parts:
-            view = memoryview(part)
-            self.digest.update(view)
-            self.size += len(view)
-            while view:
-                view = view[os.write(self.fd, view) :]
+            self.digest.update(part)
+            self.size += len(part)
+            safefs.write_all(self.fd, part)
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
         try:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.utime(self.tmp, (self.info.mtime, self.info.mtime), follow_symlinks=False)
-            try:
-                os.link(self.tmp, self.path)
-            except FileExistsError as exc:
-                raise JobError(f"{self.sink.show(self.path)} was written twice in one backup") from exc
+            _install_part(fd, self.tmp, self.path, self.info.mtime)
+        except FileExistsError as exc:
+            raise JobError(f"{self.sink.show(self.path)} was written twice in one backup") from exc
         finally:
-            os.unlink(self.tmp)
             self.sink.open = None
         self.sink.written.append(
             StoredFile(self.info.path, self.size, self.digest.hexdigest(), self.info.mtime)

@@ -517,9 +517,7 @@ class LocalRestore:
         if t.kind == "discard":
             return
         if t.kind == "file":
-            view = chunk
-            while view:
-                view = view[os.write(t.fd, view) :]
+            safefs.write_all(t.fd, chunk)
             if t.text is not None:
                 if len(t.text) + len(chunk) > MAX_JSON:
                     raise FormatError(

@@ -34,6 +34,13 @@ class UnsafePath(JobError):
     """A path of the restore target is a link or not a directory: nothing is written there."""
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte of `data` (os.write may write less than it was given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def check_name(name: str) -> str:
     """One path component: never empty, `.`, `..`, or containing `/` or NUL."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
