@@ -7,9 +7,9 @@ above it imports boto3. Secrets go into botocore and nowhere else.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,14 +20,15 @@ from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from ..retry import Cancelled, Retryable, RetryPolicy, RetryStats, call_with_retry
-from . import errors, shapes
+from ..retry import REAL_CLOCK, Clock, Retryable, RetryPolicy, RetryStats, call_with_retry
+from . import errors, shapes, wait
 from .errors import AwsError as AwsError  # defined in errors.py, imported from here too
 from .errors import classify as classify
 from .model import Instance, Snapshot, Volume
 from .restore_ops import RestoreCalls
 from .settings import AwsSettings
 from .shapes import tag_list as tag_list  # upload.py's TagSpecifications
+from .wait import WaitParams
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ class Aws(RestoreCalls):
     """EC2 and EBS direct clients of one region, with the calls the jobs need (the restore
     ones come from `restore_ops.RestoreCalls`). Takes and returns the product's own model
     (`model.py`); EC2's request and response shapes stay in `shapes.py`."""
+
+    #: What waits (aws/wait.py) sleep on; tests substitute a fake clock.
+    clock: Clock = REAL_CLOCK
 
     def __init__(
         self,
@@ -370,43 +374,20 @@ class Aws(RestoreCalls):
         snapshot_ids: Sequence[str],
         timeout: float,
         progress: Callable[[list[Snapshot]], None] | None = None,
-        max_interval: float = 5.0,
+        max_interval: float = 15.0,
     ) -> list[Snapshot]:
-        """Poll until every snapshot is completed; fail on `error` or timeout.
-
-        The interval grows from 0.2 s to `max_interval`: small snapshots are ready fast,
-        large ones are not worth polling every second.
-        """
-        deadline = time.monotonic() + timeout
-        interval = 0.2
-        while True:
-            snaps = self.describe_snapshots(ids=snapshot_ids)
-            states = {s.snapshot_id: s.state for s in snaps}
-            failed = [sid for sid, st in states.items() if st == "error"]
-            if failed:
-                raise AwsError(
-                    "CreateSnapshots",
-                    "SnapshotError",
-                    f"snapshot(s) {', '.join(failed)} ended in state error",
-                )
-            if len(states) == len(snapshot_ids) and all(st == "completed" for st in states.values()):
-                return snaps
-            if progress is not None:
-                progress(snaps)
-            if time.monotonic() > deadline:
-                pending = [sid for sid in snapshot_ids if states.get(sid) != "completed"]
-                raise AwsError(
-                    "CreateSnapshots",
-                    "Timeout",
-                    f"snapshot(s) {', '.join(pending)} not completed after {timeout:.0f} s "
-                    "(raise snapshot_timeout=)",
-                )
-            if self.cancel is not None:
-                if self.cancel.wait(interval):
-                    raise Cancelled("job cancelled while waiting for snapshots")
-            else:
-                time.sleep(interval)
-            interval = min(max_interval, interval * 1.5)
+        """Poll until every snapshot is completed; fail on `error`, or when their Progress
+        has not grown for `timeout` seconds (in all at most max(24 h, 4 x timeout)): the one
+        waiter, aws/wait.py. An id EC2 does not list yet (eventual consistency) is waited for."""
+        params = dataclasses.replace(WaitParams.for_snapshots(timeout), max_interval=max_interval)
+        return wait.wait_snapshots(
+            lambda ids: self.describe_snapshots(ids=ids),
+            snapshot_ids,
+            params,
+            clock=self.clock,
+            cancel=self.cancel,
+            progress=progress,
+        )
 
     # ------------------------------------------------------------------ EBS direct
     def _block_pages(

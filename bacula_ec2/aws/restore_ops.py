@@ -10,14 +10,14 @@ stop on the job's cancel event.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..retry import Cancelled
+from ..retry import REAL_CLOCK, Clock
 from . import shapes
 from .errors import AwsError
 from .model import ImageSpec, LaunchSpec, VolumeSpec
+from .wait import Step, WaitParams, wait_until
 
 
 class _Connected(Protocol):
@@ -25,6 +25,7 @@ class _Connected(Protocol):
 
     ec2: Any
     cancel: threading.Event | None
+    clock: Clock
 
     def _call(self, operation: str, fn: Callable[[], Any], retry: bool = True) -> Any: ...
     def volume_state(self, volume_id: str) -> str: ...
@@ -36,20 +37,18 @@ def _wait_for(
     what: str,
     check: Callable[[], bool],
     timeout: float,
-    max_interval: float = 5.0,
+    clock: Clock = REAL_CLOCK,
 ) -> None:
-    """Poll `check` until it is true; AwsError on timeout, Cancelled on cancel."""
-    deadline = time.monotonic() + timeout
-    interval = 0.1
-    while not check():
-        if time.monotonic() > deadline:
-            raise AwsError(what, "Timeout", f"still not done after {timeout:.0f} s")
-        if cancel is not None:
-            if cancel.wait(interval):
-                raise Cancelled(f"cancelled while waiting: {what}")
-        else:
-            time.sleep(interval)
-        interval = min(max_interval, interval * 1.5)
+    """Poll `check` until it is true (the one waiter, aws/wait.py); AwsError on timeout,
+    Cancelled on cancel."""
+    wait_until(
+        lambda: Step(check()),
+        operation=what,
+        what=what,
+        params=WaitParams.for_state(timeout),
+        clock=clock,
+        cancel=cancel,
+    )
 
 
 class RestoreCalls:
@@ -77,7 +76,7 @@ class RestoreCalls:
                 raise AwsError("CreateVolume", "VolumeError", f"volume {volume_id} is in state error")
             return now == state
 
-        _wait_for(self.cancel, f"volume {volume_id} {state}", check, timeout)
+        _wait_for(self.cancel, f"volume {volume_id} {state}", check, timeout, self.clock)
 
     def attach_volume(self: _Connected, volume_id: str, instance_id: str, device: str) -> None:
         self._call(
@@ -136,7 +135,7 @@ class RestoreCalls:
                 raise AwsError("RunInstances", "InstanceTerminated", f"instance {instance_id} terminated")
             return seen[-1] in states
 
-        _wait_for(self.cancel, f"instance {instance_id} {'/'.join(states)}", check, timeout)
+        _wait_for(self.cancel, f"instance {instance_id} {'/'.join(states)}", check, timeout, self.clock)
         return seen[-1]
 
     def stop_instance(self: _Connected, instance_id: str) -> None:
