@@ -25,6 +25,32 @@ _VOL_FILE = re.compile(
 )
 
 
+#: EC2 and EBS direct take at most 255 characters of Description (CreateSnapshot(s),
+#: StartSnapshot, RegisterImage; botocore's ebs model: Description max 255).
+DESCRIPTION_MAX = 255
+_ELLIPSIS = "..."
+
+
+def description(text: str, limit: int = DESCRIPTION_MAX) -> str:
+    """`text` if it fits in `limit` characters, else cut to fit, ending in "..."."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(_ELLIPSIS)] + _ELLIPSIS
+
+
+def snapshot_description(job_name: str, label: str) -> str:
+    """A backup snapshot's Description: `bacula-ec2 <job> (<instance label>)`, at most 255
+    characters. A long label (an instance's Name tag may have 256) is cut first, so the
+    job name stays whole when it can; a job name that alone is too long is cut as well."""
+    head = f"bacula-ec2 {job_name} ("
+    room = DESCRIPTION_MAX - len(head) - 1
+    if room >= len(label):
+        return f"{head}{label})"
+    if room > len(_ELLIPSIS):
+        return f"{head}{label[: room - len(_ELLIPSIS)]}{_ELLIPSIS})"
+    return description(f"{head}{label})")
+
+
 def device_short_name(device: str) -> str:
     """`/dev/sda1` -> `sda1`, `xvdf` -> `xvdf` (the product's `<dev>`)."""
     name = device.removeprefix("/dev/").strip("/")

@@ -7,11 +7,20 @@ problem is reported with the parameter's name, and secrets never appear in a mes
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ParameterError(ValueError):
@@ -40,6 +49,67 @@ def _split_tags(value: object) -> dict[str, str]:
     return tags
 
 
+# --- AWS limits checked here, before any job touches AWS.
+#: Tags per resource (EC2 "Tag your Amazon EC2 resources", Tag restrictions:
+#: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions).
+MAX_TAGS = 50
+#: Tag key / value lengths on EC2 resources (the same page: 128 and 256 Unicode characters).
+EC2_TAG_KEY_MAX, EC2_TAG_VALUE_MAX = 128, 256
+#: StartSnapshot's tags are shorter (botocore's ebs model: TagKey max 127, TagValue max 255);
+#: restore_tags go there (the restored snapshots), so they must fit both.
+EBS_TAG_KEY_MAX, EBS_TAG_VALUE_MAX = 127, 255
+#: Prefixes no user tag may carry: aws: is AWS's (any case; the same page), bacula-ec2: is
+#: the product's own (its snapshot lifecycle reads them, docs/SNAPSHOTS.md).
+RESERVED_TAG_PREFIXES = ("aws:", "bacula-ec2:")
+#: Tags the product puts on each backup snapshot itself: job, jobname, jobid, level,
+#: instance, state, owner, lease-until (jobs/snapshots.job_tags) + volume, position (set once
+#: the snapshot exists). tests/unit/test_params.py counts them on a real backup's snapshots.
+PRODUCT_SNAPSHOT_TAGS = 10
+#: Tags a restore puts on what it creates: restored-from, restore-job, restore-temporary, and
+#: Name (restore_name=) on volumes and instances (jobs/restore_aws.py).
+PRODUCT_RESTORE_TAGS = 4
+#: A KMS key ARN: what StartSnapshot's KmsKeyArn takes. botocore's ebs model only asks for
+#: `arn:aws[a-z\-]*:kms:.*:[0-9]{12}:key/.*` (so a key id, an alias or an alias ARN is
+#: refused by AWS); here the region and key id must be there too.
+KMS_KEY_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:kms:(?P<region>[a-z]{2}(?:-[a-z0-9]+)+-\d+):\d{12}:key/[A-Za-z0-9-]+"
+)
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-\d+")
+#: Zone names start with their region: us-east-1a, us-west-2-lax-1a (Local Zones).
+_ZONE = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z0-9]+)+-\d+)(?:[a-z]|-[a-z0-9-]+[a-z0-9])")
+
+
+def check_tags(
+    tags: dict[str, str], *, room: int, key_max: int, value_max: int, reserved: bool = True
+) -> None:
+    """ValueError naming the first tag that AWS would refuse, or the count over `room`."""
+    for key, value in tags.items():
+        if len(key) > key_max:
+            raise ValueError(f"tag key '{key[:40]}...' has {len(key)} characters, AWS allows {key_max}")
+        if len(value) > value_max:
+            raise ValueError(f"the value of tag '{key}' has {len(value)} characters, AWS allows {value_max}")
+        if reserved and key.lower().startswith(RESERVED_TAG_PREFIXES):
+            raise ValueError(
+                f"tag key '{key}' starts with a reserved prefix (aws: is AWS's, bacula-ec2: the product's)"
+            )
+    if len(tags) > room:
+        raise ValueError(
+            f"{len(tags)} tags, but only {room} fit: AWS allows {MAX_TAGS} tags per resource"
+            + (f" and bacula-ec2 adds {MAX_TAGS - room} of its own" if room < MAX_TAGS else "")
+        )
+
+
+def kms_key_region(arn: str) -> str | None:
+    """The region of a KMS key ARN (None if `arn` is not one)."""
+    m = KMS_KEY_ARN.fullmatch(arn)
+    return m["region"] if m else None
+
+
+def kms_key_fits(arn: str, region: str) -> bool:
+    """Whether the key can encrypt in `region` (a KMS key works in its own region only)."""
+    return kms_key_region(arn) == region
+
+
 class Parameters(BaseModel):
     """Everything a FileSet `Plugin = "ec2: ..."` line, a restore or bec2 can set."""
 
@@ -58,6 +128,11 @@ class Parameters(BaseModel):
     endpoint_url: str | None = Field(None, description="Endpoint for both EC2 and EBS (tests)")
     ec2_endpoint_url: str | None = Field(None, description="EC2 endpoint (overrides endpoint_url)")
     ebs_endpoint_url: str | None = Field(None, description="EBS direct endpoint (overrides endpoint_url)")
+    ca_bundle: str | None = Field(
+        None,
+        description="PEM file of the CA certificates to trust for AWS's TLS (default: AWS_CA_BUNDLE, "
+        "else botocore's bundle)",
+    )
 
     # --- selection
     instances: list[str] = Field(
@@ -145,6 +220,13 @@ class Parameters(BaseModel):
     restore_workdir: str | None = Field(
         None, description="Staging directory for restores into AWS (default: the FD working directory)"
     )
+    restore_min_kib_per_s: int = Field(
+        4096,
+        ge=1,
+        le=10_000_000,
+        description="Slowest upload (KiB/s) a restored snapshot's StartSnapshot Timeout allows for: the "
+        "Timeout is sized for the volume's data at this rate (10 minutes to 72 hours)",
+    )
 
     # --- set by the FD itself
     listing: str | None = Field(None, description="(set by bconsole .ls) path to list")
@@ -216,6 +298,7 @@ class Parameters(BaseModel):
         "restore_workdir",
         "restore_to",
         "local_path",
+        "ca_bundle",
         mode="before",
     )
     @classmethod
@@ -228,9 +311,97 @@ class Parameters(BaseModel):
     @field_validator("region", "restore_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+-\d+", value):
+        if value is not None and not _REGION.fullmatch(value):
             raise ValueError(f"'{value}' does not look like an AWS region (e.g. eu-west-1)")
         return value
+
+    @field_validator("snapshot_tags")
+    @classmethod
+    def _snapshot_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        check_tags(
+            value,
+            room=MAX_TAGS - PRODUCT_SNAPSHOT_TAGS,
+            key_max=EC2_TAG_KEY_MAX,
+            value_max=EC2_TAG_VALUE_MAX,
+        )
+        return value
+
+    @field_validator("restore_tags")
+    @classmethod
+    def _restore_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        check_tags(
+            value,
+            room=MAX_TAGS - PRODUCT_RESTORE_TAGS,
+            key_max=EBS_TAG_KEY_MAX,
+            value_max=EBS_TAG_VALUE_MAX,
+        )
+        return value
+
+    @field_validator("instance_tags")
+    @classmethod
+    def _instance_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        # A filter, not tags we write: aws:* tags (CloudFormation's, ...) may be matched.
+        check_tags(value, room=MAX_TAGS, key_max=EC2_TAG_KEY_MAX, value_max=EC2_TAG_VALUE_MAX, reserved=False)
+        return value
+
+    @field_validator("restore_name")
+    @classmethod
+    def _restore_name(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > EBS_TAG_VALUE_MAX:
+            raise ValueError(f"{len(value)} characters; the Name tag takes at most {EBS_TAG_VALUE_MAX}")
+        return value
+
+    @field_validator("restore_kms_key")
+    @classmethod
+    def _kms_key(cls, value: str | None) -> str | None:
+        if value is not None and not KMS_KEY_ARN.fullmatch(value):
+            raise ValueError(
+                f"'{value}' is not a KMS key ARN (arn:aws:kms:<region>:<12-digit account>:key/<key id>); "
+                "StartSnapshot takes no key id, alias or alias ARN"
+            )
+        return value
+
+    @field_validator("restore_availability_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None and not _ZONE.fullmatch(value):
+            raise ValueError(f"'{value}' does not look like an availability zone (e.g. eu-west-1b)")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not os.path.isfile(value):
+            raise ValueError(f"'{value}' is not a file (a PEM bundle of CA certificates)")
+        try:
+            with open(value, "rb") as fh:
+                head = fh.read(1 << 20)
+        except OSError as exc:
+            raise ValueError(f"cannot read '{value}': {exc.strerror}") from exc
+        if b"-----BEGIN CERTIFICATE-----" not in head:
+            raise ValueError(f"'{value}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return value
+
+    @model_validator(mode="after")
+    def _places(self) -> Parameters:
+        """A zone is in the region it is restored into; a KMS key too (KMS keys are regional)."""
+        region = self.restore_region
+        zone = self.restore_availability_zone
+        if region and zone and not zone.startswith(region):
+            raise ValueError(
+                f"parameter restore_availability_zone: '{zone}' is not a zone of restore_region {region}"
+            )
+        key = KMS_KEY_ARN.fullmatch(self.restore_kms_key or "")
+        in_zone = _ZONE.fullmatch(zone or "")
+        target = region or (in_zone["region"] if in_zone else None)
+        if key and target and not kms_key_fits(self.restore_kms_key or "", target):
+            raise ValueError(
+                f"parameter restore_kms_key: the key is in {key['region']}, the restore goes to {target} "
+                "(a KMS key encrypts only in its own region)"
+            )
+        return self
 
     @field_validator("endpoint_url", "ec2_endpoint_url", "ebs_endpoint_url")
     @classmethod
@@ -289,11 +460,15 @@ def parse_parameters(pairs: Iterable[tuple[str, str]]) -> Parameters:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "parameters"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:  # a check across parameters: its message names them
+            parts.append(msg)
+            continue
         value = err.get("input")
         if loc not in SECRET_PARAMETERS and isinstance(value, str) and value not in msg:
-            msg += f" (got '{value}')"
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            msg += f" (got '{shown}')"
         parts.append(f"parameter {loc}: {msg}")
     return "; ".join(parts)
 

@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from .. import naming
 from ..aws import Aws, AwsError
 from ..aws.model import Snapshot
 from . import chain
@@ -147,7 +148,7 @@ class SnapshotLedger:
         """Snapshot every target volume of one instance at the same moment (CreateSnapshots);
         standalone volumes are snapshotted one by one."""
         wanted = {v.volume_id for v in target.volumes}
-        description = f"bacula-ec2 {self.ctx.job_name} ({target.label})"
+        description = naming.snapshot_description(self.ctx.job_name, target.label)
         if target.standalone:  # volumes on their own: one CreateSnapshot each
             snaps = [
                 self.aws.create_snapshot(v.volume_id, job_tags(self.ctx, target.instance_id), description)
