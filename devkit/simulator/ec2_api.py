@@ -9,7 +9,9 @@ list it in ``_HANDLERS``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -25,6 +27,9 @@ from .model import (
     Snapshot,
     Volume,
     World,
+    check_id,
+    modification_state,
+    not_found,
     state_code,
 )
 from .policy import Call, Policy
@@ -116,6 +121,48 @@ def _page(items: list[T], args: Mapping[str, Any], seq: Callable[[T], int], scop
     return page, tokens.opaque(str(seq(page[-1])), scope) if more else None
 
 
+def _category(action: str, args: Mapping[str, Any]) -> str:
+    """The EC2 request-throttling category of a call (docs/SIMULATOR.md, "Hard mode").
+
+    Describe* calls are non-mutating; one with no filter, no ids/names/owners and no paging
+    parameter is "unfiltered and unpaginated" (a smaller bucket). Every other action the
+    simulator serves changes something, so it is mutating; none of them is in AWS's list of
+    resource-intensive actions (security groups, key pairs, Spot, VPC peering).
+    """
+    if action.startswith("Describe"):
+        narrowed = any(v not in (None, [], "") and (
+            k in ("Filters", "MaxResults", "NextToken", "Owners", "OwnerIds",
+                  "RestorableByUserIds", "InstanceId", "Attribute")
+            or k.endswith("Ids") or k.endswith("Names")) for k, v in args.items())
+        return "non_mutating" if narrowed else "unfiltered_non_mutating"
+    return "mutating"
+
+
+def _instance_count(action: str, args: Mapping[str, Any]) -> int:
+    """Instances a call launches/starts/stops/terminates (EC2 resource token buckets)."""
+    if action == "RunInstances":
+        return int(args.get("MaxCount") or 1)
+    if action in ("StartInstances", "StopInstances", "TerminateInstances"):
+        return len(args.get("InstanceIds") or [])
+    return 0
+
+
+def _fraction(seed: int, *key: str) -> float:
+    """A reproducible number in [0, 1) for ``key`` (eventual-consistency delays)."""
+    digest = hashlib.blake2b("|".join((str(seed), *key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def _volume_state(vol: Volume) -> str:
+    """``deleting`` while a deleted volume is still listed (eventual consistency)."""
+    return "deleting" if vol.deleted else vol.state
+
+
+_PREFIXES = {"instance": "i-", "volume": "vol-", "snapshot": "snap-", "image": "ami-"}
+_ID_ARGS = {"instance": "InstanceIds", "volume": "VolumeIds", "snapshot": "SnapshotIds",
+            "image": "ImageIds"}
+
+
 def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]] | None:
     """EC2 omits ``tagSet`` entirely when a resource has no tags."""
     return [{"Key": k, "Value": v} for k, v in tags.items()] or None
@@ -168,7 +215,14 @@ class Ec2Api:
                                f"The action {action} is not valid for this web service.")
             op = self.model.operation_model(action)
             args = parse_query(params, op.input_shape)
-            self.policy.admit(Call("ec2", action, req.region))
+            self.policy.admit(Call("ec2", action, req.region, category=_category(action, args),
+                                   instances=_instance_count(action, args)))
+            limit = self.world.opts.max_filter_values
+            if limit and any(len(f.get("Values") or []) > limit
+                             for f in args.get("Filters") or []):
+                raise SimError("FilterLimitExceeded",
+                               f"The maximum number of filter values specified on a single "
+                               f"call is {limit}")
             if args.get("DryRun"):
                 raise SimError("DryRunOperation",
                                "Request would have succeeded, but DryRun flag is set.", 412)
@@ -177,6 +231,92 @@ class Ec2Api:
             return Response(200, to_xml(action, op.output_shape, result, req.request_id), XML)
         except SimError as err:
             return Response(err.status, error_xml(err.code, err.message, req.request_id), XML)
+
+    # -------------------------------------------------------------- eventual consistency
+
+    def _born(self, region: Region, resource_id: str) -> None:
+        """A resource created through the EC2 API: invisible for a reproducible random part
+        of ``ec2_not_found_window`` (EC2 eventual consistency)."""
+        opts = self.world.opts
+        if opts.ec2_not_found_window > 0:
+            delay = opts.ec2_not_found_window * _fraction(opts.fault_seed, resource_id, "new")
+            region.ec2_hidden_until[resource_id] = time.monotonic() + delay
+
+    def _gone(self, region: Region, resource_id: str, resource: Any) -> None:
+        """A deleted resource that Describe may still list for part of the window."""
+        opts = self.world.opts
+        if opts.ec2_not_found_window > 0:
+            delay = opts.ec2_not_found_window * _fraction(opts.fault_seed, resource_id, "gone")
+            region.ghosts[resource_id] = (resource, time.monotonic() + delay)
+
+    @staticmethod
+    def _hidden(region: Region, resource_id: str, now: float) -> bool:
+        until = region.ec2_hidden_until.get(resource_id)
+        if until is None:
+            return False
+        if now >= until:
+            del region.ec2_hidden_until[resource_id]
+            return False
+        return True
+
+    def _require_visible(self, region: Region, kind: str, ids: Iterable[str],
+                         operation: str) -> None:
+        """``Invalid…NotFound`` for ids EC2 does not know yet (just created)."""
+        if not region.ec2_hidden_until:
+            return
+        now = time.monotonic()
+        hidden = [rid for rid in dict.fromkeys(ids) if self._hidden(region, rid, now)]
+        if hidden:
+            self.policy.count_not_found(operation)
+            if kind == "image":
+                raise SimError("InvalidAMIID.NotFound",
+                               f"The image id '[{hidden[0]}]' does not exist")
+            raise not_found(kind, hidden)
+
+    def _listed(self, region: Region, kind: str, args: Mapping[str, Any],
+                table: Mapping[str, T], operation: str) -> list[T]:
+        """What a Describe call sees: by explicit ids (unknown or not yet visible ones are
+        ``NotFound``) or everything, minus resources not visible yet, plus deleted ones
+        still listed; in creation order."""
+        ids = list(dict.fromkeys(args.get(_ID_ARGS[kind]) or []))
+        now = time.monotonic()
+        ghosts: dict[str, Any] = {}
+        if region.ghosts:
+            for rid, (res, until) in list(region.ghosts.items()):
+                if until <= now:
+                    del region.ghosts[rid]
+                elif rid.startswith(_PREFIXES[kind]):
+                    ghosts[rid] = res
+        if ghosts:
+            self.policy.count_not_found(operation)
+        if ids:
+            for rid in ids:
+                check_id(kind, rid)
+            self._require_visible(region, kind, ids, operation)
+            missing = [rid for rid in ids if rid not in table and rid not in ghosts]
+            if missing:
+                if kind == "image":
+                    raise SimError("InvalidAMIID.NotFound",
+                                   f"The image id '[{', '.join(missing)}]' does not exist")
+                raise not_found(kind, missing)
+            return [table[rid] if rid in table else ghosts[rid] for rid in ids]
+        items = list(table.values())
+        if region.ec2_hidden_until:
+            visible = [i for i in items if not self._hidden(region, i.id, now)]  # type: ignore[attr-defined]
+            if len(visible) < len(items):
+                self.policy.count_not_found(operation)
+            items = visible
+        if ghosts:
+            items = sorted([*items, *ghosts.values()], key=lambda i: i.seq)
+        return items
+
+    def _instance_state(self, region: Region, inst: Instance) -> str:
+        """``shutting-down`` for part of the window after TerminateInstances."""
+        if inst.state == "terminated" and inst.id in region.shutting_down_until:
+            if time.monotonic() < region.shutting_down_until[inst.id]:
+                return "shutting-down"
+            del region.shutting_down_until[inst.id]
+        return inst.state
 
     # -------------------------------------------------------------- renderers
 
@@ -204,7 +344,8 @@ class Ec2Api:
             "PrivateIpAddress": inst.private_ip,
             "ProductCodes": [],
             "PublicDnsName": "",
-            "State": {"Code": state_code(inst.state), "Name": inst.state},
+            "State": {"Code": state_code(state := self._instance_state(region, inst)),
+                      "Name": state},
             "StateTransitionReason": "",
             "SubnetId": inst.subnet_id,
             "VpcId": inst.vpc_id,
@@ -277,7 +418,7 @@ class Ec2Api:
             "KmsKeyId": vol.kms_key_id,
             "Size": vol.size_gib,
             "SnapshotId": vol.snapshot_id or "",
-            "State": vol.state,
+            "State": _volume_state(vol),
             "VolumeId": vol.id,
             "Iops": vol.iops,
             "Tags": _tag_list(vol.tags),
@@ -311,12 +452,12 @@ class Ec2Api:
 
     def _describe_instances(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("InstanceIds") or []
-        found: list[Instance] = (region.select("instance", ids) if ids
-                                 else list(region.instances.values()))
+        found: list[Instance] = self._listed(region, "instance", args, region.instances,
+                                             "DescribeInstances")
         found = _filter(found, args.get("Filters", []), {
             "instance-id": lambda i: [i.id],
-            "instance-state-name": lambda i: [i.state],
-            "instance-state-code": lambda i: [state_code(i.state)],
+            "instance-state-name": lambda i: [self._instance_state(region, i)],
+            "instance-state-code": lambda i: [state_code(self._instance_state(region, i))],
             "instance-type": lambda i: [i.instance_type],
             "availability-zone": lambda i: [i.az],
             "image-id": lambda i: [i.image_id],
@@ -329,8 +470,7 @@ class Ec2Api:
             "block-device-mapping.volume-id": lambda i: [v for _, v in i.devices],
             "block-device-mapping.device-name": lambda i: [d for d, _ in i.devices],
         }, lambda i: i.tags)
-        order = {iid: n for n, iid in enumerate(region.instances)}
-        page, token = _page(found, args, lambda i: order[i.id],
+        page, token = _page(found, args, lambda i: i.seq,
                             f"{region.name}/DescribeInstances", bool(ids))
         reservations: dict[str, dict[str, Any]] = {}
         for inst in page:
@@ -377,8 +517,8 @@ class Ec2Api:
 
     def _describe_volumes(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("VolumeIds") or []
-        found: list[Volume] = (region.select("volume", ids) if ids
-                               else list(region.volumes.values()))
+        found: list[Volume] = self._listed(region, "volume", args, region.volumes,
+                                           "DescribeVolumes")
         found = _filter(found, args.get("Filters", []), {
             "volume-id": lambda v: [v.id],
             "attachment.instance-id": lambda v: [v.attachment.instance_id]
@@ -391,19 +531,18 @@ class Ec2Api:
             "encrypted": lambda v: [v.encrypted],
             "size": lambda v: [v.size_gib],
             "snapshot-id": lambda v: [v.snapshot_id or ""],
-            "status": lambda v: [v.state],
+            "status": lambda v: [_volume_state(v)],
             "volume-type": lambda v: [v.volume_type],
         }, lambda v: v.tags)
-        order = {vid: n for n, vid in enumerate(region.volumes)}
-        page, token = _page(found, args, lambda v: order[v.id],
+        page, token = _page(found, args, lambda v: v.seq,
                             f"{region.name}/DescribeVolumes", bool(ids), (5, 500))
         return {"Volumes": [self._volume(v) for v in page], "NextToken": token}
 
     def _describe_snapshots(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("SnapshotIds") or []
         owners = args.get("OwnerIds") or []
-        found: list[Snapshot] = (region.select("snapshot", ids) if ids
-                                 else list(region.snapshots.values()))
+        found: list[Snapshot] = self._listed(region, "snapshot", args, region.snapshots,
+                                             "DescribeSnapshots")
         if owners and not {"self", OWNER_ID} & set(owners):
             found = []  # only this account's snapshots exist here
         found = _filter(found, args.get("Filters", []), {
@@ -438,16 +577,24 @@ class Ec2Api:
             tags=_tag_specs(args.get("TagSpecifications", []), "snapshot"),
             copy_tags_from_volume=copy == "volume",
         )
+        for snap in snaps:
+            self._born(region, snap.id)
         return {"Snapshots": [self._snapshot(s, info=True) for s in snaps]}
 
     def _create_snapshot(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         snap = region.create_snapshot(
             args["VolumeId"], description=args.get("Description", ""),
             tags=_tag_specs(args.get("TagSpecifications", []), "snapshot"))
+        self._born(region, snap.id)
         return self._snapshot(snap)
 
     def _delete_snapshot(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
-        region.delete_snapshot(args["SnapshotId"])
+        sid = args["SnapshotId"]
+        check_id("snapshot", sid)
+        self._require_visible(region, "snapshot", [sid], "DeleteSnapshot")
+        snap = region.snapshots.get(sid)
+        region.delete_snapshot(sid)
+        self._gone(region, sid, snap)
         return {}
 
     def _create_tags(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
@@ -458,6 +605,12 @@ class Ec2Api:
                 # nothing of the request is applied.
                 raise SimError("UnauthorizedOperation",
                                "You are not authorized to perform this operation.", 403)
+        for rid in args["Resources"]:
+            kind = next((k for p, k in (("i-", "instance"), ("vol-", "volume"),
+                                        ("snap-", "snapshot"), ("ami-", "image"))
+                         if rid.startswith(p)), None)
+            if kind is not None:
+                self._require_visible(region, kind, [rid], "CreateTags")
         targets = [region.taggable(rid) for rid in args["Resources"]]
         for target in targets:
             for tag in args["Tags"]:
@@ -534,12 +687,18 @@ class Ec2Api:
             encrypted=bool(args.get("Encrypted", False)), kms_key_id=args.get("KmsKeyId"),
             tags=_tag_specs(args.get("TagSpecifications", []), "volume"),
             snapshot_id=args.get("SnapshotId"))
+        self._born(region, vol.id)
         out = self._volume(vol)
         out["State"] = "creating"  # AWS answers "creating"; Describe then says "available"
         return out
 
     def _delete_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
-        region.delete_volume(args["VolumeId"])
+        vid = args["VolumeId"]
+        vol = region.volume(vid)
+        region.delete_volume(vid)
+        if self.world.opts.ec2_not_found_window > 0:
+            vol.deleted = True  # listed as "deleting" while it is a ghost
+            self._gone(region, vid, vol)
         return {}
 
     @staticmethod
@@ -549,6 +708,10 @@ class Ec2Api:
                 "DeleteOnTermination": att.delete_on_termination}
 
     def _attach_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        check_id("volume", args["VolumeId"])
+        check_id("instance", args["InstanceId"])
+        self._require_visible(region, "volume", [args["VolumeId"]], "AttachVolume")
+        self._require_visible(region, "instance", [args["InstanceId"]], "AttachVolume")
         vol = region.attach_volume(args["VolumeId"], args["InstanceId"], args["Device"])
         return self._attachment(vol, vol.attachment, "attaching")
 
@@ -556,6 +719,46 @@ class Ec2Api:
         vol, att = region.detach_volume(args["VolumeId"], args.get("InstanceId"),
                                         args.get("Device"))
         return self._attachment(vol, att, "detaching")
+
+    def _modify_volume(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        check_id("volume", args["VolumeId"])
+        self._require_visible(region, "volume", [args["VolumeId"]], "ModifyVolume")
+        mod = region.modify_volume(args["VolumeId"], args.get("Size"), args.get("VolumeType"),
+                                   args.get("Iops"), args.get("Throughput"))
+        return {"VolumeModification": self._modification(mod)}
+
+    @staticmethod
+    def _modification(mod: Mapping[str, Any]) -> dict[str, Any]:
+        state = modification_state(mod)
+        out = {k: v for k, v in mod.items() if not k.startswith("_")}
+        out["ModificationState"] = state
+        out["Progress"] = {"modifying": 0, "optimizing": 50, "completed": 100}[state]
+        return out
+
+    def _describe_volumes_modifications(self, region: Region, args: dict[str, Any]
+                                        ) -> dict[str, Any]:
+        ids = list(dict.fromkeys(args.get("VolumeIds") or []))
+        for vid in ids:
+            check_id("volume", vid)
+        self._require_visible(region, "volume", ids, "DescribeVolumesModifications")
+        if ids:
+            vols = region.select("volume", ids)
+            missing = [v.id for v in vols if v.modification is None]
+            if missing:
+                raise SimError("InvalidVolumeModification.NotFound",
+                               f"Modification for volume '{missing[0]}' does not exist.")
+        else:
+            vols = [v for v in region.volumes.values() if v.modification is not None]
+        mods = [self._modification(v.modification) for v in vols if v.modification]
+        mods = _filter(mods, args.get("Filters", []), {
+            "volume-id": lambda m: [m["VolumeId"]],
+            "modification-state": lambda m: [m["ModificationState"]],
+            "target-size": lambda m: [m["TargetSize"]],
+            "target-volume-type": lambda m: [m["TargetVolumeType"]],
+            "original-size": lambda m: [m["OriginalSize"]],
+            "original-volume-type": lambda m: [m["OriginalVolumeType"]],
+        }, None)
+        return {"VolumesModifications": mods}
 
     # -------------------------------------------------------------- images
 
@@ -600,11 +803,19 @@ class Ec2Api:
             args.get("Architecture", "x86_64"), args.get("VirtualizationType", "hvm"),
             bool(args.get("EnaSupport", True)), args.get("BootMode"),
             _tag_specs(args.get("TagSpecifications", []), "image"))
+        self._born(region, image.id)
         return {"ImageId": image.id}
 
     def _deregister_image(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
+        check_id("image", args["ImageId"])
+        self._require_visible(region, "image", [args["ImageId"]], "DeregisterImage")
+        image = region.images.get(args["ImageId"])
+        snaps = dict(region.snapshots)
         deleted = region.deregister_image(args["ImageId"],
                                           bool(args.get("DeleteAssociatedSnapshots")))
+        self._gone(region, args["ImageId"], image)
+        for sid in deleted:
+            self._gone(region, sid, snaps[sid])
         out: dict[str, Any] = {"Return": True}
         if args.get("DeleteAssociatedSnapshots"):
             out["DeleteSnapshotResults"] = [{"SnapshotId": sid, "ReturnCode": "success"}
@@ -614,8 +825,8 @@ class Ec2Api:
     def _describe_images(self, region: Region, args: dict[str, Any]) -> dict[str, Any]:
         ids = args.get("ImageIds") or []
         owners = args.get("Owners") or []
-        found: list[Image] = (region.select("image", ids) if ids
-                              else list(region.images.values()))
+        found: list[Image] = self._listed(region, "image", args, region.images,
+                                          "DescribeImages")
         if owners and not {"self", OWNER_ID} & set(owners):
             found = []
         found = _filter(found, args.get("Filters", []), {
@@ -632,8 +843,7 @@ class Ec2Api:
                                                            for m in i.mappings],
             "virtualization-type": lambda i: [i.virtualization_type],
         }, lambda i: i.tags)
-        order = {iid: n for n, iid in enumerate(region.images)}
-        page, token = _page(found, args, lambda i: order[i.id],
+        page, token = _page(found, args, lambda i: i.seq,
                             f"{region.name}/DescribeImages", bool(ids))
         return {"Images": [self._image(i) for i in page], "NextToken": token}
 
@@ -706,6 +916,9 @@ class Ec2Api:
             iam_instance_profile=profile_name, architecture=image.architecture,
             security_group_ids=groups or None, private_ip=args.get("PrivateIpAddress"),
             subnet_id=args.get("SubnetId"))
+        self._born(region, inst.id)
+        for _, vid in inst.devices:
+            self._born(region, vid)
         rendered = self._instance(region, inst)
         rendered["State"] = {"Code": state_code("pending"), "Name": "pending"}
         return {"ReservationId": inst.reservation_id, "OwnerId": OWNER_ID, "Groups": [],
@@ -713,10 +926,18 @@ class Ec2Api:
 
     def _state_change(self, region: Region, args: dict[str, Any], action: str,
                       key: str) -> dict[str, Any]:
+        for iid in args["InstanceIds"]:
+            check_id("instance", iid)
+        if action == "terminate":
+            self._require_visible(region, "instance", args["InstanceIds"], "TerminateInstances")
         insts = region.select("instance", args["InstanceIds"])
         out = []
+        window = self.world.opts.ec2_not_found_window
         for inst in insts:
             prev, now, _ = region.set_instance_state(inst.id, action)
+            if action == "terminate" and prev != "terminated" and window > 0:
+                region.shutting_down_until[inst.id] = time.monotonic() + window * _fraction(
+                    self.world.opts.fault_seed, inst.id, "gone")
             out.append({"InstanceId": inst.id,
                         "CurrentState": {"Code": state_code(now), "Name": now},
                         "PreviousState": {"Code": state_code(prev), "Name": prev}})
@@ -746,6 +967,8 @@ _HANDLERS: dict[str, Handler] = {
     "DescribeRegions": Ec2Api._describe_regions,
     "CreateVolume": Ec2Api._create_volume,
     "DeleteVolume": Ec2Api._delete_volume,
+    "ModifyVolume": Ec2Api._modify_volume,
+    "DescribeVolumesModifications": Ec2Api._describe_volumes_modifications,
     "AttachVolume": Ec2Api._attach_volume,
     "DetachVolume": Ec2Api._detach_volume,
     "RegisterImage": Ec2Api._register_image,

@@ -39,6 +39,24 @@ MAX_VOLUME_GIB = 65536
 VOLUME_TYPES = ("gp2", "gp3", "io1", "io2", "st1", "sc1", "standard")
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_KEY_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_KEY_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:key/[A-Za-z0-9-]+")
+
+
+def kms_denied(operation: str, snapshot_id: str | None) -> SimError:
+    """EBS direct's refusal when the caller may not use a snapshot's KMS key."""
+    what = f"snapshot {snapshot_id}" if snapshot_id else "the new snapshot"
+    return SimError("AccessDeniedException",
+                    f"{operation}: access to the KMS key of {what} is denied "
+                    f"(kms:Decrypt / kms:GenerateDataKeyWithoutPlaintext).", 403,
+                    "DEPENDENCY_ACCESS_DENIED")
+
+
+def key_arn_region(key: str) -> str | None:
+    """The region of a KMS key ARN (``arn:aws:kms:<region>:<12 digits>:key/<id>``), or None
+    for anything else (an alias, a bare id, an alias ARN)."""
+    match = _KEY_ARN_RE.fullmatch(key)
+    return match.group(1) if match else None
 
 
 def new_id(prefix: str) -> str:
@@ -92,6 +110,12 @@ class Volume:
     version: int = 0  # bumped on every write; keys the content-hash cache
     lineage: str = ""  # snapshots sharing it can be diffed by ListChangedBlocks
     deleted: bool = False
+    # The blocks of this volume's previous EC2 snapshot (or of the snapshot it was created
+    # from): what a new snapshot must copy is what differs (``snapshot_mib_per_s``).
+    last_snapshot_blocks: dict[int, Block] | None = None
+    last_snapshot_request: float | None = None  # monotonic time of its last CreateSnapshot
+    modification: dict[str, Any] | None = None  # last ModifyVolume (see modification_state)
+    seq: int = 0  # creation order, for stable paging
 
     @property
     def state(self) -> str:
@@ -128,17 +152,23 @@ class Snapshot:
     # EBS direct write side: open for PutSnapshotBlock until CompleteSnapshot or timeout.
     open: bool = False
     timeout_s: float = 0.0  # auto-cancel after this long without a put/complete
+    # start_snapshot_timeout="absolute": Timeout counts from StartSnapshot, not the last put
+    timeout_absolute: bool = False
     last_activity: float = 0.0
     written: set[int] = field(default_factory=set)  # indexes put into this snapshot
     client_token: str | None = None
     fingerprint: str | None = None  # StartSnapshot parameters, for ClientToken conflicts
     sse_type: str = "none"
     completed_at: float | None = None  # when CompleteSnapshot sealed it (monotonic)
+    # When this snapshot's own copy is done; a CreateSnapshots set completes together at
+    # ``complete_at`` (its slowest member), so a faster member shows 99% until then.
+    own_done_at: float | None = None
 
     def state(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         if self.open:
-            return "error" if now >= self.last_activity + self.timeout_s else "pending"
+            anchor = self.created_at if self.timeout_absolute else self.last_activity
+            return "error" if now >= anchor + self.timeout_s else "pending"
         if self.complete_at == math.inf:
             return "error"
         return "completed" if now >= self.complete_at else "pending"
@@ -149,7 +179,10 @@ class Snapshot:
             return "100%"
         if self.open or self.complete_at == math.inf:
             return "0%"
-        span = self.complete_at - self.created_at
+        done = self.complete_at if self.own_done_at is None else self.own_done_at
+        span = done - self.created_at
+        if span <= 0 or now >= done:
+            return "99%"
         return f"{min(99, int((now - self.created_at) / span * 100))}%"
 
     def indices(self) -> list[int]:
@@ -182,6 +215,8 @@ class Instance:
     architecture: str
     devices: list[tuple[str, str]]  # (device name, volume id), in attach order
     state: str = "running"
+    seq: int = 0  # creation order, for stable paging
+    state_reason: tuple[str, str] | None = None  # (Code, Message) of a failed launch
 
     @property
     def name(self) -> str | None:
@@ -205,6 +240,7 @@ class Image:
     tags: dict[str, str]
     creation_date: datetime
     state: str = "available"
+    seq: int = 0  # creation order, for stable paging
 
 
 _STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
@@ -245,6 +281,14 @@ def not_found(kind: str, ids: Sequence[str]) -> SimError:
     return SimError(code, f"The {noun} '{', '.join(ids)}' do not exist")
 
 
+def modification_state(mod: Mapping[str, Any], now: float | None = None) -> str:
+    """``modifying`` for one step (``snapshot_delay``), ``optimizing`` for one more, then
+    ``completed`` (computed lazily, like snapshot states)."""
+    now = time.monotonic() if now is None else now
+    steps = (now - mod["_started"]) / mod["_step"]
+    return "modifying" if steps < 1 else "optimizing" if steps < 2 else "completed"
+
+
 class Region:
     """One region's resources. All mutation goes through the owning world's lock."""
 
@@ -263,6 +307,13 @@ class Region:
         self.default_kms_key = f"arn:aws:kms:{name}:{OWNER_ID}:key/{uuid.uuid4()}"
         self._ip = itertools.count(10)
         self._client_tokens: dict[str, Snapshot] = {}
+        # EC2 eventual consistency (``ec2_not_found_window``), all read by the EC2 layer only:
+        self.ec2_hidden_until: dict[str, float] = {}  # new id -> when Describe first sees it
+        self.ghosts: dict[str, tuple[Any, float]] = {}  # deleted id -> (resource, listed until)
+        self.shutting_down_until: dict[str, float] = {}  # terminated instance -> until
+        # Snapshots deleted while pending keep counting against the per-volume and
+        # per-region limits until their copy would have finished (AWS knowledge center).
+        self.deleted_in_progress: list[tuple[str, float]] = []  # (volume id, complete_at)
 
     # ----------------------------------------------------------------- lookups
 
@@ -333,8 +384,20 @@ class Region:
         kms_key_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         snapshot_id: str | None = None,
+        kms_checked: bool = True,
     ) -> Volume:
-        """A new available volume; from ``snapshot_id`` it holds that snapshot's data."""
+        """A new available volume; from ``snapshot_id`` it holds that snapshot's data.
+
+        ``kms_checked`` (EC2 calls; the control API seeds without): with the ``kms`` knob a
+        KmsKeyId needs Encrypted, and a key the caller may not use (:meth:`kms_usable`)
+        gives what EC2 gives, asynchronously: the call answers ``creating`` and the volume
+        is gone (``deleted``, never stored), so the next Describe says NotFound.
+        """
+        if kms_checked and self.world.opts.kms and kms_key_id is not None and not encrypted:
+            raise SimError("InvalidParameterDependency",
+                           "The parameter KmsKeyId requires the parameter Encrypted to be set.")
+        if kms_key_id is not None and _KEY_ID_RE.fullmatch(kms_key_id):
+            kms_key_id = f"arn:aws:kms:{self.name}:{OWNER_ID}:key/{kms_key_id}"
         source: Snapshot | None = None
         if snapshot_id is not None:
             source = self.snapshot(snapshot_id)
@@ -370,7 +433,7 @@ class Region:
             id=new_id("vol"), region=self.name, az=az, size_gib=size_gib,
             volume_type=volume_type, iops=iops, throughput=throughput, encrypted=encrypted,
             kms_key_id=kms_key_id if encrypted else None, tags=dict(tags or {}),
-            create_time=utcnow(),
+            create_time=utcnow(), seq=next(self.world.seq),
         )
         vol.lineage = f"vol:{vol.id}"
         if source is not None:
@@ -379,9 +442,23 @@ class Region:
             vol.blocks = dict(source.blocks)
             vol.snapshot_id = source.id
             vol.lineage = source.lineage
+            vol.last_snapshot_blocks = source.blocks
+        if kms_checked and vol.encrypted and not self.kms_usable(vol.kms_key_id):
+            vol.deleted = True
+            return vol
         with self.world.lock:
             self.volumes[vol.id] = vol
         return vol
+
+    def kms_usable(self, key: str | None) -> bool:
+        """Whether the caller may use KMS key ``key`` (None: not encrypted, always usable):
+        not in ``kms_denied_keys`` and, with the ``kms`` knob, a key ARN of this region."""
+        if key is None:
+            return True
+        opts = self.world.opts
+        if key in opts.kms_denied_keys:
+            return False
+        return not opts.kms or key_arn_region(key) == self.name
 
     def delete_volume(self, volume_id: str) -> None:
         with self.world.lock:
@@ -447,11 +524,14 @@ class Region:
         security_group_ids: Sequence[str] | None = None,
         private_ip: str | None = None,
         subnet_id: str | None = None,
+        kms_checked: bool = True,
     ) -> Instance:
         """A running instance with its volumes attached in the given (device) order.
 
         A volume spec with ``snapshot_id`` is created from that snapshot (RunInstances from an
-        image); ``size_gib`` is then optional.
+        image); ``size_gib`` is then optional. A volume whose KMS key the caller may not use
+        (``kms_checked``, see :meth:`create_volume`) fails the launch as on EC2: the
+        instance is ``terminated`` with StateReason ``Client.InternalError``.
         """
         if not volumes:
             raise SimError("InvalidParameterValue", "An instance needs at least a root volume")
@@ -514,7 +594,7 @@ class Region:
                     if iam_instance_profile else None),
                 root_device_name=devices[0], tags=all_tags, user_data=user_data,
                 launch_time=now, reservation_id=new_id("r"), architecture=architecture,
-                devices=[],
+                devices=[], seq=next(self.world.seq),
             )
             for i, (spec, device) in enumerate(zip(volumes, devices, strict=True)):
                 vol = self.create_volume(
@@ -523,12 +603,18 @@ class Region:
                     throughput=spec.get("throughput"),
                     encrypted=bool(spec.get("encrypted", False)),
                     kms_key_id=spec.get("kms_key_id"), tags=spec.get("tags"),
-                    snapshot_id=spec.get("snapshot_id"),
+                    snapshot_id=spec.get("snapshot_id"), kms_checked=kms_checked,
                 )
+                if vol.deleted:
+                    inst.state_reason = ("Client.InternalError",
+                                         "Client.InternalError: Client error on launch")
+                    continue
                 vol.attachment = Attachment(
                     instance_id, device, bool(spec.get("delete_on_termination", i == 0)), now)
                 inst.devices.append((device, vol.id))
             self.instances[instance_id] = inst
+            if inst.state_reason is not None:
+                self.set_instance_state(instance_id, "terminate")
         return inst
 
     def set_instance_state(self, instance_id: str, action: str) -> tuple[str, str, str]:
@@ -601,7 +687,8 @@ class Region:
                 id=new_id("ami"), region=self.name, name=name, description=description,
                 architecture=architecture, root_device_name=root_device_name, mappings=clean,
                 virtualization_type=virtualization_type, ena_support=ena_support,
-                boot_mode=boot_mode, tags=dict(tags or {}), creation_date=utcnow())
+                boot_mode=boot_mode, tags=dict(tags or {}), creation_date=utcnow(),
+                seq=next(self.world.seq))
             self.images[image.id] = image
             return image
 
@@ -651,6 +738,73 @@ class Region:
             vol.version += 1
         return len(data)
 
+    def trim_volume(self, volume_id: str, offset: int, length: int) -> int:
+        """Unwrite (TRIM/discard) ``[offset, offset+length)``: whole blocks inside it become
+        unwritten again (a later snapshot does not have them); partial edges read as zeros
+        but stay written. Returns how many blocks became unwritten."""
+        vol = self.volume(volume_id)
+        end = offset + length
+        if offset < 0 or length < 0 or end > vol.size_gib * GIB:
+            raise SimError("InvalidParameterValue",
+                           f"trim [{offset}, {end}) outside volume of {vol.size_gib} GiB")
+        first_whole = -(-offset // BLOCK_SIZE)
+        last_whole = end // BLOCK_SIZE  # exclusive
+        with self.world.lock:
+            dropped = 0
+            for index in [i for i in vol.blocks if first_whole <= i < last_whole]:
+                del vol.blocks[index]
+                dropped += 1
+            vol.version += 1
+        edges = [(offset, end)] if last_whole < first_whole else [
+            (offset, min(end, first_whole * BLOCK_SIZE)),
+            (max(offset, last_whole * BLOCK_SIZE), end)]
+        for lo, hi in edges:
+            if hi > lo and (lo // BLOCK_SIZE) in vol.blocks:
+                self.write_volume(volume_id, lo, bytes(hi - lo))
+        return dropped
+
+    def modify_volume(self, volume_id: str, size_gib: int | None = None,
+                      volume_type: str | None = None, iops: int | None = None,
+                      throughput: int | None = None) -> dict[str, Any]:
+        """ModifyVolume: grow the volume (visible at once) and record the modification."""
+        with self.world.lock:
+            vol = self.volume(volume_id)
+            if size_gib is None and volume_type is None and iops is None and throughput is None:
+                raise SimError("MissingParameter", "The request must contain one of the "
+                               "parameters size, volumeType, iops or throughput")
+            if size_gib is not None:
+                if not isinstance(size_gib, int) or size_gib > MAX_VOLUME_GIB:
+                    raise SimError("InvalidParameterValue",
+                                   f"Invalid volume size: {size_gib!r}")
+                if size_gib < vol.size_gib:
+                    raise SimError("InvalidParameterValue",
+                                   f"New size cannot be smaller than existing size "
+                                   f"({vol.size_gib} GiB)")
+            if volume_type is not None and volume_type not in VOLUME_TYPES:
+                raise SimError("InvalidParameterValue", f"Invalid volume type: {volume_type!r}")
+            now = time.monotonic()
+            prev = vol.modification
+            if prev is not None and modification_state(prev, now) != "completed":
+                raise SimError("IncorrectModificationState",
+                               f"Volume '{volume_id}' is already being modified")
+            mod = {
+                "VolumeId": vol.id, "OriginalSize": vol.size_gib,
+                "OriginalVolumeType": vol.volume_type, "OriginalIops": vol.iops,
+                "OriginalThroughput": vol.throughput,
+                "TargetSize": size_gib if size_gib is not None else vol.size_gib,
+                "TargetVolumeType": volume_type or vol.volume_type,
+                "TargetIops": iops if iops is not None else vol.iops,
+                "TargetThroughput": throughput if throughput is not None else vol.throughput,
+                "StartTime": utcnow(), "_started": now,
+                "_step": max(self.world.opts.snapshot_delay, 0.05),
+            }
+            vol.size_gib = mod["TargetSize"]
+            vol.volume_type = mod["TargetVolumeType"]
+            vol.iops = mod["TargetIops"]
+            vol.throughput = mod["TargetThroughput"]
+            vol.modification = mod
+            return mod
+
     def read_volume(self, volume_id: str, offset: int, length: int) -> bytes:
         vol = self.volume(volume_id)
         end = offset + length
@@ -682,6 +836,56 @@ class Region:
 
     # ----------------------------------------------------------------- snapshots
 
+    def _copy_seconds(self, vol: Volume) -> float:
+        """Seconds EBS needs to copy what ``vol`` wrote since its previous snapshot (all its
+        written blocks for a first snapshot) at ``snapshot_mib_per_s``; 0 when off."""
+        rate = self.world.opts.snapshot_mib_per_s
+        if rate <= 0:
+            return 0.0
+        prev = vol.last_snapshot_blocks
+        if prev is None:
+            changed = len(vol.blocks)
+        else:
+            changed = sum(1 for i, b in vol.blocks.items() if prev.get(i) is not b)
+        return changed * BLOCK_SIZE / (1 << 20) / rate
+
+    def _in_progress(self, now: float, volume_id: str | None = None) -> int:
+        """Snapshots not yet completed (of ``volume_id``, or in the region), deleted ones
+        whose copy is still running included."""
+        if volume_id is None:  # the region quota counts snapshots in the pending state
+            n = sum(1 for s in self.snapshots.values() if s.state(now) == "pending")
+        else:  # per volume, incomplete (error) snapshots count too
+            n = sum(1 for s in self.snapshots.values()
+                    if s.volume_id == volume_id and s.state(now) != "completed")
+        return n + sum(1 for vid, until in self.deleted_in_progress
+                       if until > now and (volume_id is None or vid == volume_id))
+
+    def _check_snapshot_limits(self, vols: Sequence[Volume], now: float) -> None:
+        """The three EC2 snapshot limits; a set that hits one creates nothing."""
+        opts = self.world.opts
+        interval = opts.snapshot_interval_per_volume
+        if interval > 0:
+            for vol in vols:
+                if vol.last_snapshot_request is not None and \
+                        now < vol.last_snapshot_request + interval:
+                    raise SimError("SnapshotCreationPerVolumeRateExceeded",
+                                   "The maximum per volume CreateSnapshot request rate has been "
+                                   "exceeded. Use an increasing or variable sleep interval "
+                                   "between requests.")
+        if opts.concurrent_snapshots_per_volume > 0:
+            for vol in vols:
+                limit = 1 if vol.volume_type in ("st1", "sc1") \
+                    else opts.concurrent_snapshots_per_volume
+                if self._in_progress(now, vol.id) >= limit:
+                    raise SimError("ConcurrentSnapshotLimitExceeded",
+                                   "Maximum allowed in-progress snapshots for a single volume "
+                                   "exceeded.")
+        limit = opts.pending_snapshots_per_region
+        if limit > 0 and self._in_progress(now) + len(vols) > limit:
+            raise SimError("PendingSnapshotLimitExceeded",
+                           "The limit on the number of Amazon EBS snapshots in the pending "
+                           "state has been exceeded.")
+
     def _capture(self, vol: Volume, description: str, tags: Mapping[str, str],
                  complete_at: float, now: float) -> Snapshot:
         """Freeze ``vol``'s current blocks into a new snapshot (caller holds the lock)."""
@@ -694,6 +898,8 @@ class Region:
             sse_type="sse-ebs" if vol.encrypted else "none",
         )
         self.snapshots[snap.id] = snap
+        vol.last_snapshot_blocks = snap.blocks
+        vol.last_snapshot_request = now
         return snap
 
     def create_snapshot(self, volume_id: str, description: str = "",
@@ -701,8 +907,9 @@ class Region:
         with self.world.lock:
             vol = self.volume(volume_id)
             now = time.monotonic()
-            return self._capture(vol, description, tags or {},
-                                 now + self.world.snapshot_delay, now)
+            self._check_snapshot_limits([vol], now)
+            done = now + max(self.world.snapshot_delay, self._copy_seconds(vol))
+            return self._capture(vol, description, tags or {}, done, now)
 
     def create_snapshots(
         self,
@@ -715,23 +922,27 @@ class Region:
     ) -> list[Snapshot]:
         """One snapshot per attached volume, all captured under one lock (crash-consistent).
 
-        The set shares one completion deadline, so its snapshots complete together.
+        The set shares one completion deadline (its slowest member's), so its snapshots
+        complete together; each member's Progress stops at 99% once its own copy is done.
         """
         with self.world.lock:
             inst = self.instance(instance_id)
             for vid in exclude_volume_ids:
                 check_id("volume", vid)
             now = time.monotonic()
-            complete_at = now + self.world.snapshot_delay
+            vols = [self.volumes[vid] for device, vid in inst.devices
+                    if vid not in exclude_volume_ids and not (
+                        exclude_boot_volume and device == inst.root_device_name)]
+            self._check_snapshot_limits(vols, now)
+            own = [now + max(self.world.snapshot_delay, self._copy_seconds(v)) for v in vols]
+            complete_at = max(own, default=now)
             snaps = []
-            for device, vid in inst.devices:
-                if vid in exclude_volume_ids or (
-                        exclude_boot_volume and device == inst.root_device_name):
-                    continue
-                vol = self.volumes[vid]
+            for vol, done in zip(vols, own, strict=True):
                 snap_tags = dict(vol.tags) if copy_tags_from_volume else {}
                 snap_tags.update(tags or {})
-                snaps.append(self._capture(vol, description, snap_tags, complete_at, now))
+                snap = self._capture(vol, description, snap_tags, complete_at, now)
+                snap.own_done_at = done
+                snaps.append(snap)
             return snaps
 
     def delete_snapshot(self, snapshot_id: str) -> None:
@@ -742,7 +953,12 @@ class Region:
                        for m in image.mappings):
                     raise SimError("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is "
                                    f"currently in use by {image.id}")
-            del self.snapshots[snapshot_id]
+            snap = self.snapshots.pop(snapshot_id)
+            now = time.monotonic()
+            if snap.origin == "ec2" and snap.state(now) == "pending":
+                self.deleted_in_progress = [(v, t) for v, t in self.deleted_in_progress
+                                            if t > now]
+                self.deleted_in_progress.append((snap.volume_id, snap.complete_at))
 
     # ----------------------------------------------------------------- EBS direct writes
 
@@ -798,6 +1014,14 @@ class Region:
                 key = kms_key_arn or (parent.kms_key_id if parent else None) \
                     or self.default_kms_key
                 sse = "sse-kms" if key != self.default_kms_key else "sse-ebs"
+            if (kms_key_arn is not None and self.world.opts.kms
+                    and key_arn_region(kms_key_arn) != self.name):
+                raise SimError("ValidationException",
+                               f"KmsKeyArn must be the ARN of a KMS key in {self.name} "
+                               f"(arn:aws:kms:{self.name}:<account>:key/<key id>).", 400,
+                               "INVALID_CUSTOMER_KEY")
+            if key is not None and key in self.world.opts.kms_denied_keys:
+                raise kms_denied("StartSnapshot", parent.id if parent else None)
             pending = sum(1 for s in self.snapshots.values() if s.open and
                           s.state() == "pending")
             if pending >= self.world.opts.max_pending_snapshots:
@@ -812,6 +1036,7 @@ class Region:
                 kms_key_id=key, source=("", 0), seq=next(self.world.seq),
                 parent_id=parent.id if parent else None, origin="ebs", open=True,
                 timeout_s=timeout_minutes * self.world.opts.timeout_minute,
+                timeout_absolute=self.world.opts.start_snapshot_timeout == "absolute",
                 last_activity=now, client_token=client_token, fingerprint=fingerprint,
                 sse_type=sse,
             )
@@ -861,6 +1086,8 @@ class World:
         self._sha_cache: dict[str, str] = {}
         self.on_reset: list[Any] = []  # callables run by reset() (policy counters, buckets)
         self.sts_sessions: list[dict[str, Any]] = []  # AssumeRole calls seen, for tests
+        # Session tokens this simulator issued -> expiry (epoch seconds, service clock)
+        self.session_tokens: dict[str, float] = {}
 
     def _initial_options(self) -> Options:
         opts = Options(snapshot_delay=self.default_snapshot_delay)
@@ -890,6 +1117,7 @@ class World:
             self.regions.clear()
             self._sha_cache.clear()
             self.sts_sessions.clear()
+            self.session_tokens.clear()
             self.opts = self._initial_options()
             for hook in self.on_reset:
                 hook()

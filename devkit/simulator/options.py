@@ -27,6 +27,39 @@ EBS_OPERATIONS = ("ListSnapshotBlocks", "ListChangedBlocks", "GetSnapshotBlock",
 AWS_LIKE_LATENCY_MS = 50.0
 AWS_LIKE_JITTER_MS = 10.0
 
+# EC2 request token buckets per action category: (bucket capacity, refill tokens/s), from
+# the EC2 "Request throttling" page (docs/SIMULATOR.md, "Hard mode"). Each action has its
+# own bucket of its category's size.
+EC2_BUCKET_CATEGORIES = ("non_mutating", "unfiltered_non_mutating", "mutating",
+                         "resource_intensive")
+AWS_EC2_BUCKETS: dict[str, tuple[float, float]] = {
+    "non_mutating": (100.0, 20.0),
+    "unfiltered_non_mutating": (50.0, 10.0),
+    "mutating": (200.0, 5.0),
+    "resource_intensive": (50.0, 5.0),
+}
+# Resource token buckets (instances per call), same page: (capacity, refill/s).
+AWS_EC2_RESOURCE_BUCKETS: dict[str, tuple[float, float]] = {
+    "RunInstances": (1000.0, 2.0), "StartInstances": (1000.0, 2.0),
+    "StopInstances": (1000.0, 20.0), "TerminateInstances": (1000.0, 20.0),
+}
+
+# aws_hard: every hard-mode knob at its realistic value (sources in docs/SIMULATOR.md).
+AWS_HARD: dict[str, Any] = {
+    "ec2_not_found_window": 3.0,
+    "snapshot_mib_per_s": 100.0,
+    "pending_snapshots_per_region": 100,
+    "concurrent_snapshots_per_volume": 5,
+    "snapshot_interval_per_volume": 15.0,
+    "ec2_request_buckets": True,
+    "max_filter_values": 200,
+    # transport (S2)
+    "tls": True,
+    "clock_offset_s": 30.0,
+    "start_snapshot_timeout": "absolute",
+    "kms": True,
+}
+
 
 @dataclass
 class Options:
@@ -56,16 +89,40 @@ class Options:
     max_pending_snapshots: int = 100
     deny_tags: list[str] = field(default_factory=list)
     aws_like: bool = False
+    # EC2 hard mode (0/False = off)
+    ec2_not_found_window: float = 0.0
+    snapshot_mib_per_s: float = 0.0
+    pending_snapshots_per_region: int = 0
+    concurrent_snapshots_per_volume: int = 0
+    snapshot_interval_per_volume: float = 0.0
+    ec2_request_buckets: bool | dict[str, list[float]] = False
+    max_filter_values: int = 0
+    aws_hard: bool = False
+    # transport (S2)
+    tls: bool = False
+    clock_offset_s: float = 0.0
+    start_snapshot_timeout: str = "inactivity"
+    kms: bool = False
+    kms_denied_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def update(self, values: dict[str, Any]) -> None:
-        """Validate and apply ``values``; ``aws_like`` first, so explicit knobs win."""
+        """Validate and apply ``values``; ``aws_like``/``aws_hard`` first, so explicit knobs
+        win. ``aws_hard`` implies ``aws_like``; turning it off restores every hard knob's
+        default (and turns ``aws_like`` off)."""
         names = {f.name for f in fields(self)}
         unknown = set(values) - names
         if unknown:
             raise SimError("InvalidParameterValue", f"Unknown options: {sorted(unknown)}")
+        if "aws_hard" in values:
+            hard = bool(values["aws_hard"])
+            self.aws_hard = hard
+            values = {"aws_like": hard, **values}
+            defaults = Options()
+            for name, value in AWS_HARD.items():
+                setattr(self, name, _check(name, value) if hard else getattr(defaults, name))
         if "aws_like" in values:
             on = bool(values["aws_like"])
             self.aws_like = on
@@ -75,7 +132,7 @@ class Options:
             self.account_rates = dict(AWS_ACCOUNT_RATES)
             self.snapshot_rates = dict(AWS_SNAPSHOT_RATES)
         for name, value in values.items():
-            if name == "aws_like":
+            if name in ("aws_like", "aws_hard"):
                 continue
             setattr(self, name, _check(name, value))
 
@@ -104,8 +161,36 @@ def _check(name: str, value: Any) -> Any:
         return value
     if name == "throttling":
         return bool(value)
+    if name in ("tls", "kms"):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if name == "ec2_request_buckets":
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, dict) or not all(
+                k in EC2_BUCKET_CATEGORIES and isinstance(v, list | tuple) and len(v) == 2
+                and all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0
+                        for x in v) for k, v in value.items()):
+            raise bad(f"true/false or a map of {'/'.join(EC2_BUCKET_CATEGORIES)} -> "
+                      "[bucket capacity, refill per second] (both > 0)")
+        return {k: [float(v[0]), float(v[1])] for k, v in value.items()}
+    if name == "kms_denied_keys":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise bad("a list of KMS key ARNs")
+        return list(value)
+    if name == "start_snapshot_timeout":
+        if value not in ("absolute", "inactivity"):
+            raise bad("absolute or inactivity")
+        return value
+    if name == "clock_offset_s":
+        if not isinstance(value, int | float) or isinstance(value, bool) \
+                or not math.isfinite(value):
+            raise bad("a number of seconds (may be negative)")
+        return float(value)
     if name in ("changed_blocks_window", "list_blocks_window", "fault_seed",
-                "max_pending_snapshots"):
+                "max_pending_snapshots", "pending_snapshots_per_region",
+                "concurrent_snapshots_per_volume", "max_filter_values"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad("an integer >= 0")
         return value

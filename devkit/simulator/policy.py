@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import DropConnection, SimError
-from .options import EBS_OPERATIONS
+from .options import AWS_EC2_BUCKETS, AWS_EC2_RESOURCE_BUCKETS, EBS_OPERATIONS
 
 if TYPE_CHECKING:
     from .model import World
@@ -40,6 +40,8 @@ class Call:
     region: str
     resource: str | None = None  # e.g. the snapshot id, for per-resource quotas
     detail: str | None = None  # e.g. the block index, to key reproducible faults
+    category: str | None = None  # EC2: the request-throttling category of the action
+    instances: int = 0  # EC2: instances the call launches/starts/stops/terminates
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ class Policy:
             time.sleep(max(0.0, delay) / 1000.0)
         if opts.throttling and call.api == "ebs":
             self._throttle(call)
+        if opts.ec2_request_buckets and call.api == "ec2" and call.category:
+            self._ec2_throttle(call)
         if opts.error_rate or opts.reset_rate or opts.truncate_rate or opts.corrupt_rate:
             return self._fault(call)
         return NO_EFFECTS
@@ -151,6 +155,38 @@ class Policy:
                     raise err
             for _, bucket in wanted:
                 bucket.tokens -= 1.0
+
+    def _ec2_throttle(self, call: Call) -> None:
+        """EC2 request token buckets: one bucket per (region, action), sized by the action's
+        category; RunInstances & co. also take one resource token per instance."""
+        opts = self.world.opts  # type: ignore[union-attr]
+        sizes = dict(AWS_EC2_BUCKETS)
+        if isinstance(opts.ec2_request_buckets, dict):
+            sizes.update({k: (v[0], v[1]) for k, v in opts.ec2_request_buckets.items()})
+        capacity, rate = sizes[call.category or "mutating"]
+        now = time.monotonic()
+        with self._lock:
+            wanted = [(1.0, self._sized_bucket(
+                ("ec2", call.region, call.operation, call.category, capacity, rate),
+                capacity, rate, now))]
+            resource = AWS_EC2_RESOURCE_BUCKETS.get(call.operation)
+            if resource is not None and call.instances > 0:
+                wanted.append((float(call.instances), self._sized_bucket(
+                    ("ec2-res", call.region, call.operation), *resource, now)))
+            for need, bucket in wanted:
+                if bucket.refill(now) < need:
+                    self.throttled[call.operation] += 1
+                    self.throttled_by_reason["RequestLimitExceeded"] += 1
+                    raise SimError("RequestLimitExceeded", "Request limit exceeded.", 503)
+            for need, bucket in wanted:
+                bucket.tokens -= need
+
+    def _sized_bucket(self, key: tuple[Any, ...], capacity: float, rate: float,
+                      now: float) -> _Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(rate, capacity, now)
+        return bucket
 
     def _bucket(self, key: tuple[Any, ...], rate: float, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
