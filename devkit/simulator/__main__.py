@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="log one line per request to stderr")
     parser.add_argument("--aws-like", action="store_true",
                         help="AWS default quotas and ~50 ms latency from the start")
+    parser.add_argument("--aws-hard", action="store_true",
+                        help="aws_hard profile from the start (docs/SIMULATOR.md, Hard mode)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=JSON",
                         help="start-up value of any knob (docs/SIMULATOR.md), repeatable; "
                              "kept across /_sim/reset")
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost"):
         parser.error("the simulator binds loopback addresses only")
     options: dict[str, Any] = {"aws_like": True} if args.aws_like else {}
+    if args.aws_hard:
+        options["aws_hard"] = True
     for item in args.option:
         name, sep, raw = item.partition("=")
         if not sep:

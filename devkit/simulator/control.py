@@ -14,10 +14,16 @@ Routes (``?region=`` on all that touch resources):
   POST /_sim/volumes                       create_volume JSON -> {volume_id}
   PUT  /_sim/volumes/{id}/data?offset=N    body = bytes to write
   GET  /_sim/volumes/{id}/data?offset=&length=
+  POST /_sim/volumes/{id}/trim?offset=&length=   unwrite whole blocks -> {trimmed_blocks}
+  POST /_sim/volumes/{id}/modify           {size_gib?, volume_type?, iops?, throughput?}
   GET  /_sim/volumes/{id}/sha256           {"sha256": hex of the whole volume}
   GET  /_sim/snapshots/{id}/sha256         {"sha256": hex of what the snapshot captured}
   GET  /_sim/snapshots                     {"snapshots": [{id, volume_id, state, tags, ...}]}
   GET  /_sim/health                        {"ok": true}
+  GET  /_sim/tls-ca.pem                    the CA certificate (PEM) the HTTPS side uses
+  POST /_sim/session-token                 {"ttl": seconds} -> temporary credentials
+                                           {access_key_id, secret_access_key,
+                                           session_token, expiration} refused once expired
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +43,8 @@ from .messages import Request, Response
 from .model import DEFAULT_REGION, World
 from .options import Options
 from .policy import Policy
+from .sts_api import issue_session
+from .tls import material as tls_material
 
 _OPTION_NAMES = set(Options.__dataclass_fields__)
 
@@ -68,6 +77,14 @@ class ControlApi:
         match parts:
             case ["health"]:
                 return _json(200, {"ok": True})
+            case ["tls-ca.pem"] if method == "GET":
+                return Response(200, tls_material().ca_pem, "application/x-pem-file")
+            case ["session-token"] if method == "POST":
+                ttl = _body(req, {"ttl"}).get("ttl", 3600)
+                if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
+                    raise SimError("InvalidParameterValue", "ttl must be a number of "
+                                   "seconds > 0")
+                return _json(200, issue_session(world, float(ttl)))
             case ["reset"] if method == "POST":
                 world.reset()
                 return _json(200, {"ok": True})
@@ -91,7 +108,7 @@ class ControlApi:
                                    "throughput", "encrypted", "kms_key_id", "tags",
                                    "snapshot_id"})
                 region = world.region(spec.pop("region", region_name))
-                vol = region.create_volume(**spec)
+                vol = region.create_volume(**spec, kms_checked=False)  # seeding
                 return _json(200, {"volume_id": vol.id, "availability_zone": vol.az})
             case ["volumes", vid, "data"] if method == "PUT":
                 offset = _int(req.query.get("offset", "0"), "offset")
@@ -102,6 +119,16 @@ class ControlApi:
                     vid, _int(req.query.get("offset", "0"), "offset"),
                     _int(req.query.get("length", "0"), "length"))
                 return Response(200, data, "application/octet-stream")
+            case ["volumes", vid, "trim"] if method == "POST":
+                trimmed = world.region(region_name).trim_volume(
+                    vid, _int(req.query.get("offset", "0"), "offset"),
+                    _int(req.query.get("length", "0"), "length"))
+                return _json(200, {"trimmed_blocks": trimmed})
+            case ["volumes", vid, "modify"] if method == "POST":
+                spec = _body(req, {"size_gib", "volume_type", "iops", "throughput"})
+                mod = world.region(region_name).modify_volume(vid, **spec)
+                return _json(200, {"volume_id": vid, "size_gib": mod["TargetSize"],
+                                   "volume_type": mod["TargetVolumeType"]})
             case ["volumes", vid, "sha256"] if method == "GET":
                 return _json(200, {"sha256": world.region(region_name).volume_sha256(vid)})
             case ["snapshots", sid, "sha256"] if method == "GET":
@@ -129,7 +156,7 @@ class ControlApi:
                 spec["user_data"] = base64.b64decode(user_data, validate=True)
             except binascii.Error:
                 raise SimError("InvalidParameterValue", "user_data_b64 is not base64") from None
-        inst = region.create_instance(**spec)
+        inst = region.create_instance(**spec, kms_checked=False)  # seeding
         return _json(200, {"instance_id": inst.id, "region": region.name,
                            "availability_zone": inst.az,
                            "volume_ids": [vid for _, vid in inst.devices],
@@ -172,9 +199,15 @@ class SimulatorError(Exception):
 class SimulatorClient:
     """Typed client for the control API (stdlib only, usable from any test process)."""
 
-    def __init__(self, endpoint: str, timeout: float = 60.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 60.0,
+                 ca_path: str | None = None) -> None:
+        """``endpoint`` may be ``https://``: ``ca_path`` is then the simulator's CA (PEM,
+        from :meth:`tls_ca_pem` or ``RunningSimulator.ca_path``)."""
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
+        self.ca_path = ca_path
+        self._context = (ssl.create_default_context(cafile=ca_path)
+                         if endpoint.startswith("https:") else None)
 
     def _call(self, method: str, path: str, query: Mapping[str, Any] | None = None,
               body: bytes | None = None, content_type: str = "application/json") -> bytes:
@@ -185,7 +218,8 @@ class SimulatorClient:
         if body is not None:
             request.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=self._context) as resp:
                 return bytes(resp.read())
         except urllib.error.HTTPError as err:
             raw = err.read()
@@ -203,6 +237,17 @@ class SimulatorClient:
 
     def health(self) -> bool:
         return bool(self._json("GET", "health")["ok"])
+
+    def tls_ca_pem(self) -> bytes:
+        """The PEM of the CA that signed the simulator's HTTPS certificate."""
+        return self._call("GET", "tls-ca.pem")
+
+    def session_token(self, ttl: float) -> dict[str, str]:
+        """Temporary credentials (``access_key_id``, ``secret_access_key``,
+        ``session_token``, ``expiration``) that AWS calls refuse after ``ttl`` seconds
+        (EC2 ``RequestExpired``, EBS ``ExpiredTokenException``, STS ``ExpiredToken``)."""
+        result: dict[str, str] = self._json("POST", "session-token", payload={"ttl": ttl})
+        return result
 
     def reset(self) -> None:
         """Forget all resources in every region and restore start-up options."""
@@ -303,6 +348,26 @@ class SimulatorClient:
                     region: str = DEFAULT_REGION) -> bytes:
         return self._call("GET", f"volumes/{volume_id}/data",
                           {"region": region, "offset": offset, "length": length})
+
+    def trim_volume(self, volume_id: str, offset: int, length: int,
+                    region: str = DEFAULT_REGION) -> int:
+        """Unwrite (discard) ``[offset, offset+length)``: whole 512 KiB blocks in it become
+        unwritten (the next snapshot does not have them); partial edges are zeroed. Returns
+        the number of blocks unwritten."""
+        result = self._json("POST", f"volumes/{volume_id}/trim",
+                            {"region": region, "offset": offset, "length": length}, {})
+        return int(result["trimmed_blocks"])
+
+    def modify_volume(self, volume_id: str, size_gib: int | None = None,
+                      volume_type: str | None = None, iops: int | None = None,
+                      throughput: int | None = None,
+                      region: str = DEFAULT_REGION) -> dict[str, Any]:
+        """EC2 ModifyVolume without SigV4: grow a volume (visible at once)."""
+        spec = {k: v for k, v in (("size_gib", size_gib), ("volume_type", volume_type),
+                                  ("iops", iops), ("throughput", throughput)) if v is not None}
+        result: dict[str, Any] = self._json("POST", f"volumes/{volume_id}/modify",
+                                            {"region": region}, spec)
+        return result
 
     def volume_sha256(self, volume_id: str, region: str = DEFAULT_REGION) -> str:
         """Hex SHA-256 of the whole volume, zeros included for unwritten blocks."""
