@@ -8,6 +8,11 @@ keeps one connection per worker thread, reads the body into one buffer, and repo
 exactly as the boto3 path does (`errors.from_http` classifies them with the same rule as
 `errors.classify`; request id kept, causes kept). Behind an HTTP(S) proxy it is
 not used: boto3 honours proxies, this client does not.
+
+It trusts what boto3 trusts (`Aws.verify`: the `ca_bundle` setting, AWS_CA_BUNDLE, the
+profile's `ca_bundle`, else botocore's own bundle) and connects with boto3's connect and
+read timeouts. A certificate that does not verify is final, with a message naming the host
+and `ca_bundle=`; it is not retried.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import ssl
 import threading
 import urllib.parse
 import urllib.request
+
+from botocore.httpsession import get_cert_path
 
 from . import errors
 from .client import Aws, BlockBody, BlockRef, ChecksumMismatch, verified_block
@@ -113,7 +120,7 @@ class BlockClient:
     """Thread-safe GetSnapshotBlock / PutSnapshotBlock client: one keep-alive connection
     per thread, requests written with one sendall, responses read into one buffer."""
 
-    def __init__(self, aws: Aws, timeout: float = 60.0) -> None:
+    def __init__(self, aws: Aws, timeout: float | None = None, connect_timeout: float | None = None) -> None:
         url = urllib.parse.urlsplit(aws.ebs.meta.endpoint_url)
         self.https = url.scheme == "https"
         self.host = url.hostname or ""
@@ -122,9 +129,12 @@ class BlockClient:
         self.base_path = url.path.rstrip("/")
         self.credentials = aws.credentials
         self.signer = SigV4(aws.region)
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else getattr(aws, "read_timeout", 60.0)
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else getattr(aws, "connect_timeout", 10.0)
+        )
         self._local = threading.local()
-        self._ssl = ssl.create_default_context() if self.https else None
+        self._ssl = tls_context(getattr(aws, "verify", True)) if self.https else None
 
     @classmethod
     def usable(cls, aws: Aws) -> bool:
@@ -137,11 +147,16 @@ class BlockClient:
     def _sock(self) -> socket.socket:
         sock: socket.socket | None = getattr(self._local, "sock", None)
         if sock is None:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             if self._ssl is not None:
-                sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
+                try:
+                    sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
+                except BaseException:
+                    sock.close()
+                    raise
+            sock.settimeout(self.timeout)
             self._local.sock = sock
             self._local.head = bytearray(16384)
         return sock
@@ -191,6 +206,9 @@ class BlockClient:
             sock = self._sock()
             self._send(sock, head, body)
             status, fields, data, got = self._read_response(sock)
+        except ssl.SSLCertVerificationError as exc:
+            self._drop()
+            raise errors.untrusted_certificate(operation, self.host, exc, resource=resource) from exc
         except (OSError, ValueError) as exc:
             self._drop()
             raise errors.transient(operation, exc, resource=resource) from exc
@@ -293,6 +311,18 @@ class BlockClient:
                 break
             got += n
         return status, fields, body, got
+
+
+def tls_context(verify: str | bool) -> ssl.SSLContext:
+    """The TLS trust boto3 uses: a CA bundle file (`verify` a path), botocore's own bundle
+    (True), or no verification (False, as boto3's verify=False)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    cafile = verify if isinstance(verify, str) else get_cert_path(True)
+    return ssl.create_default_context(cafile=cafile if isinstance(cafile, str) else None)
 
 
 def fast_client(aws: Aws) -> BlockClient | None:

@@ -20,8 +20,10 @@ from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from ..retry import REAL_CLOCK, Clock, Retryable, RetryPolicy, RetryStats, call_with_retry
+from ..pacing import Pacer
+from ..retry import REAL_CLOCK, Clock, RetriesExhausted, Retryable, RetryPolicy, RetryStats, call_with_retry
 from . import errors, shapes, wait
+from .errors import AmbiguousCreate as AmbiguousCreate
 from .errors import AwsError as AwsError  # defined in errors.py, imported from here too
 from .errors import classify as classify
 from .model import Instance, Snapshot, Volume
@@ -93,6 +95,8 @@ def _session(settings: AwsSettings) -> boto3.Session:
             if endpoint and not kwargs.get("endpoint_url"):
                 kwargs["endpoint_url"] = endpoint
             kwargs.setdefault("region_name", settings.region)
+            if settings.ca_bundle:
+                kwargs.setdefault("verify", settings.ca_bundle)
             return core.create_client(*args, **kwargs)
 
         fetcher = AssumeRoleCredentialFetcher(
@@ -110,10 +114,45 @@ def _session(settings: AwsSettings) -> boto3.Session:
         raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
 
 
+#: ListSnapshotBlocks and ListChangedBlocks allow 50 requests/s per account (ebs-direct-facts
+#: §1.4, not adjustable); one pacer a little under it serves every volume of the job.
+LIST_RATE = 45.0
+#: EC2 refuses more than 200 values in one filter (FilterLimitExceeded): bigger sets are
+#: asked for in chunks and the answers merged.
+MAX_FILTER_VALUES = 200
+#: DescribeInstances/Volumes/Snapshots pages (the models allow 5-1000; EC2 answers an
+#: unpaginated call on a large account slowly, or not at all).
+DESCRIBE_PAGE = 1000
+
+
+def verify_setting(settings: AwsSettings, core: botocore.session.Session) -> str | bool:
+    """The CA bundle boto3 verifies TLS with, resolved as botocore does: the `ca_bundle`
+    setting (the clients' `verify=`), else AWS_CA_BUNDLE or the profile's `ca_bundle`,
+    else True (botocore's own bundle)."""
+    if settings.ca_bundle:
+        return settings.ca_bundle
+    configured = core.get_config_variable("ca_bundle")
+    return str(configured) if configured else True
+
+
+def expired_page_token(exc: AwsError) -> bool:
+    """EBS direct's answer to a NextToken that expired (or was invalidated by another
+    listing of the same snapshot)."""
+    return exc.code == "ValidationException" and (
+        exc.reason == "INVALID_PAGE_TOKEN" or "INVALID_PAGE_TOKEN" in exc.message
+    )
+
+
 class Aws(RestoreCalls):
     """EC2 and EBS direct clients of one region, with the calls the jobs need (the restore
     ones come from `restore_ops.RestoreCalls`). Takes and returns the product's own model
-    (`model.py`); EC2's request and response shapes stay in `shapes.py`."""
+    (`model.py`); EC2's request and response shapes stay in `shapes.py`.
+
+    Every call makes exactly the attempts its retry policy says: botocore's own retries are
+    off (`total_max_attempts=1` on both clients), control-plane and listing calls are retried
+    by `_call` under `policy` (`settings.control_attempts` attempts), block requests by the
+    transfer engine (`transfer.BLOCK_RETRY`), and CreateSnapshot(s) get one attempt in all.
+    """
 
     #: What waits (aws/wait.py) sleep on; tests substitute a fake clock.
     clock: Clock = REAL_CLOCK
@@ -128,55 +167,85 @@ class Aws(RestoreCalls):
     ) -> None:
         self.stats = stats or RetryStats()
         self.cancel = cancel
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy(attempts=settings.control_attempts)
+        self.connect_timeout = settings.connect_timeout
+        self.read_timeout = settings.read_timeout
+        self.list_pacer = Pacer(LIST_RATE, floor=5.0)
         try:
             session = _session(settings)
         except ProfileNotFound as exc:
             raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
         self.credentials = session.get_credentials()  # botocore Credentials, refreshable
+        self.verify = verify_setting(settings, session._session)  # also the fast path's (blocks.py)
         self.region = settings.region or session.region_name
         if not self.region:
             raise AwsError(
                 "configuration", "NoRegion", "no region: add region=<name> (e.g. region=eu-west-1)"
             )
+        # total_max_attempts counts the first attempt (botocore's max_attempts does not: 1
+        # there means two requests). Our own retry policies are the only retries.
         control = Config(
-            retries={"mode": "standard", "max_attempts": settings.control_attempts},
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
         )
         data = Config(
-            retries={"mode": "standard", "max_attempts": 1},
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             max_pool_connections=settings.block_threads + 8,
             tcp_keepalive=True,
         )
+        verify = settings.ca_bundle or None  # None: botocore resolves AWS_CA_BUNDLE / the profile
         try:
             self.ec2 = session.client(
                 "ec2",
                 region_name=self.region,
                 config=control,
                 endpoint_url=settings.ec2_endpoint_url or settings.endpoint_url,
+                verify=verify,
             )
             self.ebs = session.client(
                 "ebs",
                 region_name=self.region,
                 config=data,
                 endpoint_url=settings.ebs_endpoint_url or settings.endpoint_url,
+                verify=verify,
             )
         except NoRegionError as exc:
             raise AwsError("configuration", "NoRegion", "no region: add region=<name>") from exc
 
     # ------------------------------------------------------------------ plumbing
     def _call(
-        self, operation: str, fn: Callable[[], Any], retry: bool = True, *, resource: str | None = None
+        self,
+        operation: str,
+        fn: Callable[[], Any],
+        retry: bool = True,
+        *,
+        resource: str | None = None,
+        fresh: bool = False,
+        deletes: bool = False,
     ) -> Any:
         """One control-plane or listing call: failures mapped by `errors.classify` (AwsError,
         with the botocore exception as its cause), retryable ones retried under the policy
-        unless `retry` is False (calls that must not be repeated blindly)."""
+        unless `retry` is False (calls that must not be repeated blindly).
+
+        `fresh`: the call names ids this job just created, which EC2 may not show yet
+        (eventual consistency): its `Invalid*.NotFound` is retried for the policy's
+        `not_found_window`, then raised as `RetriesExhausted` with the NotFound as cause.
+        `deletes`: the call deletes or terminates; once an attempt got no definite answer
+        (it may have done the work), a NotFound is final again (the caller counts it done).
+        """
+        maybe_done = False
 
         def once() -> Any:
-            return errors.call(operation, fn, resource=resource)
+            nonlocal maybe_done
+            try:
+                return errors.call(operation, fn, resource=resource, fresh=fresh and not maybe_done)
+            except Retryable as exc:
+                if deletes and not exc.not_found and errors.ambiguous_create(exc):
+                    maybe_done = True
+                raise
 
         if not retry:
             return once()
@@ -190,14 +259,42 @@ class Aws(RestoreCalls):
         key: str,
         *,
         resource: str | None = None,
+        page_size: int | None = None,
+        fresh: bool = False,
         **kwargs: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a Describe call, page by page (`page_size`: MaxResults, for the
+        calls and parameters that allow it). Filters with more than MAX_FILTER_VALUES values,
+        and id lists as long, are sent in chunks; the answers are merged, each item once."""
+        requests = shapes.chunk_request(kwargs, MAX_FILTER_VALUES)
+        seen: set[str] = set()
+        for request in requests:
+            for item in self._request_pages(operation, method, key, request, resource, page_size, fresh):
+                if len(requests) > 1:
+                    ident = shapes.item_id(key, item)
+                    if ident in seen:
+                        continue
+                    seen.add(ident)
+                yield item
+
+    def _request_pages(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        key: str,
+        request: dict[str, Any],
+        resource: str | None,
+        page_size: int | None,
+        fresh: bool,
     ) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
-            args = dict(kwargs)
+            args = dict(request)
+            if page_size:
+                args["MaxResults"] = page_size
             if token:
                 args["NextToken"] = token
-            page = self._call(operation, lambda a=args: method(**a), resource=resource)  # type: ignore[misc]
+            page = self._call(operation, lambda a=args: method(**a), resource=resource, fresh=fresh)  # type: ignore[misc]
             if key == "Reservations":
                 for res in page.get(key, []):
                     yield from res.get("Instances", [])
@@ -225,12 +322,21 @@ class Aws(RestoreCalls):
             found.append(shapes.match("tag:Name", names))
         found.extend(shapes.tag_filters(tags or {}))
         kwargs: dict[str, Any] = {"Filters": found} if found else {}
-        pages = self._pages("DescribeInstances", self.ec2.describe_instances, "Reservations", **kwargs)
+        # The model: MaxResults cannot go with InstanceIds or tag filters.
+        paged = not names and not tags
+        pages = self._pages(
+            "DescribeInstances",
+            self.ec2.describe_instances,
+            "Reservations",
+            page_size=DESCRIBE_PAGE if paged else None,
+            **kwargs,
+        )
         return [shapes.instance(d) for d in pages]
 
-    def describe_instance(self, instance_id: str) -> Instance:
-        """One instance by id; AwsError (InvalidInstanceID.NotFound) if there is none."""
-        found = self._instances_by_id(instance_id)
+    def describe_instance(self, instance_id: str, *, fresh: bool = False) -> Instance:
+        """One instance by id; AwsError (InvalidInstanceID.NotFound) if there is none
+        (`fresh`: one this job just launched, waited for while EC2 does not show it yet)."""
+        found = self._instances_by_id(instance_id, fresh=fresh)
         if not found:
             raise AwsError("DescribeInstances", "InvalidInstanceID.NotFound", f"no instance {instance_id}")
         return found[0]
@@ -240,53 +346,85 @@ class Aws(RestoreCalls):
         found = self._instances_by_id(instance_id)
         return found[0].state if found else "terminated"
 
-    def _instances_by_id(self, instance_id: str) -> list[Instance]:
+    def _instances_by_id(self, instance_id: str, *, fresh: bool = False) -> list[Instance]:
         pages = self._pages(
-            "DescribeInstances", self.ec2.describe_instances, "Reservations", InstanceIds=[instance_id]
+            "DescribeInstances",
+            self.ec2.describe_instances,
+            "Reservations",
+            fresh=fresh,
+            InstanceIds=[instance_id],
         )
         return [shapes.instance(d) for d in pages]
 
     def describe_volumes_filtered(self, volume_ids: Sequence[str]) -> list[Volume]:
         """Like describe_volumes, but ids that do not exist are simply absent (no error)."""
+        if not volume_ids:
+            return []
         filters = [shapes.match("volume-id", volume_ids)]
-        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters)
+        pages = self._pages(
+            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", page_size=DESCRIBE_PAGE, Filters=filters
+        )
         return [shapes.volume(d) for d in pages]
 
     def tagged_volumes(self, key: str, value: str) -> list[Volume]:
         """Volumes tagged `key=value`."""
         filters = shapes.tag_filters({key: value})
-        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", Filters=filters)
+        pages = self._pages(
+            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", page_size=DESCRIBE_PAGE, Filters=filters
+        )
         return [shapes.volume(d) for d in pages]
 
     def create_snapshot(self, volume_id: str, tags: Mapping[str, str], description: str) -> Snapshot:
-        """One volume on its own. Not retried blindly, like CreateSnapshots."""
-        out = self._call(
+        """One volume on its own: one attempt, like CreateSnapshots (`_create`)."""
+        out = self._create(
             "CreateSnapshot",
             lambda: self.ec2.create_snapshot(
                 VolumeId=volume_id,
                 Description=description,
                 TagSpecifications=[shapes.tag_spec("snapshot", tags)],
             ),
-            retry=False,
             resource=volume_id,
         )
         return shapes.snapshot(out)
+
+    def _create(self, operation: str, fn: Callable[[], Any], *, resource: str) -> Any:
+        """Exactly one attempt (botocore's retries are off, ours are not used): a repeated
+        create could leave duplicate snapshots. A failure without a definite answer (5xx,
+        reset, read timeout) raises `AmbiguousCreate` (cause kept): the snapshots may exist,
+        so the caller looks them up by the job's tags before trying again. Any other failure
+        is definite: nothing was created (a throttled or snapshot-quota answer can be tried
+        again as is: its kind says so)."""
+        try:
+            return errors.call(operation, fn, resource=resource)
+        except (AwsError, Retryable) as exc:
+            if not errors.ambiguous_create(exc):
+                raise
+            code = exc.code if isinstance(exc, AwsError) else "NoAnswer"
+            request_id = exc.request_id if isinstance(exc, AwsError) else None
+            raise AmbiguousCreate(
+                operation,
+                code,
+                f"no definite answer ({exc}); the snapshot(s) may have been created: "
+                "look them up by the job's tags before trying again",
+                resource=resource,
+                request_id=request_id,
+            ) from exc
 
     def describe_regions(self) -> list[str]:
         out = self._call("DescribeRegions", lambda: self.ec2.describe_regions())
         return sorted(str(r["RegionName"]) for r in out.get("Regions", []))
 
     def describe_all_volumes(self) -> list[Volume]:
-        return [
-            shapes.volume(d) for d in self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes")
-        ]
+        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", page_size=DESCRIBE_PAGE)
+        return [shapes.volume(d) for d in pages]
 
-    def describe_volumes(self, volume_ids: Sequence[str]) -> list[Volume]:
-        """Volumes by id (AwsError if one does not exist)."""
+    def describe_volumes(self, volume_ids: Sequence[str], *, fresh: bool = False) -> list[Volume]:
+        """Volumes by id (AwsError if one does not exist; `fresh`: ids this job just
+        created, waited for while EC2 does not show them yet)."""
         if not volume_ids:
             return []
         pages = self._pages(
-            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", VolumeIds=list(volume_ids)
+            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", fresh=fresh, VolumeIds=list(volume_ids)
         )
         return [shapes.volume(d) for d in pages]
 
@@ -315,15 +453,14 @@ class Aws(RestoreCalls):
         spec: dict[str, Any] = {"InstanceId": instance_id, "ExcludeBootVolume": exclude_boot}
         if exclude_volume_ids:
             spec["ExcludeDataVolumeIds"] = list(exclude_volume_ids)
-        # Not retried blindly: a retried CreateSnapshots could leave duplicate snapshots.
-        out = self._call(
+        # One attempt: a retried CreateSnapshots could leave duplicate snapshots (`_create`).
+        out = self._create(
             "CreateSnapshots",
             lambda: self.ec2.create_snapshots(
                 InstanceSpecification=spec,
                 Description=description,
                 TagSpecifications=[shapes.tag_spec("snapshot", tags)],
             ),
-            retry=False,
             resource=instance_id,
         )
         return [shapes.snapshot(d) for d in out.get("Snapshots", [])]
@@ -335,9 +472,11 @@ class Aws(RestoreCalls):
         tags: Mapping[str, str] | None = None,
         volume_ids: Sequence[str] | None = None,
         tag_key: str | None = None,
+        fresh: bool = False,
     ) -> list[Snapshot]:
         """This account's snapshots with one of these ids, all of these tags, on one of these
-        volumes, having the tag `tag_key` (each given criterion applies)."""
+        volumes, having the tag `tag_key` (each given criterion applies). `fresh`: the ids
+        are snapshots this job just created, waited for while EC2 does not show them yet."""
         kwargs: dict[str, Any] = {"OwnerIds": ["self"]}
         if ids:
             kwargs["SnapshotIds"] = list(ids)
@@ -348,25 +487,43 @@ class Aws(RestoreCalls):
             found.append(shapes.match("tag-key", [tag_key]))
         if found:
             kwargs["Filters"] = found
-        pages = self._pages("DescribeSnapshots", self.ec2.describe_snapshots, "Snapshots", **kwargs)
+        pages = self._pages(
+            "DescribeSnapshots",
+            self.ec2.describe_snapshots,
+            "Snapshots",
+            page_size=None if ids else DESCRIBE_PAGE,  # MaxResults cannot go with SnapshotIds
+            fresh=fresh,
+            **kwargs,
+        )
         return [shapes.snapshot(d) for d in pages]
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
+    def delete_snapshot(self, snapshot_id: str, *, fresh: bool = False) -> None:
+        """Delete a snapshot; one that is already gone is fine. `fresh`: one this job just
+        created, so a NotFound may mean "not visible yet": it is retried for the policy's
+        window and only then taken as gone (the caller confirms with Describe)."""
         try:
             self._call(
                 "DeleteSnapshot",
                 lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id),
                 resource=snapshot_id,
+                fresh=fresh,
+                deletes=True,
             )
         except AwsError as exc:
             if exc.code != "InvalidSnapshot.NotFound":
                 raise
+        except RetriesExhausted as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, AwsError) and cause.code == "InvalidSnapshot.NotFound"):
+                raise
 
-    def tag(self, resource_ids: Sequence[str], tags: Mapping[str, str]) -> None:
+    def tag(self, resource_ids: Sequence[str], tags: Mapping[str, str], *, fresh: bool = False) -> None:
+        """CreateTags (`fresh`: on resources this job just created, which EC2 may not show yet)."""
         self._call(
             "CreateTags",
             lambda: self.ec2.create_tags(Resources=list(resource_ids), Tags=shapes.tag_list(tags)),
             resource=", ".join(resource_ids),
+            fresh=fresh,
         )
 
     def wait_snapshots(
@@ -390,16 +547,72 @@ class Aws(RestoreCalls):
         )
 
     # ------------------------------------------------------------------ EBS direct
+    def _list_call(self, operation: str, fn: Callable[[], Any], resource: str) -> Any:
+        """One listing request: paced by the job's one list pacer (the 50/s account quota is
+        shared by every volume), throttling told to it, retried under the policy.
+        ResourceNotFoundException (a snapshot EBS does not see yet) is retried as not yet
+        visible (errors.kind_of)."""
+        pacer: Pacer | None = getattr(self, "list_pacer", None)
+        cancel = self.cancel
+
+        def once() -> Any:
+            if pacer is not None:
+                pacer.wait(cancel)
+            try:
+                return errors.call(operation, fn, resource=resource)
+            except Retryable as exc:
+                if exc.throttled and pacer is not None:
+                    pacer.throttled()
+                raise
+
+        what = errors.subject(operation, resource)
+        return call_with_retry(once, what=what, policy=self.policy, stats=self.stats, cancel=cancel)
+
+    #: Resumptions in a row that yield nothing before a listing gives up (a token that
+    #: expires again and again without progress is not worth more).
+    MAX_RESUMES_WITHOUT_PROGRESS = 3
+
     def _block_pages(
-        self, operation: str, method: Callable[..., Any], key: str, args: dict[str, Any]
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        key: str,
+        args: dict[str, Any],
+        resource: str,
     ) -> Iterator[Any]:
-        """Every entry of a NextToken chain, page by page (never the whole list at once)."""
+        """Every entry of a NextToken chain, page by page (never the whole list at once).
+
+        A NextToken lives 60 minutes (ebs-direct-facts §1.1); when Bacula stalls the stream
+        (a tape change, a despool) the next page's token may have expired
+        (ValidationException INVALID_PAGE_TOKEN). The listing then resumes without a token
+        at StartingBlockIndex = the last index yielded + 1: indexes ascend, so no block is
+        skipped or repeated.
+        """
         token: str | None = None
+        last: int | None = None
+        resumes = 0
         while True:
-            call = dict(args, NextToken=token) if token else args
-            # ResourceNotFoundException (a snapshot EBS does not see yet) is retried: errors.kind_of
-            page = self._call(operation, lambda a=call: method(**a))  # type: ignore[misc]
-            yield from page.get(key, [])
+            call = dict(args)
+            if token:
+                call["NextToken"] = token
+            elif last is not None:
+                call["StartingBlockIndex"] = last + 1
+            try:
+                page = self._list_call(operation, lambda a=call: method(**a), resource)  # type: ignore[misc]
+            except AwsError as exc:
+                if not (token and expired_page_token(exc)):
+                    raise
+                resumes += 1
+                if resumes > self.MAX_RESUMES_WITHOUT_PROGRESS:
+                    raise
+                token = None
+                continue
+            entries = page.get(key, [])
+            if entries:
+                resumes = 0
+            for entry in entries:
+                last = int(entry["BlockIndex"])
+                yield entry
             token = page.get("NextToken")
             if not token:
                 return
@@ -407,7 +620,9 @@ class Aws(RestoreCalls):
     def list_snapshot_blocks(self, snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:
         """A snapshot's written blocks in index order."""
         args = {"SnapshotId": snapshot_id, "MaxResults": page_size}
-        for blk in self._block_pages("ListSnapshotBlocks", self.ebs.list_snapshot_blocks, "Blocks", args):
+        for blk in self._block_pages(
+            "ListSnapshotBlocks", self.ebs.list_snapshot_blocks, "Blocks", args, snapshot_id
+        ):
             yield BlockRef(int(blk["BlockIndex"]), str(blk["BlockToken"]))
 
     def list_changed_blocks(
@@ -420,7 +635,11 @@ class Aws(RestoreCalls):
         """
         args = {"FirstSnapshotId": first_id, "SecondSnapshotId": second_id, "MaxResults": page_size}
         for blk in self._block_pages(
-            "ListChangedBlocks", self.ebs.list_changed_blocks, "ChangedBlocks", args
+            "ListChangedBlocks",
+            self.ebs.list_changed_blocks,
+            "ChangedBlocks",
+            args,
+            f"{second_id} against {first_id}",
         ):
             second = blk.get("SecondBlockToken")
             yield BlockRef(int(blk["BlockIndex"]), str(second) if second else None)

@@ -43,10 +43,13 @@ class AwsSettings:
     endpoint_url: str | None = None  # EC2, EBS and STS (tests, VPC endpoints)
     ec2_endpoint_url: str | None = None  # overrides endpoint_url for EC2
     ebs_endpoint_url: str | None = None  # overrides endpoint_url for EBS direct
-    # --- connections and timeouts
+    # --- trust: a PEM CA bundle for TLS (None: botocore's resolution, AWS_CA_BUNDLE or the
+    # profile's ca_bundle, else its own bundle); boto3 and the fast block path both use it
+    ca_bundle: str | None = None
+    # --- connections and timeouts (boto3's and the fast block path's)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
-    control_attempts: int = 8  # botocore's own attempts for EC2 control-plane calls
+    control_attempts: int = 8  # attempts of a control-plane or listing call in all (ours; botocore's are off)
     block_threads: int = 64  # block requests in flight: the EBS connection pool holds as many
 
     def in_region(self, region: str | None) -> AwsSettings:

@@ -251,3 +251,53 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
     if spec.ebs_optimized:
         args["EbsOptimized"] = True
     return args
+
+
+# ---------------------------------------------------------------------- large requests
+
+#: Describe* parameters that list ids (each id is a value, as in a filter).
+ID_PARAMETERS = ("InstanceIds", "VolumeIds", "SnapshotIds", "ImageIds")
+
+
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)] or [[]]
+
+
+def chunk_request(request: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+    """The Describe* requests that together ask what `request` asks, none with more than
+    `limit` values in one filter or id list (EC2: FilterLimitExceeded above 200). A filter
+    is an "any of" set, so a big one splits into chunks; several big ones into every
+    combination of their chunks (filters are ANDed). The answers overlap only where an item
+    matches two chunks of one filter, which needs a multi-valued field: callers dedupe."""
+    requests: list[dict[str, Any]] = [dict(request)]
+    for name in ID_PARAMETERS:
+        values = list(request.get(name) or [])
+        if len(values) > limit:
+            requests = [dict(r, **{name: chunk}) for r in requests for chunk in _chunks(values, limit)]
+    filters = list(request.get("Filters") or [])
+    for i, flt in enumerate(filters):
+        values = list(flt.get("Values") or [])
+        if len(values) <= limit:
+            continue
+        split: list[dict[str, Any]] = []
+        for r in requests:
+            for chunk in _chunks(values, limit):
+                chunked = list(r["Filters"])
+                chunked[i] = dict(flt, Values=chunk)
+                split.append(dict(r, Filters=chunked))
+        requests = split
+    return requests
+
+
+#: The id field of the items of each Describe* answer list.
+ITEM_IDS = {
+    "Reservations": "InstanceId",
+    "Volumes": "VolumeId",
+    "Snapshots": "SnapshotId",
+    "Images": "ImageId",
+}
+
+
+def item_id(key: str, item: Mapping[str, Any]) -> str:
+    """The id of one item of the Describe* answer list `key` (an instance of "Reservations")."""
+    return str(item[ITEM_IDS[key]])

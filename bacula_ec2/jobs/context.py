@@ -60,6 +60,7 @@ def aws_settings(params: Parameters, region: str | None = None) -> AwsSettings:
         endpoint_url=params.endpoint_url,
         ec2_endpoint_url=params.ec2_endpoint_url,
         ebs_endpoint_url=params.ebs_endpoint_url,
+        ca_bundle=params.ca_bundle,
         block_threads=params.concurrent_threads,
     )
 
