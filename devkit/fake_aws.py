@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 from bacula_ec2.aws import Aws, AwsError, BlockBody, BlockRef
-from bacula_ec2.aws.errors import aws_error
+from bacula_ec2.aws.errors import AmbiguousCreate, aws_error
 from bacula_ec2.aws.model import Attachment, BlockDevice, Instance, Snapshot, Volume
 from bacula_ec2.formats.blockimage import BLOCK_SIZE
-from bacula_ec2.retry import Cancelled, Clock, RetryPolicy, RetryStats, call_with_retry
+from bacula_ec2.retry import Clock, Retryable, RetryPolicy, RetryStats, call_with_retry
 
 T = TypeVar("T")
 
@@ -80,11 +80,24 @@ class _Snap:
     blocks: dict[int, tuple[int, bytes]]  # index -> (version, data), frozen at creation
     ready_at: float  # fake monotonic time it completes at
     fails: bool = False  # ends in state `error`
+    created_at: float = 0.0  # fake monotonic time it was created at
+    visible_at: float = 0.0  # EC2 lists it (and accepts it in calls) from then on
+    stalled: bool = False  # its Progress stops growing and it never completes
 
     def state(self, now: float) -> str:
-        if now < self.ready_at:
+        if self.stalled or now < self.ready_at:
             return "pending"
         return "error" if self.fails else "completed"
+
+    def progress(self, now: float) -> str:
+        """Grows linearly from 0% at creation to 99% just before it completes (as AWS: a set
+        of CreateSnapshots stays at 99% until its last member is done)."""
+        if self.state(now) == "completed":
+            return "100%"
+        if self.stalled:
+            return "40%"
+        span = max(self.ready_at - self.created_at, 1e-9)
+        return f"{min(99, int(100 * (now - self.created_at) / span))}%"
 
 
 @dataclass
@@ -106,6 +119,8 @@ class FakeAws(Aws):
         policy: RetryPolicy | None = None,
         wall: dt.datetime | None = None,
         snapshot_seconds: float = 3.0,
+        not_found_window: float = 0.0,
+        listed_after_delete: float = 0.0,
     ) -> None:
         # Aws.__init__ builds boto3 clients: deliberately not called.
         self.region = region
@@ -118,6 +133,17 @@ class FakeAws(Aws):
         #: leases and the legacy grace are judged against the real time.
         self.wall = wall or dt.datetime.fromtimestamp(int(time.time()) - 3600, dt.UTC)
         self.snapshot_seconds = snapshot_seconds
+        #: Per volume: how long its snapshots take (else `snapshot_seconds`).
+        self.snapshot_seconds_of: dict[str, float] = {}
+        #: EC2's eventual consistency: a new snapshot is unknown (InvalidSnapshot.NotFound to
+        #: DescribeSnapshots by id, CreateTags and DeleteSnapshot; absent from filtered
+        #: listings) for this long after its creation ...
+        self.not_found_window = not_found_window
+        #: ... and a deleted one is still listed for this long.
+        self.listed_after_delete = listed_after_delete
+        self._ghosts: dict[str, tuple[_Snap, float]] = {}  # deleted, still listed until
+        self._stall_volumes: set[str] = set()
+        self._ambiguous: dict[str, list[tuple[str | None, int]]] = {}  # operation -> (code, status)
         self.instances: dict[str, Instance] = {}
         self.user_data: dict[str, str] = {}
         self._volumes: dict[str, _Vol] = {}
@@ -271,6 +297,39 @@ class FakeAws(Aws):
         """Snapshots created of this volume from now on end in state `error`."""
         self._fail_volumes.add(volume_id)
 
+    def stall_snapshots_of(self, volume_id: str) -> None:
+        """Snapshots created of this volume from now on stay pending at 40% for ever."""
+        self._stall_volumes.add(volume_id)
+
+    def ambiguous(
+        self, operation: str, code: str | None = None, *, status: int = 500, times: int = 1
+    ) -> None:
+        """The next `times` CreateSnapshot(s) calls create their snapshots, then fail as if the
+        answer was lost, as the real client reports it (`AmbiguousCreate`), caused by a reset
+        connection (`code` None) or an error answer (`code`, e.g. InternalError, 500)."""
+        with self._lock:
+            self._ambiguous.setdefault(operation, []).extend([(code, status)] * times)
+
+    def _ambiguous_failure(self, operation: str, resource: str) -> Exception | None:
+        with self._lock:
+            queued = self._ambiguous.get(operation)
+            if not queued:
+                return None
+            code, status = queued.pop(0)
+        cause: Exception
+        if code is None:
+            cause = Retryable(f"{operation} {resource}: ConnectionClosedError: Connection was closed")
+        else:
+            cause = aws_error(operation, code, "lost", status=status, request_id=f"fake-{operation}-{code}")
+        err = AmbiguousCreate(
+            operation,
+            code or "NoAnswer",
+            f"no definite answer ({cause}); the snapshot(s) may have been created",
+            resource=resource,
+        )
+        err.__cause__ = cause
+        return err
+
     def fail(
         self, operation: str, code: str, message: str = "refused", *, status: int = 400, times: int = 1
     ) -> None:
@@ -291,6 +350,7 @@ class FakeAws(Aws):
         )
 
     def snapshot_ids(self) -> set[str]:
+        """The snapshots that exist (visible or not yet)."""
         return set(self._snaps)
 
     def tags_of(self, snapshot_id: str) -> dict[str, str]:
@@ -337,6 +397,24 @@ class FakeAws(Aws):
     ) -> Iterator[dict[str, Any]]:
         raise NotImplementedError(f"FakeAws does not fake {operation}")
 
+    def _known(self, snapshot_id: str) -> bool:
+        """EC2 knows this snapshot now: it exists and its creation is visible."""
+        snap = self._snaps.get(snapshot_id)
+        return snap is not None and self.clock.now() >= snap.visible_at
+
+    def _listed(self) -> dict[str, _Snap]:
+        """What DescribeSnapshots lists now: the visible snapshots and, for a while, the
+        deleted ones."""
+        now = self.clock.now()
+        with self._lock:
+            out = {sid: s for sid, s in self._snaps.items() if now >= s.visible_at}
+            for sid, (snap, until) in list(self._ghosts.items()):
+                if now < until:
+                    out[sid] = snap
+                else:
+                    del self._ghosts[sid]
+        return out
+
     def _snapshot(self, s: _Snap) -> Snapshot:
         state = s.state(self.clock.now())
         return Snapshot(
@@ -344,7 +422,7 @@ class FakeAws(Aws):
             s.volume_id,
             state=state,
             start_time=s.start_time,
-            progress="100%" if state == "completed" else "40%",
+            progress=s.progress(self.clock.now()),
             tags=dict(s.tags),
         )
 
@@ -453,8 +531,11 @@ class FakeAws(Aws):
             description,
             dict(tags),
             dict(self._volumes[volume_id].blocks),
-            self.clock.now() + self.snapshot_seconds,
+            self.clock.now() + self.snapshot_seconds_of.get(volume_id, self.snapshot_seconds),
             fails=volume_id in self._fail_volumes,
+            created_at=self.clock.now(),
+            visible_at=self.clock.now() + self.not_found_window,
+            stalled=volume_id in self._stall_volumes,
         )
         self._snaps[sid] = snap
         return snap
@@ -467,7 +548,11 @@ class FakeAws(Aws):
                 )
             self._check_tags("CreateSnapshot", {}, tags)
             self.advance(1)
-            return self._snapshot(self._new_snapshot("CreateSnapshot", volume_id, tags, description))
+            made = self._snapshot(self._new_snapshot("CreateSnapshot", volume_id, tags, description))
+            lost = self._ambiguous_failure("CreateSnapshot", volume_id)
+            if lost is not None:
+                raise lost
+            return made
 
         return self._op("CreateSnapshot", volume_id, run, retry=False)
 
@@ -508,9 +593,13 @@ class FakeAws(Aws):
                 if vid not in exclude_volume_ids and not (exclude_boot and device == inst.root_device_name)
             ]
             self.advance(1)
-            return [
+            made = [
                 self._snapshot(self._new_snapshot("CreateSnapshots", v, tags, description)) for v in chosen
             ]
+            lost = self._ambiguous_failure("CreateSnapshots", instance_id)
+            if lost is not None:
+                raise lost
+            return made
 
         return self._op("CreateSnapshots", instance_id, run, retry=False)
 
@@ -523,8 +612,9 @@ class FakeAws(Aws):
         tag_key: str | None = None,
     ) -> list[Snapshot]:
         def run() -> list[Snapshot]:
+            listed = self._listed()
             if ids:
-                missing = [s for s in ids if s not in self._snaps]
+                missing = [s for s in ids if s not in listed]
                 if missing:
                     self._refuse(
                         "DescribeSnapshots",
@@ -532,7 +622,7 @@ class FakeAws(Aws):
                         f"The snapshot '{missing[0]}' does not exist.",
                     )
             out = []
-            for s in list(self._snaps.values()):
+            for s in listed.values():
                 if ids and s.snapshot_id not in ids:
                     continue
                 if volume_ids and s.volume_id not in volume_ids:
@@ -548,14 +638,17 @@ class FakeAws(Aws):
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         def run() -> None:
-            if snapshot_id not in self._snaps:
-                self._refuse(
-                    "DeleteSnapshot",
-                    "InvalidSnapshot.NotFound",
-                    f"The snapshot '{snapshot_id}' does not exist.",
-                )
-            del self._snaps[snapshot_id]
-            self.deleted.append(snapshot_id)
+            with self._lock:
+                if not self._known(snapshot_id):
+                    self._refuse(
+                        "DeleteSnapshot",
+                        "InvalidSnapshot.NotFound",
+                        f"The snapshot '{snapshot_id}' does not exist.",
+                    )
+                snap = self._snaps.pop(snapshot_id)
+                if self.listed_after_delete > 0:
+                    self._ghosts[snapshot_id] = (snap, self.clock.now() + self.listed_after_delete)
+                self.deleted.append(snapshot_id)
 
         try:
             self._op("DeleteSnapshot", snapshot_id, run)
@@ -568,7 +661,7 @@ class FakeAws(Aws):
             with self._lock:
                 for rid in resource_ids:  # all or nothing, like CreateTags
                     if rid.startswith("snap-"):
-                        if rid not in self._snaps:
+                        if not self._known(rid):
                             self._refuse(
                                 "CreateTags",
                                 "InvalidSnapshot.NotFound",
@@ -600,41 +693,6 @@ class FakeAws(Aws):
                         self.instances[rid] = dataclasses.replace(inst, tags={**inst.tags, **tags})
 
         self._op("CreateTags", ",".join(resource_ids), run)
-
-    def wait_snapshots(
-        self,
-        snapshot_ids: Sequence[str],
-        timeout: float,
-        progress: Callable[[list[Snapshot]], None] | None = None,
-        max_interval: float = 5.0,
-    ) -> list[Snapshot]:
-        """As the real one: poll DescribeSnapshots until every one is completed (fake clock)."""
-        deadline = self.clock.now() + timeout
-        interval = 0.2
-        while True:
-            snaps = self.describe_snapshots(ids=snapshot_ids)
-            failed = [s.snapshot_id for s in snaps if s.state == "error"]
-            if failed:
-                raise AwsError(
-                    "CreateSnapshots",
-                    "SnapshotError",
-                    f"snapshot(s) {', '.join(failed)} ended in state error",
-                )
-            if all(s.state == "completed" for s in snaps):
-                return snaps
-            if progress is not None:
-                progress(snaps)
-            if self.clock.now() > deadline:
-                pending = [s.snapshot_id for s in snaps if s.state != "completed"]
-                raise AwsError(
-                    "CreateSnapshots",
-                    "Timeout",
-                    f"snapshot(s) {', '.join(pending)} not completed after {timeout:.0f} s "
-                    "(raise snapshot_timeout=)",
-                )
-            if self.clock.wait(self.cancel, interval):
-                raise Cancelled("job cancelled while waiting for snapshots")
-            interval = min(max_interval, interval * 1.5)
 
     # ================================================================== EBS direct
     def _ebs_snapshot(self, operation: str, snapshot_id: str) -> _Snap:

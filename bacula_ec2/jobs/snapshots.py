@@ -8,17 +8,34 @@ the chain's older snapshots are retired only once Bacula has confirmed the job (
 END). A failed or cancelled job deletes its own snapshots at once; a killed one leaves
 `pending` snapshots that a later job on the same volumes removes once their owner is
 provably gone (dead process on this host, or expired lease).
+
+AWS as it behaves (issue 11, docs/SNAPSHOTS.md "When AWS pushes back"):
+
+- the snapshot quotas (`QUOTA_CODES`) refuse a CreateSnapshot(s) for a while: tried again
+  after 15-30 s, for at most `QUOTA_BUDGET` seconds, with a job-log line each time;
+- a CreateSnapshot(s) whose answer was lost (reset, timeout, 5xx) may have created the
+  snapshots: this job's own are looked up by their tags before trying again, and adopted
+  (a complete set) or deleted (a partial one);
+- EC2 is eventually consistent: a snapshot just created may be unknown to CreateTags,
+  DeleteSnapshot and DescribeSnapshots for a while, and a deleted one still listed. Tags are
+  retried, and a delete counts as done only once DescribeSnapshots no longer lists the
+  snapshot (`_delete_confirmed`), within `not_found_window` seconds.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .. import naming
-from ..aws import Aws, AwsError
+from ..aws import Aws, AwsError, errors
+from ..aws.errors import Kind
 from ..aws.model import Snapshot
+from ..aws.wait import SnapshotPoll, Waiter, WaitParams, failed_snapshots
+from ..retry import Cancelled
 from . import chain
 from .chain import BASE, PENDING, STATE_TAG, TAG, Kept
 from .context import JobContext
@@ -55,6 +72,40 @@ def job_tags(ctx: JobContext, instance_id: str) -> dict[str, str]:
     return tags
 
 
+#: AWS's snapshot quotas: a CreateSnapshot(s) refused for now (EC2 error codes; tidb #44325).
+QUOTA_CODES = frozenset(
+    {
+        "PendingSnapshotLimitExceeded",
+        "ConcurrentSnapshotLimitExceeded",
+        "SnapshotCreationPerVolumeRateExceeded",
+    }
+)
+#: Pause between two tries of a refused CreateSnapshot(s): uniform in this range (jitter).
+QUOTA_DELAY = (15.0, 30.0)
+#: How long the job keeps trying a refused CreateSnapshot(s) before it fails.
+QUOTA_BUDGET = 600.0
+#: CreateSnapshot(s) calls that got no answer, in a row, before the job fails.
+AMBIGUOUS_ATTEMPTS = 3
+#: How often the job log shows the progress of the snapshots it waits for.
+PROGRESS_EVERY = 30.0
+
+
+def ambiguous(exc: BaseException) -> bool:
+    """A failure after which a creating call may or may not have done its work: no definite
+    answer (the client's `AmbiguousCreate`: reset, read timeout, 5xx). A refusal (4xx,
+    throttling, a quota) created nothing."""
+    return Kind.of(exc) is Kind.AMBIGUOUS or errors.ambiguous_create(exc)
+
+
+def quota(exc: BaseException) -> bool:
+    """One of EC2's snapshot quotas refused the call (nothing was created)."""
+    return Kind.of(exc) is Kind.SNAPSHOT_LIMIT or getattr(exc, "code", "") in QUOTA_CODES
+
+
+def throttled(exc: BaseException) -> bool:
+    return Kind.of(exc) is Kind.THROTTLED
+
+
 @dataclass
 class SnapshotLedger:
     """Every snapshot this job created, so it can commit or roll back exactly those."""
@@ -65,10 +116,23 @@ class SnapshotLedger:
     volume_of: dict[str, str] = field(default_factory=dict)
     committed: bool = False
     keeper: LeaseKeeper | None = None
+    #: Snapshots DescribeSnapshots (or a CreateTags) has shown: EC2 knows them.
+    seen: set[str] = field(default_factory=set)
+    #: When (the aws clock) each created snapshot was created.
+    born: dict[str, float] = field(default_factory=dict)
+    #: The latest description of each created snapshot.
+    latest: dict[str, Snapshot] = field(default_factory=dict)
+    #: A creating call went unanswered: the rollback looks for this job's orphans.
+    unsure: bool = False
 
     @property
     def job(self) -> str:
         return chain.job_resource(self.ctx.job_name)
+
+    @property
+    def window(self) -> float:
+        """How long EC2 may not know a snapshot just created (or still list one deleted)."""
+        return self.aws.policy.not_found_window
 
     def _is_this_job(self, tags: dict[str, str]) -> bool:
         job = (tags.get(TAG + "jobname"), tags.get(TAG + "jobid"))
@@ -117,7 +181,8 @@ class SnapshotLedger:
                     f"snapshot {sid} of volume {vid} is still pending for {job}: left alone, {verdict.why}"
                 )
                 continue
-            self.aws.delete_snapshot(sid)
+            self.seen.add(sid)
+            self._delete_confirmed(sid)
             removed += 1
             self.ctx.reporter.info(
                 f"removed snapshot {sid} of volume {vid} left by {job}, which did not finish ({verdict.why})"
@@ -142,37 +207,42 @@ class SnapshotLedger:
         snaps = self.aws.describe_snapshots(
             tags={STATE_TAG: BASE, TAG + "job": self.job}, volume_ids=volume_ids
         )
+        self.seen.update(s.snapshot_id for s in snaps)
         return {v: chain.committed(snaps, self.job, v) for v in volume_ids}
 
+    # ------------------------------------------------------------------ create
     def take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, Snapshot]:
         """Snapshot every target volume of one instance at the same moment (CreateSnapshots);
         standalone volumes are snapshotted one by one."""
         wanted = {v.volume_id for v in target.volumes}
         description = naming.snapshot_description(self.ctx.job_name, target.label)
+        tags = job_tags(self.ctx, target.instance_id)
+        snaps: list[Snapshot] = []
         if target.standalone:  # volumes on their own: one CreateSnapshot each
-            snaps = [
-                self.aws.create_snapshot(v.volume_id, job_tags(self.ctx, target.instance_id), description)
-                for v in target.volumes
-            ]
+            for v in target.volumes:
+                snaps += self._create(
+                    "CreateSnapshot",
+                    f"volume {v.volume_id}",
+                    target.instance_id,
+                    {v.volume_id},
+                    lambda v=v: [self.aws.create_snapshot(v.volume_id, tags, description)],  # type: ignore[misc]
+                )
         else:
             exclude_boot = any(v.is_root for v in target.excluded)
             exclude_data = [v.volume_id for v in target.excluded if not v.is_root]
-            snaps = self.aws.create_snapshots(
+            snaps = self._create(
+                "CreateSnapshots",
+                target.label,
                 target.instance_id,
-                exclude_data,
-                exclude_boot,
-                job_tags(self.ctx, target.instance_id),
-                description,
+                wanted,
+                lambda: self.aws.create_snapshots(
+                    target.instance_id, exclude_data, exclude_boot, tags, description
+                ),
             )
-        for s in snaps:
-            self.created.append(s.snapshot_id)
-            self.volume_of[s.snapshot_id] = s.volume_id
-        if snaps:
-            self._start_lease()
         by_volume = {s.volume_id: s for s in snaps}
         for vol_id, snap in by_volume.items():
             if vol_id not in wanted:  # a volume attached after we looked: not ours to keep
-                self.aws.delete_snapshot(snap.snapshot_id)
+                self._delete_confirmed(snap.snapshot_id)
                 self.created.remove(snap.snapshot_id)
         missing = wanted - by_volume.keys()
         if missing:
@@ -181,33 +251,286 @@ class SnapshotLedger:
                 "MissingSnapshot",
                 f"no snapshot was created for volume(s) {', '.join(sorted(missing))} of {target.label}",
             )
-        for vol_id in wanted:
-            self.aws.tag(
+        for vol_id in sorted(wanted):
+            self._tag_fresh(
                 [by_volume[vol_id].snapshot_id],
                 {TAG + "volume": vol_id, TAG + "position": str(positions.get(vol_id, 0))},
             )
         return {v: s for v, s in by_volume.items() if v in wanted}
 
-    def wait(self, snapshot_ids: list[str]) -> dict[str, Snapshot]:
-        last = [time.monotonic()]
+    def _record(self, snaps: Sequence[Snapshot]) -> None:
+        now = self.aws.clock.now()
+        for s in snaps:
+            if s.snapshot_id not in self.created:
+                self.created.append(s.snapshot_id)
+                self.volume_of[s.snapshot_id] = s.volume_id
+                self.born.setdefault(s.snapshot_id, now)
+        if snaps:
+            self._start_lease()
 
-        def progress(snaps: list[Snapshot]) -> None:
-            if time.monotonic() - last[0] >= 30:
-                last[0] = time.monotonic()
-                done = ", ".join(
-                    f"{s.snapshot_id} {'?' if s.progress is None else s.progress}" for s in snaps
+    def _create(
+        self,
+        operation: str,
+        label: str,
+        instance_id: str,
+        wanted: set[str],
+        make: Callable[[], list[Snapshot]],
+    ) -> list[Snapshot]:
+        """`make()` (one CreateSnapshot(s) call) until it answers, each snapshot it made
+        recorded at once. A quota refusal is tried again after 15-30 s for `QUOTA_BUDGET`
+        seconds, throttling after the retry policy's delay; after a lost answer, this job's
+        own snapshots of `wanted` are looked up and adopted before anything is tried again."""
+        clock = self.aws.clock
+        started = clock.now()
+        lost = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                snaps = make()
+            except Exception as exc:
+                code = getattr(exc, "code", "")
+                elapsed = clock.now() - started
+                if quota(exc) or throttled(exc):
+                    delay = random.uniform(*QUOTA_DELAY) if quota(exc) else self.aws.policy.delay(attempt)
+                    if elapsed + delay > QUOTA_BUDGET:
+                        raise AwsError(
+                            operation,
+                            code or "Throttled",
+                            f"AWS still refuses to snapshot {label} after {elapsed:.0f} s: {exc} "
+                            "(too many snapshots in progress in the region or of a volume: see "
+                            "docs/TROUBLESHOOTING.md)",
+                            resource=instance_id,
+                        ) from exc
+                    if quota(exc):
+                        self.ctx.reporter.info(
+                            f"AWS refuses more snapshots of {label} now ({code}): "
+                            f"trying again in {delay:.0f} s"
+                        )
+                    self._pause(delay)
+                    continue
+                if not ambiguous(exc):
+                    raise
+                lost += 1
+                self.unsure = True
+                log.warning("%s of %s: no clear answer: %s", operation, label, exc, exc_info=exc)
+                found = self._adopt(operation, label, instance_id, wanted)
+                if found:
+                    self.ctx.reporter.info(
+                        f"{operation} of {label} got no clear answer ({exc}); it had created "
+                        f"{', '.join(s.snapshot_id for s in found)}: using them"
+                    )
+                    return found
+                if lost >= AMBIGUOUS_ATTEMPTS:
+                    raise
+                self.ctx.reporter.info(
+                    f"{operation} of {label} got no clear answer ({exc}); it created nothing: trying again"
                 )
-                self.ctx.reporter.info(f"waiting for snapshots to complete: {done}")
+                continue
+            self._record(snaps)
+            return snaps
 
-        snaps = self.aws.wait_snapshots(snapshot_ids, self.ctx.params.snapshot_timeout, progress)
-        return {s.snapshot_id: s for s in snaps}
+    def _adopt(self, operation: str, label: str, instance_id: str, wanted: set[str]) -> list[Snapshot]:
+        """After a lost answer: this job's own pending snapshots of `wanted` that are not
+        recorded yet, looked up by their tags over `window` seconds (EC2 may not list a new
+        snapshot at once). A complete set (one CreateSnapshots, one snapshot per wanted
+        volume) is recorded and returned; anything else found is deleted; [] if none."""
+        clock = self.aws.clock
+        started = clock.now()
+        pause = 1.0
+        me = owner().tag()
+        found: list[Snapshot] = []
+        while True:
+            found = [
+                s
+                for s in self.aws.describe_snapshots(
+                    tags={
+                        TAG + "jobname": self.ctx.job_name,
+                        TAG + "jobid": str(self.ctx.job_id),
+                        TAG + "instance": instance_id,
+                        STATE_TAG: PENDING,
+                    },
+                    volume_ids=sorted(wanted),
+                )
+                if s.snapshot_id not in self.created and s.tags.get(OWNER_TAG) == me
+            ]
+            self.seen.update(s.snapshot_id for s in found)
+            sets: dict[object, list[Snapshot]] = {}
+            for s in found:
+                sets.setdefault(s.start_time, []).append(s)
+            for members in sets.values():
+                volumes = [s.volume_id for s in members]
+                if set(volumes) >= wanted and len(volumes) == len(set(volumes)):
+                    self._record(members)
+                    for other in found:
+                        if other not in members:
+                            self._discard(
+                                other.snapshot_id, f"a partial set of the lost {operation} of {label}"
+                            )
+                    return members
+            if clock.now() - started >= self.window:
+                break
+            self._pause(pause)
+            pause = min(10.0, pause * 2)
+        for s in found:
+            self._discard(s.snapshot_id, f"a partial set of the lost {operation} of {label}")
+        return []
 
+    def _discard(self, sid: str, why: str) -> None:
+        self.born.setdefault(sid, self.aws.clock.now())
+        self._delete_confirmed(sid)
+        self.ctx.reporter.info(f"deleted snapshot {sid}: {why}")
+
+    def _pause(self, seconds: float) -> None:
+        if self.aws.clock.wait(self.ctx.cancel, seconds):
+            raise Cancelled("job cancelled while waiting to create snapshots")
+
+    # ------------------------------------------------------------------ eventual consistency
+    def _tag_fresh(self, ids: list[str], tags: dict[str, str]) -> None:
+        """CreateTags on snapshots this job created: `InvalidSnapshot.NotFound` means "not
+        visible yet" for `window` seconds after their creation, and is tried again."""
+        clock = self.aws.clock
+        pause = 0.5
+        while True:
+            try:
+                self.aws.tag(ids, tags)
+                self.seen.update(ids)
+                return
+            except AwsError as exc:
+                age = min((clock.now() - self.born.get(i, -math.inf) for i in ids), default=math.inf)
+                if exc.code != "InvalidSnapshot.NotFound" or age > self.window:
+                    raise
+            if clock.wait(None, pause):  # a commit after a cancel must still go through
+                break
+            pause = min(5.0, pause * 2)
+
+    def _listed(self, sid: str) -> Snapshot | None:
+        try:
+            found = self.aws.describe_snapshots(ids=[sid])
+        except AwsError as exc:
+            if exc.code != "InvalidSnapshot.NotFound":
+                raise
+            return None
+        return found[0] if found else None
+
+    def _delete_confirmed(self, sid: str) -> None:
+        """DeleteSnapshot, counted done only once DescribeSnapshots no longer lists it (and,
+        for one EC2 may not have shown yet, not before `window` seconds after its creation).
+        AwsError if it is still listed after that."""
+        clock = self.aws.clock
+        started = clock.now()
+        pause = 0.5
+        while True:
+            self.aws.delete_snapshot(sid)  # already gone (or not visible yet): no error
+            if self._listed(sid) is not None:
+                self.seen.add(sid)
+            elif sid in self.seen or clock.now() - self.born.get(sid, -math.inf) > self.window:
+                return
+            if clock.now() - started > self.window:
+                raise AwsError(
+                    "DeleteSnapshot",
+                    "NotConfirmed",
+                    f"snapshot {sid} is still listed {clock.now() - started:.0f} s after it was deleted",
+                    resource=sid,
+                )
+            clock.sleep(pause)  # not cancellable: this is the clean-up
+            pause = min(5.0, pause * 2)
+
+    # ------------------------------------------------------------------ wait
+    def completed(self, groups: dict[str, list[str]], labels: dict[str, str]) -> Iterator[str]:
+        """Each key of `groups` (snapshot ids) once all its snapshots are completed, in the
+        order they complete (keys completing at the same poll: in `groups` order). One
+        DescribeSnapshots per poll for all of them; the caller's work between two keys counts
+        as waiting time. AwsError SnapshotError on a snapshot in state error, Timeout when a
+        snapshot's Progress has not grown for `snapshot_timeout` seconds (or after the overall
+        cap, aws/wait.py)."""
+        params = WaitParams.for_snapshots(float(self.ctx.params.snapshot_timeout))
+        clock = self.aws.clock
+        waiter = Waiter(
+            "CreateSnapshots",
+            "snapshots",
+            params,
+            clock=clock,
+            cancel=self.ctx.cancel,
+            hint=" (raise snapshot_timeout=)",
+        )
+        poll = SnapshotPoll(lambda ids: self.aws.describe_snapshots(ids=ids), clock=clock, window=self.window)
+        left = dict(groups)
+        token: dict[str, tuple[str, str]] = {}
+        changed: dict[str, float] = {}
+        shown = clock.now()
+        while left:
+            ids = [sid for members in left.values() for sid in members]
+            found = poll(ids)
+            now = clock.now()
+            if found is not None:
+                self.seen.update(found)
+                self.latest.update(found)
+                failed = failed_snapshots(list(found.values()))
+                if failed:
+                    where = [labels[k] for k, members in left.items() if set(members) & set(failed)]
+                    raise AwsError(
+                        "CreateSnapshots",
+                        "SnapshotError",
+                        f"snapshot(s) {', '.join(failed)} of {', '.join(where)} ended in state error",
+                    )
+                done = [
+                    k
+                    for k, members in left.items()
+                    if all(self._completed(found.get(sid)) for sid in members)
+                ]
+                for k in done:
+                    del left[k]
+                    yield k
+                if done:
+                    waiter.again_soon()
+                    continue
+                for sid in ids:
+                    snap = found.get(sid)
+                    mark = (snap.state or "", snap.progress or "") if snap else ("", "")
+                    if token.get(sid) != mark:
+                        token[sid], changed[sid] = mark, now
+                stuck = [
+                    sid for sid in ids if now - changed.get(sid, now) >= (params.no_progress or math.inf)
+                ]
+                if stuck:
+                    where = [labels[k] for k, members in left.items() if set(members) & set(stuck)]
+                    raise AwsError(
+                        "CreateSnapshots",
+                        "Timeout",
+                        f"snapshot(s) {', '.join(stuck)} of {', '.join(where)}: no progress for "
+                        f"{now - min(changed[s] for s in stuck):.0f} s (raise snapshot_timeout=)",
+                    )
+            if now - shown >= PROGRESS_EVERY:
+                shown = now
+                for k, members in left.items():
+                    states = ", ".join(f"{sid} {self._percent(sid)}" for sid in members)
+                    self.ctx.reporter.info(f"snapshots of {labels[k]}: {states}")
+            waiter.observe(tuple(sorted(token.items())))
+            waiter.pause()
+
+    @staticmethod
+    def _completed(snap: Snapshot | None) -> bool:
+        return snap is not None and snap.state == "completed"
+
+    def _percent(self, sid: str) -> str:
+        snap = self.latest.get(sid)
+        if snap is None:
+            return "not listed yet"
+        return snap.progress or snap.state or "?"
+
+    def wait(self, snapshot_ids: list[str]) -> dict[str, Snapshot]:
+        """Until every one of these snapshots is completed (see `completed`)."""
+        list(self.completed({"all": snapshot_ids}, {"all": "this job"}))
+        return {sid: self.latest[sid] for sid in snapshot_ids}
+
+    # ------------------------------------------------------------------ end of job
     def commit(self) -> None:
         """Every block of the job was handed over: its snapshots become bases (may raise:
         the caller must then fail the job and roll back)."""
         self.stop_lease()
         if self.created:
-            self.aws.tag(self.created, {STATE_TAG: BASE})
+            self._tag_fresh(list(self.created), {STATE_TAG: BASE})
         self.committed = True
 
     def retire(self, bases: dict[str, str | None] | None = None) -> None:
@@ -225,7 +548,7 @@ class SnapshotLedger:
             volume_id = self.volume_of[sid]
             base = (bases or {}).get(volume_id)
             for old in chain.to_delete(level, sid, chains.get(volume_id, []), keep_full, base):
-                self.aws.delete_snapshot(old)
+                self._delete_confirmed(old)
                 if old == sid:
                     self.created.remove(sid)
                     self.ctx.reporter.info(
@@ -234,15 +557,34 @@ class SnapshotLedger:
                 else:
                     self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
 
+    def _orphans(self) -> list[str]:
+        """After a lost CreateSnapshot(s) answer: this process's pending snapshots of this
+        job that it never recorded."""
+        me = owner().tag()
+        snaps = self.aws.describe_snapshots(
+            tags={TAG + "jobname": self.ctx.job_name, TAG + "jobid": str(self.ctx.job_id), STATE_TAG: PENDING}
+        )
+        return [
+            s.snapshot_id for s in snaps if s.snapshot_id not in self.created and s.tags.get(OWNER_TAG) == me
+        ]
+
     def rollback(self) -> list[str]:
-        """The job failed: delete what it created. Returns what could not be deleted, each
-        as "<snapshot id> (<why>)"; the why, with its traceback, is in the log too."""
+        """The job failed: delete what it created (each delete confirmed by DescribeSnapshots).
+        Returns what could not be deleted, each as "<snapshot id> (<why>)"; the why, with its
+        traceback, is in the log too."""
         self.stop_lease()
         left: list[str] = []
-        for sid in list(self.created):
+        todo = list(self.created)
+        if self.unsure:
             try:
-                self.aws.delete_snapshot(sid)
-                self.created.remove(sid)
+                todo += self._orphans()
+            except Exception as exc:
+                log.warning("rollback: could not look for unrecorded snapshots: %s", exc, exc_info=exc)
+        for sid in todo:
+            try:
+                self._delete_confirmed(sid)
+                if sid in self.created:
+                    self.created.remove(sid)
             except Exception as exc:
                 log.warning("rollback: snapshot %s could not be deleted: %s", sid, exc, exc_info=exc)
                 left.append(f"{sid} ({str(exc).rstrip('.')})")

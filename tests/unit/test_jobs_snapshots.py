@@ -465,13 +465,13 @@ def test_rollback_names_each_snapshot_it_could_not_delete_and_why() -> None:
     assert run.snapshots[vid] in aws.snapshot_ids()
 
 
-def test_a_snapshot_in_error_or_too_slow_fails_the_job_and_rolls_back() -> None:
+def test_a_snapshot_in_error_or_stuck_fails_the_job_and_rolls_back() -> None:
     for failing in ("error", "timeout"):
         aws, d, vids = world(("snapshot_timeout", "60"), devices=2)
         if failing == "error":
             aws.fail_snapshots_of(vids[1])
         else:
-            aws.snapshot_seconds = 3600
+            aws.stall_snapshots_of(vids[1])  # its Progress never grows
         ctx = JobContext(d.params, "backup-web.2026-11-26_16.00.00_1", 1, "F", Recorder(), "")
         job = BackupJob(ctx, aws)
         code = "SnapshotError" if failing == "error" else "Timeout"

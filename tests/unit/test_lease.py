@@ -22,6 +22,7 @@ from bacula_ec2.jobs.lease import (
     process_alive,
     this_process,
 )
+from bacula_ec2.retry import REAL_CLOCK, RetryPolicy
 
 NOW = 1_800_000_000.0
 
@@ -144,6 +145,13 @@ class FakeAws:
 
     def delete_snapshot(self, sid: str) -> None:
         self.deleted.append(sid)
+
+    # what the ledger's confirmed delete and its waits use
+    clock = REAL_CLOCK
+    policy = RetryPolicy()
+
+    def describe_snapshots(self, *, ids: list[str]) -> list[Snapshot]:
+        return [Snapshot(s, "vol-1") for s in ids if s not in self.deleted]
 
 
 def ledger(aws: FakeAws):  # type: ignore[no-untyped-def]
