@@ -32,7 +32,17 @@ from typing import Any
 from . import tokens
 from .errors import SimError
 from .messages import Request, Response
-from .model import BLOCK_SIZE, BLOCKS_PER_GIB, OWNER_ID, ZERO_BLOCK, Block, Region, Snapshot, World
+from .model import (
+    BLOCK_SIZE,
+    BLOCKS_PER_GIB,
+    OWNER_ID,
+    ZERO_BLOCK,
+    Block,
+    Region,
+    Snapshot,
+    World,
+    kms_denied,
+)
 from .policy import Call, Policy
 
 MIN_RESULTS = 100
@@ -146,10 +156,20 @@ class EbsApi:
         """The completed snapshot, or the error EBS direct gives for it."""
         _snapshot_id(snapshot_id, member)
         snap = self._find(self.world.region(region_name), snapshot_id, operation)
+        self._check_kms(snap, operation)
         if snap.state() != "completed":
             raise _validation(f"The snapshot '{snapshot_id}' is not in completed state.",
                               "INVALID_SNAPSHOT_ID")
         return snap
+
+    def _check_kms(self, snap: Snapshot, operation: str) -> None:
+        """AccessDeniedException / DEPENDENCY_ACCESS_DENIED for a key in kms_denied_keys."""
+        if snap.kms_key_id is not None and snap.kms_key_id in self.world.opts.kms_denied_keys:
+            raise kms_denied(operation, snap.id)
+
+    def _now(self) -> float:
+        """The service's clock (epoch seconds): real time plus ``clock_offset_s``."""
+        return time.time() + self.world.opts.clock_offset_s
 
     def _page_bounds(self, req: Request, scope: str) -> tuple[int, int]:
         """(start index, max results) from pageToken / startingBlockIndex / maxResults."""
@@ -157,7 +177,7 @@ class EbsApi:
         max_results = min(MAX_RESULTS, max(MIN_RESULTS, max_results or MAX_RESULTS))
         page_token = req.query.get("pageToken")
         if page_token is not None:  # NextToken takes precedence over StartingBlockIndex
-            start = tokens.page_token_index(page_token, scope)
+            start = tokens.page_token_index(page_token, scope, now=self._now())
             if start is None:
                 raise _validation("The pagination token is invalid or has expired.",
                                   "INVALID_PAGE_TOKEN")
@@ -189,7 +209,8 @@ class EbsApi:
         opts = self.world.opts
         page, next_index = self._page(snap.indices(), start, max_results,
                                       snap.volume_size * BLOCKS_PER_GIB, opts.list_blocks_window)
-        minted = tokens.BlockTokens(scope, ttl=opts.block_token_ttl)
+        now = self._now()
+        minted = tokens.BlockTokens(scope, now=now, ttl=opts.block_token_ttl)
         body: dict[str, Any] = {
             "Blocks": [{"BlockIndex": i, "BlockToken": minted.mint(i)} for i in page],
             "ExpiryTime": minted.expiry_exact,
@@ -197,7 +218,7 @@ class EbsApi:
             "BlockSize": BLOCK_SIZE,
         }
         if next_index is not None:
-            body["NextToken"] = tokens.page_token(scope + "/list", next_index,
+            body["NextToken"] = tokens.page_token(scope + "/list", next_index, now=now,
                                                   ttl=opts.page_token_ttl)
         return _json(200, body)
 
@@ -236,9 +257,11 @@ class EbsApi:
         bound = max(second.volume_size, first.volume_size if first else 0) * BLOCKS_PER_GIB
         page, next_index = self._page(self._changed(first, second), start, max_results, bound,
                                       opts.changed_blocks_window)
-        first_tokens = (tokens.BlockTokens(f"{req.region}/{first.id}", ttl=opts.block_token_ttl)
-                        if first else None)
-        second_tokens = tokens.BlockTokens(f"{req.region}/{second.id}", ttl=opts.block_token_ttl)
+        now = self._now()
+        first_tokens = (tokens.BlockTokens(f"{req.region}/{first.id}", now=now,
+                                           ttl=opts.block_token_ttl) if first else None)
+        second_tokens = tokens.BlockTokens(f"{req.region}/{second.id}", now=now,
+                                           ttl=opts.block_token_ttl)
         entries = []
         for i in page:
             entry: dict[str, Any] = {"BlockIndex": i}
@@ -254,7 +277,8 @@ class EbsApi:
             "BlockSize": BLOCK_SIZE,
         }
         if next_index is not None:
-            body["NextToken"] = tokens.page_token(scope, next_index, ttl=opts.page_token_ttl)
+            body["NextToken"] = tokens.page_token(scope, next_index, now=now,
+                                                  ttl=opts.page_token_ttl)
         return _json(200, body)
 
     def get_snapshot_block(self, req: Request, snapshot_id: str, raw_index: str) -> Response:
@@ -267,7 +291,7 @@ class EbsApi:
         snap = self._readable(req.region, snapshot_id, "GetSnapshotBlock")
         assert index is not None
         if index >= snap.volume_size * BLOCKS_PER_GIB or not tokens.block_token_valid(
-                token, f"{req.region}/{snap.id}", index):
+                token, f"{req.region}/{snap.id}", index, now=self._now()):
             raise _validation("The block token is invalid or has expired.",
                               "INVALID_BLOCK_TOKEN")
         block = snap.blocks.get(index, ZERO_BLOCK)
@@ -349,6 +373,7 @@ class EbsApi:
     def _open_snapshot(self, req: Request, snapshot_id: str, operation: str) -> Snapshot:
         _snapshot_id(snapshot_id, "snapshotId")
         snap = self._find(self.world.region(req.region), snapshot_id, operation)
+        self._check_kms(snap, operation)
         state = snap.state()
         if state != "pending" or not snap.open:
             raise _validation(f"The snapshot '{snapshot_id}' is not in pending state "

@@ -8,6 +8,11 @@ Use from ``tests/conftest.py``::
 ``simulator`` (session) starts ``python -m devkit.simulator --port 0`` once; ``sim``
 (function) is the same object after ``reset()``, so every test starts from an empty world
 with default options.
+
+HTTPS: the same port speaks TLS (``https_endpoint``); ``ca_path`` is a file holding the
+simulator's CA. ``api_endpoint()``, ``boto3_kwargs()`` and ``env()`` follow the ``tls`` knob
+by default (https and the CA while it is on, since plain HTTP to the AWS APIs is then
+refused); pass ``tls=`` to choose.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +43,55 @@ SECRET_KEY = "secret"
 
 @dataclass
 class RunningSimulator:
-    endpoint: str
+    endpoint: str  # http://127.0.0.1:<port>
     client: SimulatorClient
     process: subprocess.Popen[str]
+    _ca_dir: str | None = field(default=None, repr=False)
 
-    def boto3_kwargs(self, region: str = DEFAULT_REGION) -> dict[str, Any]:
-        """Keyword arguments for ``boto3.client(service, **...)`` aimed at the simulator."""
-        return {"endpoint_url": self.endpoint, "region_name": region,
-                "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY}
+    @property
+    def https_endpoint(self) -> str:
+        """``https://127.0.0.1:<port>``: the same port over TLS (trust :attr:`ca_path`)."""
+        return "https://" + self.endpoint.split("://", 1)[1]
 
-    def env(self, region: str = DEFAULT_REGION) -> dict[str, str]:
-        """Environment for a child process (e.g. the backend) so plain boto3 uses us."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": region,
-                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    @property
+    def ca_path(self) -> str:
+        """A file with the simulator's CA certificate (PEM), fetched once."""
+        if self._ca_dir is None:
+            pem = self.client.tls_ca_pem()
+            self._ca_dir = tempfile.mkdtemp(prefix="aws-sim-ca-")
+            Path(self._ca_dir, "ca.pem").write_bytes(pem)
+        return str(Path(self._ca_dir, "ca.pem"))
+
+    def _tls(self, tls: bool | None) -> bool:
+        return bool(self.client.options()["tls"]) if tls is None else tls
+
+    def api_endpoint(self, tls: bool | None = None) -> str:
+        """The endpoint for AWS calls (``endpoint_url=``): https while the ``tls`` knob is on
+        (``tls=None``), else http; ``tls=True/False`` chooses."""
+        return self.https_endpoint if self._tls(tls) else self.endpoint
+
+    def boto3_kwargs(self, region: str = DEFAULT_REGION,
+                     tls: bool | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``boto3.client(service, **...)`` aimed at the simulator
+        (over https with ``verify=`` the CA while the ``tls`` knob is on, see
+        :meth:`api_endpoint`)."""
+        kwargs: dict[str, Any] = {"endpoint_url": self.endpoint, "region_name": region,
+                                  "aws_access_key_id": ACCESS_KEY,
+                                  "aws_secret_access_key": SECRET_KEY}
+        if self._tls(tls):
+            kwargs["endpoint_url"] = self.https_endpoint
+            kwargs["verify"] = self.ca_path
+        return kwargs
+
+    def env(self, region: str = DEFAULT_REGION, tls: bool | None = None) -> dict[str, str]:
+        """Environment for a child process (e.g. the backend) so plain boto3 uses us
+        (https and ``AWS_CA_BUNDLE`` while the ``tls`` knob is on)."""
+        env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": region,
+               "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        if self._tls(tls):
+            env["AWS_ENDPOINT_URL"] = self.https_endpoint
+            env["AWS_CA_BUNDLE"] = self.ca_path
+        return env
 
 
 def start_simulator(snapshot_delay: float | None = None, timeout: float = 20.0,
@@ -105,6 +148,8 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
 
 def stop_simulator(running: RunningSimulator) -> None:
     _terminate(running.process)
+    if running._ca_dir is not None:
+        shutil.rmtree(running._ca_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,22 +3,26 @@
 Enough for the product's ``role_arn`` parameter: AssumeRole validates its parameters like
 STS and returns temporary credentials (``ASIA…`` key, secret, session token, expiration).
 No IAM policy or trust policy is evaluated, and the simulator accepts any credentials on
-later calls, temporary or not; each AssumeRole is recorded for tests
-(``SimulatorClient.sts_sessions()``).
+later calls, temporary or not, except that a session token it issued (AssumeRole, or
+``POST /_sim/session-token``) is refused once expired (the server checks it, see
+``server.expired_token_error``). Each AssumeRole is recorded for tests
+(``SimulatorClient.sts_sessions()``). Expirations are on the service's clock (real time +
+``clock_offset_s``).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from datetime import timedelta
+import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from .errors import SimError
 from .messages import Request, Response
-from .model import OWNER_ID, World, utcnow
+from .model import OWNER_ID, World
 from .policy import Call, Policy
 from .query_codec import iso_timestamp
 
@@ -26,6 +30,18 @@ XML = "text/xml"
 _NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/([\w+=,.@/-]{1,512})$")
 _SESSION_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
+
+
+def issue_session(world: World, ttl: float) -> dict[str, Any]:
+    """New temporary credentials valid for ``ttl`` seconds of the service's clock; the token
+    is remembered so that requests signed with it are refused once it has expired."""
+    expiry = time.time() + world.opts.clock_offset_s + ttl
+    token = secrets.token_urlsafe(96)
+    with world.lock:
+        world.session_tokens[token] = expiry
+    return {"access_key_id": "ASIA" + secrets.token_hex(8).upper(),
+            "secret_access_key": secrets.token_urlsafe(30), "session_token": token,
+            "expiration": iso_timestamp(datetime.fromtimestamp(expiry, UTC))}
 
 
 def error_xml(code: str, message: str, request_id: str, sender: bool = True) -> bytes:
@@ -82,8 +98,8 @@ class StsApi:
             raise SimError("ValidationError", f"1 validation error detected: Value "
                            f"'{duration}' at 'durationSeconds' failed to satisfy constraint: "
                            f"Member must have value between 900 and 43200")
-        expiration = utcnow() + timedelta(seconds=duration)
-        key = "ASIA" + secrets.token_hex(8).upper()
+        creds = issue_session(self.world, duration)
+        key = creds["access_key_id"]
         role_name = match.group(2).rsplit("/", 1)[-1]
         role_id = "AROA" + secrets.token_hex(8).upper()
         record: dict[str, Any] = {
@@ -95,9 +111,9 @@ class StsApi:
             self.world.sts_sessions.append(record)
         return ("<Credentials>"
                 f"<AccessKeyId>{key}</AccessKeyId>"
-                f"<SecretAccessKey>{secrets.token_urlsafe(30)}</SecretAccessKey>"
-                f"<SessionToken>{secrets.token_urlsafe(96)}</SessionToken>"
-                f"<Expiration>{iso_timestamp(expiration)}</Expiration></Credentials>"
+                f"<SecretAccessKey>{creds['secret_access_key']}</SecretAccessKey>"
+                f"<SessionToken>{creds['session_token']}</SessionToken>"
+                f"<Expiration>{creds['expiration']}</Expiration></Credentials>"
                 f"<AssumedRoleUser><AssumedRoleId>{role_id}:{escape(session)}</AssumedRoleId>"
                 f"<Arn>arn:aws:sts::{match.group(1)}:assumed-role/{escape(role_name)}/"
                 f"{escape(session)}</Arn></AssumedRoleUser>")
