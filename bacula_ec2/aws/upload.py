@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,10 +26,56 @@ from .blocks import fast_client
 from .client import Aws, tag_list
 from .transfer import BLOCK_RETRY, BlockTransfer, TransferConfig
 
-__all__ = ["BLOCK_SIZE", "DEFAULT_RATE", "BlockReader", "SnapshotWriter", "UploadResult", "file_reader"]
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_RATE",
+    "TIMEOUT_MAX_MINUTES",
+    "TIMEOUT_MIN_MINUTES",
+    "BlockReader",
+    "SnapshotWriter",
+    "UploadResult",
+    "file_reader",
+    "start_timeout_minutes",
+    "upload_fits",
+]
 
 #: Client-side pacing a little under the 1,000 PutSnapshotBlock/s per-snapshot quota.
 DEFAULT_RATE = 950.0
+
+#: StartSnapshot's Timeout (minutes): botocore's ebs model allows 10..4320 (72 h).
+TIMEOUT_MIN_MINUTES, TIMEOUT_MAX_MINUTES = 10, 4320
+#: Minutes on top of the data's time: StartSnapshot to the first put, retries and throttling
+#: between two puts, CompleteSnapshot after the last.
+TIMEOUT_MARGIN_MINUTES = 30
+#: The data's time at the slowest rate, times this.
+TIMEOUT_FACTOR = 1.5
+
+
+def _data_minutes(data_bytes: int, min_bytes_per_s: float) -> float:
+    if min_bytes_per_s <= 0:
+        raise ValueError(f"the slowest upload rate must be positive, not {min_bytes_per_s}")
+    if data_bytes < 0:
+        raise ValueError(f"bytes to upload must not be negative, not {data_bytes}")
+    return data_bytes / min_bytes_per_s / 60.0
+
+
+def start_timeout_minutes(data_bytes: int, min_bytes_per_s: float) -> int:
+    """StartSnapshot's Timeout for a snapshot that will get `data_bytes`, at no less than
+    `min_bytes_per_s`: 30 min + 1.5 x the data's time at that rate, within 10..4320.
+
+    AWS's wording ("cancelled if no blocks are written ... or the snapshot is not completed
+    after writing the last block", botocore's model) reads either as counted from StartSnapshot
+    or from the last put; sized this way the whole upload fits in it, so both readings hold
+    as long as the upload is no slower than `min_bytes_per_s` (`upload_fits`)."""
+    minutes = TIMEOUT_MARGIN_MINUTES + TIMEOUT_FACTOR * _data_minutes(data_bytes, min_bytes_per_s)
+    return max(TIMEOUT_MIN_MINUTES, min(TIMEOUT_MAX_MINUTES, math.ceil(minutes)))
+
+
+def upload_fits(data_bytes: int, min_bytes_per_s: float) -> bool:
+    """Whether `start_timeout_minutes` still leaves the margin (not cut to 72 h)."""
+    minutes = TIMEOUT_MARGIN_MINUTES + TIMEOUT_FACTOR * _data_minutes(data_bytes, min_bytes_per_s)
+    return minutes <= TIMEOUT_MAX_MINUTES
+
 
 #: Reads one block (index) of the source; returns exactly BLOCK_SIZE bytes.
 BlockReader = Callable[[int], bytes]
@@ -89,7 +136,13 @@ class SnapshotWriter:
         kms_key_arn: str | None = None,
         timeout_minutes: int = 60,
     ) -> str:
-        """StartSnapshot, idempotent through `client_token` (so it can be retried safely)."""
+        """StartSnapshot, idempotent through `client_token` (so it can be retried safely).
+        `timeout_minutes`: see `start_timeout_minutes`."""
+        if not TIMEOUT_MIN_MINUTES <= timeout_minutes <= TIMEOUT_MAX_MINUTES:
+            raise ValueError(
+                f"StartSnapshot Timeout {timeout_minutes} min is outside "
+                f"{TIMEOUT_MIN_MINUTES}..{TIMEOUT_MAX_MINUTES}"
+            )
         args: dict[str, Any] = {
             "VolumeSize": volume_size_gib,
             "ClientToken": client_token,

@@ -14,7 +14,12 @@ Safety. Nothing existing is modified: every resource is new, tagged with its ori
 everything this restore created is removed again: the instance is terminated, volumes
 (found by the job tag too) detached and deleted, the image deregistered, the snapshots
 deleted (a snapshot EBS refuses to delete while pending is cancelled by its StartSnapshot
-Timeout; the job log says so).
+Timeout; the job log says so). Each removal counts only once a Describe confirms it (EC2 is
+eventually consistent: a new id may be NotFound for a while, a deleted resource still listed).
+
+Before the first block is uploaded, what AWS would refuse later is checked: the target
+region answers (DescribeAvailabilityZones) and has the zone the volumes go to, the KMS key is
+in that region, and no new resource would carry more than 50 tags.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from typing import Any
 from .. import naming
 from ..aws import Aws, AwsError
 from ..aws.model import ImageDevice, ImageSpec, Instance, LaunchSpec, Volume, VolumeSpec
-from ..aws.upload import SnapshotWriter, file_reader
+from ..aws.upload import SnapshotWriter, file_reader, start_timeout_minutes, upload_fits
 from ..formats import config
-from ..formats.blockimage import ImageHeader
+from ..formats.blockimage import BLOCK_SIZE, ImageHeader
+from ..params import MAX_TAGS, kms_key_region
 from ..retry import Cancelled, RetriesExhausted
 from .chain import TAG
 from .context import JobContext, connect
@@ -46,8 +52,6 @@ TAG_FROM = TAG + "restored-from"
 TAG_JOB = TAG + "restore-job"
 TAG_TEMPORARY = TAG + "restore-temporary"
 KEEPALIVE_SECONDS = 60.0
-#: StartSnapshot Timeout (minutes): EBS cancels a snapshot that sees no write this long.
-SNAPSHOT_TIMEOUT_MINUTES = 60
 IOPS_TYPES = ("io1", "io2", "gp3")
 
 
@@ -103,6 +107,13 @@ class Ledger:
     images: list[tuple[Aws, str]] = field(default_factory=list)
     instances: list[tuple[Aws, str]] = field(default_factory=list)
     regions: dict[str, Aws] = field(default_factory=dict)
+    #: Ids a Describe has listed: until then EC2 may answer NotFound for them (fresh).
+    seen: set[str] = field(default_factory=set)
+    #: StartSnapshot Timeout (minutes) of each snapshot written.
+    timeouts: dict[str, int] = field(default_factory=dict)
+
+    def fresh(self, resource_id: str) -> bool:
+        return resource_id not in self.seen
 
 
 class AwsRestore:
@@ -126,6 +137,7 @@ class AwsRestore:
         self.results: list[str] = []
         self._aws_factory = aws_factory or self._default_aws
         self._last_keepalive = time.monotonic()
+        self._zones: dict[str, str] = {}  # source volume id -> the zone its new volume goes to
 
     # ------------------------------------------------------------------ stream (delegated)
     @property
@@ -185,6 +197,7 @@ class AwsRestore:
             assembled = self.local.assemble()
             plans = self._plans(assembled)
             attach_zone = self._check_options(plans)
+            self._check_places(plans, attach_zone)
             self._snapshots(plans)
             mode = self.params.restore_as
             if mode == "volume":
@@ -289,6 +302,62 @@ class AwsRestore:
             return zone
         return None
 
+    def _check_places(self, plans: list[VolumePlan], attach_zone: str | None) -> None:
+        """Before any block goes up: each target region answers and has the zones the new
+        volumes or the instance go to, the KMS key is in it, and every new resource's tags fit."""
+        p = self.params
+        mode = p.restore_as
+        for region in sorted({self._target_region(plan) or "" for plan in plans}):
+            aws = self.aws(region or None)
+            if p.restore_kms_key and kms_key_region(p.restore_kms_key) != aws.region:
+                raise RestoreFailed(
+                    f"restore_kms_key {p.restore_kms_key} is a key of {kms_key_region(p.restore_kms_key)}; "
+                    f"the restore goes to {aws.region} (a KMS key encrypts only in its own region)"
+                )
+            try:
+                zones = aws.availability_zones()
+            except (AwsError, RetriesExhausted) as exc:
+                raise RestoreFailed(
+                    f"the restore's region {aws.region} does not answer DescribeAvailabilityZones "
+                    f"(is it enabled for this account?): {exc}"
+                ) from exc
+            if not zones:
+                raise RestoreFailed(f"no availability zone is available in {aws.region}")
+            group = [plan for plan in plans if (self._target_region(plan) or "") == region]
+            wanted: dict[str, str] = {}  # zone -> why
+            if mode == "volume":
+                for plan in group:
+                    zone, why = self._zone(aws, plan, attach_zone, zones)
+                    self._zones[plan.source_id] = zone
+                    wanted.setdefault(zone, why)
+            elif mode == "instance" and p.restore_availability_zone:
+                wanted[p.restore_availability_zone] = "restore_availability_zone"
+            for zone, why in wanted.items():
+                if zone not in zones:
+                    raise RestoreFailed(
+                        f"{why} {zone} is not an available zone of {aws.region}; "
+                        f"its zones: {', '.join(zones)}"
+                    )
+        for plan in plans:
+            self._check_tag_count(f"the snapshot from {plan.source_id}", self._snapshot_tags(plan))
+            if mode == "volume":
+                self._check_tag_count(
+                    f"the volume from {plan.source_id}",
+                    self._resource_tags(plan.source_id, plan.volume.tags),
+                )
+        if mode == "instance":
+            iid = plans[0].instance_id
+            inst = config.instance_of(self._instance_doc(iid) or {})
+            self._check_tag_count(f"the instance from {iid}", self._resource_tags(iid, inst.tags))
+
+    @staticmethod
+    def _check_tag_count(what: str, tags: dict[str, str]) -> None:
+        if len(tags) > MAX_TAGS:
+            raise RestoreFailed(
+                f"{what} would carry {len(tags)} tags (the original's, restore_tags= and "
+                f"bacula-ec2's own); AWS allows {MAX_TAGS} per resource"
+            )
+
     # ------------------------------------------------------------------ snapshots
     def _snapshot_tags(self, plan: VolumePlan) -> dict[str, str]:
         tags = dict(self.params.restore_tags)
@@ -313,6 +382,7 @@ class AwsRestore:
                     f"waiting for snapshot(s) {', '.join(ids)} to complete"
                 ),
             )
+            self.ledger.seen.update(ids)
 
     def _upload(self, plan: VolumePlan) -> None:
         p = self.params
@@ -323,21 +393,38 @@ class AwsRestore:
         encrypted = vol.encrypted or bool(p.restore_kms_key)
         kms = p.restore_kms_key or (vol.kms_key_id if same_region and vol.encrypted else None)
         writer = SnapshotWriter(aws, p.concurrent_threads)
-        sid = writer.start(
-            plan.size_gib,
-            client_token=_token(self.ctx.job_name, str(self.ctx.job_id), plan.source_id),
-            description=f"bacula-ec2 restore of {plan.source_id} by {self.ctx.job_name}",
-            tags=self._snapshot_tags(plan),
-            encrypted=encrypted,
-            kms_key_arn=kms,
-            timeout_minutes=SNAPSHOT_TIMEOUT_MINUTES,
-        )
-        self.ledger.snapshots.append((aws, sid))
-        plan.snapshot_id = sid
+        # The Timeout is sized for this volume's data, and the snapshot is opened only now,
+        # just before its blocks flow (nothing waits between StartSnapshot and the puts).
         total = plan.image.count_data_blocks()
+        rate = p.restore_min_kib_per_s * 1024
+        minutes = start_timeout_minutes(total * BLOCK_SIZE, rate)
+        if not upload_fits(total * BLOCK_SIZE, rate):
+            self.ctx.reporter.warning(
+                f"volume {plan.source_id}: {total * BLOCK_SIZE / naming.GIB:.1f} GiB to write; at "
+                f"restore_min_kib_per_s={p.restore_min_kib_per_s} that takes longer than the "
+                f"{minutes} minutes StartSnapshot allows at most: the upload must be faster"
+            )
+        try:
+            sid = writer.start(
+                plan.size_gib,
+                client_token=_token(self.ctx.job_name, str(self.ctx.job_id), plan.source_id),
+                description=naming.description(
+                    f"bacula-ec2 restore of {plan.source_id} by {self.ctx.job_name}"
+                ),
+                tags=self._snapshot_tags(plan),
+                encrypted=encrypted,
+                kms_key_arn=kms,
+                timeout_minutes=minutes,
+            )
+        except (AwsError, RetriesExhausted) as exc:
+            self._kms_refused(exc, plan, kms, encrypted, "")
+            raise
+        self.ledger.snapshots.append((aws, sid))
+        self.ledger.timeouts[sid] = minutes
+        plan.snapshot_id = sid
         self.keepalive(
             f"volume {plan.source_id}: writing {total} data block(s) into the new snapshot {sid} "
-            f"in {aws.region}",
+            f"in {aws.region} (StartSnapshot Timeout {minutes} min)",
             force=True,
         )
         fd = os.open(plan.image.path, os.O_RDONLY)
@@ -351,6 +438,9 @@ class AwsRestore:
                     lambda: f"volume {plan.source_id}: {done}/{total} blocks written to {sid}"
                 ),
             )
+        except (AwsError, RetriesExhausted) as exc:
+            self._kms_refused(exc, plan, kms, encrypted, sid)
+            raise
         finally:
             os.close(fd)
         seconds = max(time.monotonic() - began, 1e-6)
@@ -360,6 +450,29 @@ class AwsRestore:
             f"volume {plan.source_id} ({plan.size_gib} GiB, {parts}) -> snapshot {sid}: "
             f"{result.blocks} blocks, {mib:.0f} MiB in {seconds:.1f} s ({mib / seconds:.1f} MiB/s)"
         )
+
+    @staticmethod
+    def _kms_refused(
+        exc: BaseException, plan: VolumePlan, kms: str | None, encrypted: bool, sid: str
+    ) -> None:
+        """RestoreFailed naming the key if AWS refused to encrypt with it (KMS said no:
+        EBS direct's DEPENDENCY_ACCESS_DENIED, or access denied on an encrypted snapshot)."""
+        if not encrypted:
+            return
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, AwsError):
+            cause = cause.__cause__
+        if cause is None:
+            return
+        if cause.reason != "DEPENDENCY_ACCESS_DENIED" and "AccessDenied" not in cause.code:
+            return
+        key = f"KMS key {kms}" if kms else "the account's default EBS KMS key"
+        target = f"snapshot {sid}" if sid else "a new snapshot"
+        raise RestoreFailed(
+            f"volume {plan.source_id}: {key} may not be used to encrypt {target} "
+            f"(the key policy or IAM must allow kms:GenerateDataKeyWithoutPlaintext and "
+            f"kms:Decrypt for this role; restore_kms_key= names another key): {cause}"
+        ) from exc
 
     # ------------------------------------------------------------------ volumes
     def _volume_shape(self, plan: VolumePlan) -> tuple[str | None, int | None, int | None]:
@@ -383,18 +496,19 @@ class AwsRestore:
         tags.update({TAG_FROM: source_id, TAG_JOB: self.ctx.job_name})
         return tags
 
-    def _zone(self, aws: Aws, plan: VolumePlan, attach_zone: str | None) -> str:
+    def _zone(self, aws: Aws, plan: VolumePlan, attach_zone: str | None, zones: list[str]) -> tuple[str, str]:
+        """(zone, what chose it) of the new volume; `zones`: the region's available zones."""
         if self.params.restore_availability_zone:
-            return self.params.restore_availability_zone
+            return self.params.restore_availability_zone, "restore_availability_zone"
         if attach_zone:
-            return attach_zone
+            return attach_zone, f"the zone of {self.params.restore_attach_instance}"
         original = plan.volume.availability_zone
         if original and aws.region == plan.region:
-            return original
-        zones = aws.availability_zones()
-        if not zones:
-            raise RestoreFailed(f"no availability zone is available in {aws.region}")
-        return zones[0]
+            return (
+                original,
+                f"the zone of the original volume {plan.source_id} (restore_availability_zone= sets another)",
+            )
+        return zones[0], "the first zone"
 
     def _volumes(self, plans: list[VolumePlan], attach_zone: str | None) -> None:
         p = self.params
@@ -402,7 +516,7 @@ class AwsRestore:
         for plan in plans:
             aws = self.aws(self._target_region(plan))
             vtype, iops, throughput = self._volume_shape(plan)
-            zone = self._zone(aws, plan, attach_zone)
+            zone = self._zones[plan.source_id]
             vid = aws.create_volume(
                 VolumeSpec(
                     snapshot_id=plan.snapshot_id,
@@ -417,10 +531,11 @@ class AwsRestore:
             )
             self.ledger.volumes.append((aws, vid))
             plan.volume_id = vid
-            aws.wait_volume(vid, "available", timeout)
+            aws.wait_volume(vid, "available", timeout, fresh=True)
+            self.ledger.seen.add(vid)
             line = f"volume {vid} in {zone} (from {plan.source_id})"
             if p.restore_attach_instance and p.restore_attach_device:
-                aws.attach_volume(vid, p.restore_attach_instance, p.restore_attach_device)
+                aws.attach_volume(vid, p.restore_attach_instance, p.restore_attach_device, fresh=False)
                 aws.wait_volume(vid, "in-use", timeout)
                 line += f", attached to {p.restore_attach_instance} as {p.restore_attach_device}"
             self.ctx.reporter.info(f"created {line}")
@@ -481,7 +596,8 @@ class AwsRestore:
         new_id = aws.run_instance(self._launch_spec(doc, inst, image_id, same_region))
         self.ledger.instances.append((aws, new_id))
         timeout = float(p.snapshot_timeout)
-        aws.wait_instance(new_id, ("running",), timeout)
+        aws.wait_instance(new_id, ("running",), timeout, fresh=True)
+        self.ledger.seen.add(new_id)
         state = "running"
         if not p.restore_start:
             aws.stop_instance(new_id)
@@ -497,7 +613,8 @@ class AwsRestore:
         if p.keep_restore_snapshots:
             self.results.append(f"image {image_id} kept")
         else:
-            aws.deregister_image(image_id)
+            aws.deregister_image(image_id, fresh=self.ledger.fresh(image_id))
+            aws.image_gone(image_id)
             self.ledger.images.remove((aws, image_id))
         self._drop_temporary_snapshots()
 
@@ -543,13 +660,16 @@ class AwsRestore:
             return
         for aws, sid in list(self.ledger.snapshots):
             try:
-                aws.delete_snapshot(sid)
+                aws.delete_new_snapshot(sid, fresh=self.ledger.fresh(sid))
+                aws.snapshot_gone(sid)
                 self.ledger.snapshots.remove((aws, sid))
             except (AwsError, RetriesExhausted) as exc:
                 self.ctx.reporter.warning(f"could not delete the temporary snapshot {sid}: {exc}")
 
     def rollback(self) -> None:
-        """Remove everything this restore created (best effort, each failure reported)."""
+        """Remove everything this restore created (best effort, each failure reported). A
+        removal counts once a Describe confirms it; an id not yet seen listed is `fresh`
+        (NotFound then means "not visible yet", not "gone")."""
         led = self.ledger
         left: list[str] = []
         timeout = min(600.0, float(self.params.snapshot_timeout))
@@ -564,18 +684,25 @@ class AwsRestore:
         # A cancel must not stop the clean-up: wait without it from here on.
         for aws in led.regions.values():
             aws.cancel = None
+        volumes = {(id(aws), vid): (aws, vid) for aws, vid in led.volumes}
         for aws, iid in reversed(led.instances):
 
             def terminate(aws: Aws = aws, iid: str = iid) -> None:
+                fresh = led.fresh(iid)
+                # Its volumes too, whatever their DeleteOnTermination (the original's).
+                for vid in aws.instance_volume_ids(iid, fresh=fresh):
+                    volumes.setdefault((id(aws), vid), (aws, vid))
+                    led.seen.add(vid)
+                led.seen.add(iid)
                 aws.terminate_instance(iid)
-                aws.wait_instance(iid, ("terminated",), timeout)
+                aws.instance_gone(iid, timeout)
 
             attempt(f"instance {iid}", terminate)
-        volumes = {(id(aws), vid): (aws, vid) for aws, vid in led.volumes}
         for aws in led.regions.values():
             try:
                 for vol in aws.tagged_volumes(TAG_JOB, self.ctx.job_name):
                     volumes.setdefault((id(aws), vol.volume_id), (aws, vol.volume_id))
+                    led.seen.add(vol.volume_id)
             except (AwsError, RetriesExhausted) as exc:
                 self.ctx.reporter.warning(
                     f"could not list the volumes of this restore in {aws.region}: {exc}"
@@ -583,29 +710,40 @@ class AwsRestore:
         for aws, vid in volumes.values():
 
             def drop(aws: Aws = aws, vid: str = vid) -> None:
-                if aws.volume_state(vid) == "in-use":
-                    aws.detach_volume(vid)
-                    aws.wait_volume(vid, "available", timeout)
-                aws.delete_volume(vid)
+                state = aws.new_volume_state(vid, led.fresh(vid))
+                if state not in ("deleting", "deleted"):
+                    if state == "in-use":
+                        aws.detach_volume(vid)
+                        aws.wait_volume(vid, "available", timeout)
+                    aws.delete_volume(vid)
+                aws.volume_gone(vid, timeout)
 
             attempt(f"volume {vid}", drop)
         for aws, image_id in led.images:
 
             def deregister(aws: Aws = aws, image_id: str = image_id) -> None:
-                aws.deregister_image(image_id)
+                aws.deregister_image(image_id, fresh=led.fresh(image_id))
+                aws.image_gone(image_id, timeout)
 
             attempt(f"image {image_id}", deregister)
         for aws, sid in led.snapshots:
 
             def delete(aws: Aws = aws, sid: str = sid) -> None:
-                aws.delete_snapshot(sid)
+                aws.delete_new_snapshot(sid, fresh=led.fresh(sid))
+                aws.snapshot_gone(sid, timeout)
 
             attempt(f"snapshot {sid}", delete)
         if left:
+            longest = max(led.timeouts.values(), default=0)
+            pending = (
+                f"; a pending snapshot that cannot be deleted is cancelled by AWS at its StartSnapshot "
+                f"Timeout ({longest} minutes at most)"
+                if longest
+                else ""
+            )
             self.ctx.reporter.warning(
                 f"left behind after the failed restore: {', '.join(left)} (tagged {TAG_JOB}="
-                f"{self.ctx.job_name}); a pending snapshot that cannot be deleted is cancelled by AWS "
-                f"after {SNAPSHOT_TIMEOUT_MINUTES} minutes without writes"
+                f"{self.ctx.job_name}){pending}"
             )
         led.instances.clear()
         led.volumes.clear()
