@@ -143,7 +143,7 @@ class FakeAws(Aws):
         self.listed_after_delete = listed_after_delete
         self._ghosts: dict[str, tuple[_Snap, float]] = {}  # deleted, still listed until
         self._stall_volumes: set[str] = set()
-        self._ambiguous: dict[str, list[tuple[str | None, int]]] = {}  # operation -> (code, status)
+        self._ambiguous: dict[str, list[tuple[str | None, int, float]]] = {}  # -> (code, status, hidden)
         self.instances: dict[str, Instance] = {}
         self.user_data: dict[str, str] = {}
         self._volumes: dict[str, _Vol] = {}
@@ -302,20 +302,30 @@ class FakeAws(Aws):
         self._stall_volumes.add(volume_id)
 
     def ambiguous(
-        self, operation: str, code: str | None = None, *, status: int = 500, times: int = 1
+        self,
+        operation: str,
+        code: str | None = None,
+        *,
+        status: int = 500,
+        times: int = 1,
+        hidden_for: float = 0.0,
     ) -> None:
         """The next `times` CreateSnapshot(s) calls create their snapshots, then fail as if the
         answer was lost, as the real client reports it (`AmbiguousCreate`), caused by a reset
-        connection (`code` None) or an error answer (`code`, e.g. InternalError, 500)."""
+        connection (`code` None) or an error answer (`code`, e.g. InternalError, 500). The
+        snapshots it made stay unknown to EC2 for `hidden_for` seconds (else as any other)."""
         with self._lock:
-            self._ambiguous.setdefault(operation, []).extend([(code, status)] * times)
+            self._ambiguous.setdefault(operation, []).extend([(code, status, hidden_for)] * times)
 
-    def _ambiguous_failure(self, operation: str, resource: str) -> Exception | None:
+    def _ambiguous_failure(self, operation: str, resource: str, made: Sequence[Snapshot]) -> Exception | None:
         with self._lock:
             queued = self._ambiguous.get(operation)
             if not queued:
                 return None
-            code, status = queued.pop(0)
+            code, status, hidden = queued.pop(0)
+            for snap in made:
+                held = self._snaps[snap.snapshot_id]
+                held.visible_at = max(held.visible_at, self.clock.now() + hidden)
         cause: Exception
         if code is None:
             cause = Retryable(f"{operation} {resource}: ConnectionClosedError: Connection was closed")
@@ -549,7 +559,7 @@ class FakeAws(Aws):
             self._check_tags("CreateSnapshot", {}, tags)
             self.advance(1)
             made = self._snapshot(self._new_snapshot("CreateSnapshot", volume_id, tags, description))
-            lost = self._ambiguous_failure("CreateSnapshot", volume_id)
+            lost = self._ambiguous_failure("CreateSnapshot", volume_id, [made])
             if lost is not None:
                 raise lost
             return made
@@ -596,7 +606,7 @@ class FakeAws(Aws):
             made = [
                 self._snapshot(self._new_snapshot("CreateSnapshots", v, tags, description)) for v in chosen
             ]
-            lost = self._ambiguous_failure("CreateSnapshots", instance_id)
+            lost = self._ambiguous_failure("CreateSnapshots", instance_id, made)
             if lost is not None:
                 raise lost
             return made

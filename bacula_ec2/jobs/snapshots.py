@@ -490,8 +490,11 @@ class SnapshotLedger:
                     mark = (snap.state or "", snap.progress or "") if snap else ("", "")
                     if token.get(sid) != mark:
                         token[sid], changed[sid] = mark, now
+                limit = params.no_progress or math.inf
                 stuck = [
-                    sid for sid in ids if now - changed.get(sid, now) >= (params.no_progress or math.inf)
+                    sid
+                    for sid in ids
+                    if not self._completed(found.get(sid)) and now - changed.get(sid, now) >= limit
                 ]
                 if stuck:
                     where = [labels[k] for k, members in left.items() if set(members) & set(stuck)]
@@ -532,6 +535,15 @@ class SnapshotLedger:
         if self.created:
             self._tag_fresh(list(self.created), {STATE_TAG: BASE})
         self.committed = True
+        if self.unsure:  # a lost CreateSnapshot(s) answer: no orphan of it may stay behind
+            try:
+                for sid in self._orphans():
+                    self._discard(sid, "made by a CreateSnapshot(s) call whose answer was lost")
+            except Exception as exc:  # the job's own snapshots are committed: only a warning
+                log.warning("could not remove unrecorded snapshots of this job: %s", exc, exc_info=exc)
+                self.ctx.reporter.warning(
+                    f"could not look for snapshots of this job left by a lost CreateSnapshot(s) answer: {exc}"
+                )
 
     def retire(self, bases: dict[str, str | None] | None = None) -> None:
         """The job is confirmed (END, or bec2's folder entry written): retention applies.
