@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devkit.simulator import BLOCK_SIZE
+from devkit.simulator.model import World
 from devkit.simulator.options import AWS_HARD, Options
 
 from .conftest import ClientFactory, block, error_of, list_blocks, list_changed
@@ -483,3 +486,39 @@ def test_aws_hard_over_the_control_api(sim: RunningSimulator) -> None:
         sim.client.set_options(ec2_request_buckets={"mutating": [0, 1]})
     sim.client.reset()
     assert sim.client.options()["aws_hard"] is False
+
+
+# ------------------------------------------------------------------ trim, as a property
+
+
+_SPAN = 6 * BLOCK_SIZE
+_ops = st.lists(st.tuples(st.sampled_from(["write", "trim"]),
+                          st.integers(0, _SPAN - 1), st.integers(0, 2 * BLOCK_SIZE)),
+                min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ops)
+def test_trim_and_write_match_a_byte_model(ops: list[tuple[str, int, int]]) -> None:
+    """In-process: after any writes and trims the volume reads as a plain byte model, and
+    a block is written exactly when some write touched it after the last trim that covered
+    it whole."""
+    region = World().region("us-east-1")
+    vol = region.create_volume(1)
+    model = bytearray(_SPAN)
+    written: set[int] = set()
+    for n, (op, offset, length) in enumerate(ops):
+        length = min(length, _SPAN - offset)
+        if op == "write":
+            data = bytes([n % 255 + 1]) * length
+            region.write_volume(vol.id, offset, data)
+            model[offset:offset + length] = data
+            if length:
+                written |= set(range(offset // BLOCK_SIZE, -(-(offset + length) // BLOCK_SIZE)))
+        else:
+            whole = set(range(-(-offset // BLOCK_SIZE), (offset + length) // BLOCK_SIZE))
+            assert region.trim_volume(vol.id, offset, length) == len(whole & written)
+            model[offset:offset + length] = bytes(length)
+            written -= whole
+    assert region.read_volume(vol.id, 0, _SPAN) == bytes(model)
+    assert set(vol.blocks) == written
