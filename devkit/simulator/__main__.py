@@ -2,6 +2,8 @@
 
 Prints exactly one line, ``SIMULATOR_ENDPOINT=http://127.0.0.1:<port>``, on stdout once the
 socket is listening, so a parent process can start it with ``--port 0`` and read the port.
+The same port also speaks HTTPS (``https://127.0.0.1:<port>``, CA at ``/_sim/tls-ca.pem``;
+with ``--option tls=true`` plain HTTP to the AWS APIs is refused).
 """
 
 from __future__ import annotations
