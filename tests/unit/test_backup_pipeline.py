@@ -56,7 +56,8 @@ def job(
     params = parse_parameters([("instances", selection), ("concurrent_threads", "2"), *pairs])
     rec = Recorder()
     ctx = JobContext(params, JOB.replace("_5", f"_{job_id}"), job_id, "F", rec, "")
-    return BackupJob(ctx, aws, wait_all_first=wait_all_first), RecordingSink(), rec
+    bj = BackupJob(ctx, aws, wait_all_first=True) if wait_all_first else BackupJob(ctx, aws)
+    return bj, RecordingSink(), rec
 
 
 def first_reads(aws: FakeAws) -> dict[str, float]:
@@ -87,13 +88,19 @@ def instance_of_path(path: str, instances: list[str]) -> str:
     return iid
 
 
+def read_order(sink: RecordingSink, instances: list[str]) -> list[str]:
+    """The instances in the order the job handed them over (their directory entries)."""
+    return [instance_of_path(d, instances) for d in sink.directories]
+
+
 # ---------------------------------------------------------------------------- pipelining
 def test_each_instance_is_read_as_soon_as_its_own_snapshots_complete() -> None:
     aws, iids, vols = fleet([(300, 200), (10, 30), (120, 40)])
     reads = first_reads(aws)
     bj, sink, _rec = job(aws, 3)
     bj.run(sink)
-    assert bj.read_order == [iids[1], iids[2], iids[0]]  # web-2 (30 s), web-3 (120 s), web-1 (300 s)
+    # web-2 (30 s), web-3 (120 s), web-1 (300 s)
+    assert read_order(sink, iids) == bj.read_order == [iids[1], iids[2], iids[0]]
     owner_of = {sid: vols[vid] for sid, vid in bj.ledger.volume_of.items()}
     web1_ready = max(aws._snaps[s].ready_at for s, iid in owner_of.items() if iid == iids[0])
     web2_first = min(t for s, t in reads.items() if owner_of[s] == iids[1])
@@ -102,12 +109,11 @@ def test_each_instance_is_read_as_soon_as_its_own_snapshots_complete() -> None:
     # instance after the other, in the order they were read
     owners = [instance_of_path(p, iids) for p in sink.order]
     blocks = [owners[0]] + [b for a, b in itertools.pairwise(owners) if a != b]
-    assert blocks == bj.read_order
+    assert blocks == read_order(sink, iids)
     for iid in iids:
         mine = [p for p in sink.order if iid in p]
         assert mine[0].endswith(f"/{iid}.json"), mine  # the instance's configuration first
     assert len(sink.ending(".bimg")) == 6
-    assert [instance_of_path(d, iids) for d in sink.directories] == bj.read_order
     assert_exact(aws, bj, sink)
 
 
@@ -116,7 +122,7 @@ def test_the_old_order_waits_for_every_snapshot_first() -> None:
     reads = first_reads(aws)
     bj, sink, _rec = job(aws, 3, wait_all_first=True)
     bj.run(sink)
-    assert bj.read_order == iids  # selection order
+    assert read_order(sink, iids) == iids  # selection order
     last_ready = max(aws._snaps[s].ready_at for s in bj.ledger.created)
     assert min(reads.values()) >= last_ready
     assert_exact(aws, bj, sink)
@@ -147,7 +153,7 @@ def test_a_stuck_snapshot_fails_naming_it_and_its_instance_and_nothing_is_left()
     m = re.fullmatch(pattern, str(info.value))
     assert m, info.value
     assert bj.ledger.volume_of[m.group(1)] == stuck_vol and 60 <= int(m.group(2)) <= 60 + 15
-    assert bj.read_order == [iids[0]]  # web-1 was read meanwhile
+    assert read_order(sink, iids) == [iids[0]]  # web-1 was read meanwhile
     assert bj.rollback() == [] and aws.snapshot_ids() == set()
 
 
@@ -338,6 +344,15 @@ def test_retention_confirms_its_deletes_too() -> None:
     second, sink2, rec = job(aws, 1, job_id=6)
     second.run(sink2)
     second.commit()
+    old = set(first.ledger.created)
+    mark, started = len(aws.calls), aws.clock.now()
     second.retire()  # a Full: deletes the first's snapshots
     assert aws.snapshot_ids() == set(second.ledger.created)
     assert sum("no longer a base" in t for t in rec.texts("I")) == 2
+    # each delete was confirmed: DescribeSnapshots of it after its DeleteSnapshot, until EC2
+    # stopped listing it
+    calls = aws.calls[mark:]
+    for sid in old:
+        deleted = calls.index(("DeleteSnapshot", sid))
+        assert ("DescribeSnapshots", sid) in calls[deleted:]
+    assert aws.clock.now() - started >= 20
