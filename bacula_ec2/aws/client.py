@@ -120,9 +120,10 @@ LIST_RATE = 45.0
 #: EC2 refuses more than 200 values in one filter (FilterLimitExceeded): bigger sets are
 #: asked for in chunks and the answers merged.
 MAX_FILTER_VALUES = 200
-#: DescribeInstances/Volumes/Snapshots pages (the models allow 5-1000; EC2 answers an
-#: unpaginated call on a large account slowly, or not at all).
-DESCRIBE_PAGE = 1000
+#: MaxResults of Describe calls without ids (EC2 answers an unpaginated call on a large
+#: account slowly, or not at all). The botocore 1.44 model says 5-1000 for the three; older
+#: EC2 docs (and the simulator) say 5-500 for DescribeVolumes: 500 is valid under both.
+DESCRIBE_PAGES = {"DescribeInstances": 1000, "DescribeVolumes": 500, "DescribeSnapshots": 1000}
 
 
 def verify_setting(settings: AwsSettings, core: botocore.session.Session) -> str | bool:
@@ -259,14 +260,15 @@ class Aws(RestoreCalls):
         key: str,
         *,
         resource: str | None = None,
-        page_size: int | None = None,
+        paged: bool = False,
         fresh: bool = False,
         **kwargs: Any,
     ) -> Iterator[dict[str, Any]]:
-        """Every item of a Describe call, page by page (`page_size`: MaxResults, for the
+        """Every item of a Describe call, page by page (`paged`: with MaxResults, for the
         calls and parameters that allow it). Filters with more than MAX_FILTER_VALUES values,
         and id lists as long, are sent in chunks; the answers are merged, each item once."""
         requests = shapes.chunk_request(kwargs, MAX_FILTER_VALUES)
+        page_size = DESCRIBE_PAGES[operation] if paged else None
         seen: set[str] = set()
         for request in requests:
             for item in self._request_pages(operation, method, key, request, resource, page_size, fresh):
@@ -328,7 +330,7 @@ class Aws(RestoreCalls):
             "DescribeInstances",
             self.ec2.describe_instances,
             "Reservations",
-            page_size=DESCRIBE_PAGE if paged else None,
+            paged=paged,
             **kwargs,
         )
         return [shapes.instance(d) for d in pages]
@@ -362,7 +364,7 @@ class Aws(RestoreCalls):
             return []
         filters = [shapes.match("volume-id", volume_ids)]
         pages = self._pages(
-            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", page_size=DESCRIBE_PAGE, Filters=filters
+            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", paged=True, Filters=filters
         )
         return [shapes.volume(d) for d in pages]
 
@@ -370,7 +372,7 @@ class Aws(RestoreCalls):
         """Volumes tagged `key=value`."""
         filters = shapes.tag_filters({key: value})
         pages = self._pages(
-            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", page_size=DESCRIBE_PAGE, Filters=filters
+            "DescribeVolumes", self.ec2.describe_volumes, "Volumes", paged=True, Filters=filters
         )
         return [shapes.volume(d) for d in pages]
 
@@ -415,7 +417,7 @@ class Aws(RestoreCalls):
         return sorted(str(r["RegionName"]) for r in out.get("Regions", []))
 
     def describe_all_volumes(self) -> list[Volume]:
-        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", page_size=DESCRIBE_PAGE)
+        pages = self._pages("DescribeVolumes", self.ec2.describe_volumes, "Volumes", paged=True)
         return [shapes.volume(d) for d in pages]
 
     def describe_volumes(self, volume_ids: Sequence[str], *, fresh: bool = False) -> list[Volume]:
@@ -491,7 +493,7 @@ class Aws(RestoreCalls):
             "DescribeSnapshots",
             self.ec2.describe_snapshots,
             "Snapshots",
-            page_size=None if ids else DESCRIBE_PAGE,  # MaxResults cannot go with SnapshotIds
+            paged=not ids,  # MaxResults cannot go with SnapshotIds
             fresh=fresh,
             **kwargs,
         )

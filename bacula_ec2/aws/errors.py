@@ -308,8 +308,11 @@ def clock_offset(date_header: str | None, now: float | None = None) -> float | N
 def explain(code: str, message: str, date_header: str | None, now: float | None = None) -> str:
     """AWS's message, or for a clock-skew or expired-token refusal a message that says what
     to fix (AWS's own text kept at its end)."""
-    expired_text = "expired" in message.lower() or "skew" in message.lower()
-    if code in EXPIRED_TOKEN_CODES or (code == "InvalidSignatureException" and "token" in message.lower()):
+    lower = message.lower()
+    expired_text = any(word in lower for word in ("expired", "not yet current", "skew"))
+    if code in EXPIRED_TOKEN_CODES or (
+        code == "InvalidSignatureException" and "token" in lower and "expired" in lower
+    ):
         return (
             "the session token has expired (a static session_token= is never refreshed): "
             "use role_arn= or a profile so credentials refresh"
