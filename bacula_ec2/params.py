@@ -169,7 +169,7 @@ class Parameters(BaseModel):
         description="GetSnapshotBlock requests/s this job starts at most (AWS allows 1,000 per snapshot "
         "and per account); lowered automatically while AWS throttles",
     )
-    snapshot_timeout: int = Field(3600, ge=10, description="Seconds to wait for snapshots to complete")
+    snapshot_timeout: int = Field(3600, ge=10, description="Seconds a snapshot may go without progress")
     snapshot_tags: dict[str, str] = Field(
         default_factory=dict, description="Extra tags on the snapshots we create: k=v,k2=v2"
     )
