@@ -307,7 +307,7 @@ class Ec2Api:
                 self.policy.count_not_found(operation)
             items = visible
         if ghosts:
-            items = sorted([*items, *ghosts.values()], key=lambda i: i.seq)
+            items = sorted([*items, *ghosts.values()], key=lambda i: i.seq)  # type: ignore[attr-defined]
         return items
 
     def _instance_state(self, region: Region, inst: Instance) -> str:
@@ -346,7 +346,9 @@ class Ec2Api:
             "PublicDnsName": "",
             "State": {"Code": state_code(state := self._instance_state(region, inst)),
                       "Name": state},
-            "StateTransitionReason": "",
+            "StateTransitionReason": (f"{inst.state_reason[1]}" if inst.state_reason else ""),
+            **({"StateReason": {"Code": inst.state_reason[0], "Message": inst.state_reason[1]}}
+               if inst.state_reason else {}),
             "SubnetId": inst.subnet_id,
             "VpcId": inst.vpc_id,
             "Architecture": inst.architecture,

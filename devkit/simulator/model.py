@@ -787,7 +787,7 @@ class Region:
             if prev is not None and modification_state(prev, now) != "completed":
                 raise SimError("IncorrectModificationState",
                                f"Volume '{volume_id}' is already being modified")
-            mod = {
+            mod: dict[str, Any] = {
                 "VolumeId": vol.id, "OriginalSize": vol.size_gib,
                 "OriginalVolumeType": vol.volume_type, "OriginalIops": vol.iops,
                 "OriginalThroughput": vol.throughput,

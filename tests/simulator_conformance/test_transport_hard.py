@@ -362,6 +362,8 @@ def test_denied_kms_key_on_ec2_create_volume_and_launch(sim: RunningSimulator,
     )["Instances"][0]["InstanceId"]
     described = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert described["State"]["Name"] == "terminated"
+    assert described["StateReason"] == {"Code": "Client.InternalError",
+                                        "Message": "Client.InternalError: Client error on launch"}
     assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} == before
 
 
