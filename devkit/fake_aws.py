@@ -392,7 +392,14 @@ class FakeAws(Aws):
         )
 
     def _call(
-        self, operation: str, fn: Callable[[], Any], retry: bool = True, *, resource: str | None = None
+        self,
+        operation: str,
+        fn: Callable[[], Any],
+        retry: bool = True,
+        *,
+        resource: str | None = None,
+        fresh: bool = False,
+        deletes: bool = False,
     ) -> Any:
         raise NotImplementedError(f"FakeAws does not fake {operation}")
 
@@ -470,7 +477,7 @@ class FakeAws(Aws):
 
         return self._op("DescribeInstances", ",".join([*(ids or ()), *(names or ())]), run)
 
-    def describe_instance(self, instance_id: str) -> Instance:
+    def describe_instance(self, instance_id: str, *, fresh: bool = False) -> Instance:
         found = self.describe_instances(ids=[instance_id])
         if not found:
             raise AwsError("DescribeInstances", "InvalidInstanceID.NotFound", f"no instance {instance_id}")
@@ -495,7 +502,7 @@ class FakeAws(Aws):
     def describe_regions(self) -> list[str]:
         return self._op("DescribeRegions", "", lambda: [self.region])
 
-    def describe_volumes(self, volume_ids: Sequence[str]) -> list[Volume]:
+    def describe_volumes(self, volume_ids: Sequence[str], *, fresh: bool = False) -> list[Volume]:
         if not volume_ids:
             return []
 
@@ -620,6 +627,7 @@ class FakeAws(Aws):
         tags: Mapping[str, str] | None = None,
         volume_ids: Sequence[str] | None = None,
         tag_key: str | None = None,
+        fresh: bool = False,
     ) -> list[Snapshot]:
         def run() -> list[Snapshot]:
             listed = self._listed()
@@ -646,7 +654,7 @@ class FakeAws(Aws):
 
         return self._op("DescribeSnapshots", ",".join(ids or ()), run)
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
+    def delete_snapshot(self, snapshot_id: str, *, fresh: bool = False) -> None:
         def run() -> None:
             with self._lock:
                 if not self._known(snapshot_id):
@@ -666,7 +674,7 @@ class FakeAws(Aws):
             if exc.code != "InvalidSnapshot.NotFound":
                 raise
 
-    def tag(self, resource_ids: Sequence[str], tags: Mapping[str, str]) -> None:
+    def tag(self, resource_ids: Sequence[str], tags: Mapping[str, str], *, fresh: bool = False) -> None:
         def run() -> None:
             with self._lock:
                 for rid in resource_ids:  # all or nothing, like CreateTags
