@@ -131,9 +131,10 @@ class BackupJob:
         snapshots: dict[str, dict[str, Snapshot]] = {}
         for n, t in enumerate(targets):
             if t.volumes:
-                snapshots[str(n)] = self.ledger.take(t, positions)
+                snapshots[str(n)] = self.ledger.take(t, positions, defer_tags=True)
                 ids = ", ".join(s.snapshot_id for s in snapshots[str(n)].values())
                 ctx.reporter.info(f"created crash-consistent snapshots of {t.label}: {ids}")
+        self.ledger.flush_tags()
         groups = {k: [s.snapshot_id for s in per.values()] for k, per in snapshots.items()}
         labels = {str(n): t.label for n, t in enumerate(targets)}
         ready = self.ledger.completed(groups, labels)

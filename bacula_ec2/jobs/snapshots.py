@@ -124,6 +124,8 @@ class SnapshotLedger:
     latest: dict[str, Snapshot] = field(default_factory=dict)
     #: A creating call went unanswered: the rollback looks for this job's orphans.
     unsure: bool = False
+    #: Tags `take(..., defer_tags=True)` left for `flush_tags()`: (snapshot, tags).
+    untagged: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     @property
     def job(self) -> str:
@@ -211,9 +213,14 @@ class SnapshotLedger:
         return {v: chain.committed(snaps, self.job, v) for v in volume_ids}
 
     # ------------------------------------------------------------------ create
-    def take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, Snapshot]:
+    def take(
+        self, target: InstanceTarget, positions: dict[str, int], *, defer_tags: bool = False
+    ) -> dict[str, Snapshot]:
         """Snapshot every target volume of one instance at the same moment (CreateSnapshots);
-        standalone volumes are snapshotted one by one."""
+        standalone volumes are snapshotted one by one. Each snapshot is then tagged with its
+        volume and chain position, at once or (`defer_tags`) at `flush_tags()`: a job that
+        snapshots many instances creates them all first, so that EC2 knows the first ones by
+        the time they are tagged (eventual consistency) and no instance waits for another."""
         wanted = {v.volume_id for v in target.volumes}
         description = naming.snapshot_description(self.ctx.job_name, target.label)
         tags = job_tags(self.ctx, target.instance_id)
@@ -252,11 +259,22 @@ class SnapshotLedger:
                 f"no snapshot was created for volume(s) {', '.join(sorted(missing))} of {target.label}",
             )
         for vol_id in sorted(wanted):
-            self._tag_fresh(
-                [by_volume[vol_id].snapshot_id],
-                {TAG + "volume": vol_id, TAG + "position": str(positions.get(vol_id, 0))},
+            self.untagged.append(
+                (
+                    by_volume[vol_id].snapshot_id,
+                    {TAG + "volume": vol_id, TAG + "position": str(positions.get(vol_id, 0))},
+                )
             )
+        if not defer_tags:
+            self.flush_tags()
         return {v: s for v, s in by_volume.items() if v in wanted}
+
+    def flush_tags(self) -> None:
+        """The volume and position tags `take` has not set yet."""
+        while self.untagged:
+            sid, tags = self.untagged[0]
+            self._tag_fresh([sid], tags)
+            self.untagged.pop(0)
 
     def _record(self, snaps: Sequence[Snapshot]) -> None:
         now = self.aws.clock.now()
