@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,8 @@ def _session(settings: AwsSettings) -> boto3.Session:
     except ProfileNotFound as exc:
         raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
 
+
+log = logging.getLogger("bacula-ec2.aws")
 
 #: ListSnapshotBlocks and ListChangedBlocks allow 50 requests/s per account (ebs-direct-facts
 #: §1.4, not adjustable); one pacer a little under it serves every volume of the job.
@@ -608,6 +611,12 @@ class Aws(RestoreCalls):
                 if resumes > self.MAX_RESUMES_WITHOUT_PROGRESS:
                     raise
                 token = None
+                log.info(
+                    "%s %s: the NextToken expired (the stream stalled); resuming at block %d",
+                    operation,
+                    resource,
+                    0 if last is None else last + 1,
+                )
                 continue
             entries = page.get(key, [])
             if entries:

@@ -15,6 +15,7 @@ not started yet.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -223,13 +224,26 @@ class BlockTransfer:
 _DONE = object()
 
 
-def read_ahead(source: Iterable[T], maxsize: int = TransferConfig.list_ahead) -> Generator[T, None, None]:
+def list_ahead() -> int:
+    """How many block list entries `read_ahead` holds by default: `TransferConfig.list_ahead`,
+    or BACULA_EC2_LIST_AHEAD (a diagnostic and test knob: with a small queue a stalled
+    consumer stalls the listing itself, as a large volume does with the default)."""
+    raw = os.environ.get("BACULA_EC2_LIST_AHEAD", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else TransferConfig.list_ahead
+
+
+def read_ahead(source: Iterable[T], maxsize: int | None = None) -> Generator[T, None, None]:
     """Run a listing in a thread of its own, a bounded queue ahead of its consumer.
 
     Listing pages cost a round trip each (and ListChangedBlocks returns empty pages where
     changes are sparse); fetched this way they overlap with the block downloads instead
-    of stalling them. The queue bounds memory; closing the generator stops the thread.
+    of stalling them. The queue bounds memory (`maxsize` entries, None: `list_ahead()`);
+    closing the generator stops the thread. When the consumer stalls for long (Bacula
+    waiting for a tape), the listing waits with a NextToken that may expire meanwhile:
+    `Aws._block_pages` resumes after it.
     """
+    if maxsize is None:
+        maxsize = list_ahead()
     items: queue.Queue[object] = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 
