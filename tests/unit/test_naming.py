@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bacula_ec2 import naming
 
@@ -50,3 +52,24 @@ def test_strip_where() -> None:
 def test_strip_where_with_a_where_that_looks_like_ours() -> None:
     where = "/srv/@amazon-ec2/restores"
     assert naming.strip_where(where + "/@amazon-ec2/i-1/i-1.json", where) == "/@amazon-ec2/i-1/i-1.json"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=0, max_size=300), st.text(min_size=0, max_size=300))
+def test_snapshot_description_fits_and_keeps_what_it_can(job: str, label: str) -> None:
+    text = naming.snapshot_description(job, label)
+    assert len(text) <= naming.DESCRIPTION_MAX
+    full = f"bacula-ec2 {job} ({label})"
+    if len(full) <= naming.DESCRIPTION_MAX:
+        assert text == full
+    elif len(job) <= 200:  # the job name stays whole, the label is cut
+        assert text.startswith(f"bacula-ec2 {job} (") and text.endswith("...)")
+        assert len(text) == naming.DESCRIPTION_MAX
+    else:
+        assert text == full[: naming.DESCRIPTION_MAX - 3] + "..."
+
+
+def test_description_cuts_only_what_is_too_long() -> None:
+    assert naming.description("x" * 255) == "x" * 255
+    assert naming.description("x" * 256) == "x" * 252 + "..."
+    assert naming.snapshot_description("job", "i-1 (web)") == "bacula-ec2 job (i-1 (web))"

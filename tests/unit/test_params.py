@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bacula_ec2 import naming, params
+from bacula_ec2 import params
 from bacula_ec2.params import (
     ParameterError,
     parameters_markdown,
@@ -219,18 +219,3 @@ def test_ca_bundle_must_be_a_readable_pem_file(tmp_path: Path) -> None:
         pem.chmod(0)
         with pytest.raises(ParameterError, match="parameter ca_bundle: cannot read"):
             parse_parameters([("ca_bundle", str(pem))])
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(min_size=0, max_size=300), st.text(min_size=0, max_size=300))
-def test_snapshot_description_fits_and_keeps_what_it_can(job: str, label: str) -> None:
-    text = naming.snapshot_description(job, label)
-    assert len(text) <= naming.DESCRIPTION_MAX
-    full = f"bacula-ec2 {job} ({label})"
-    if len(full) <= naming.DESCRIPTION_MAX:
-        assert text == full
-    elif len(job) <= 200:  # the job name stays whole, the label is cut
-        assert text.startswith(f"bacula-ec2 {job} (") and text.endswith("...)")
-        assert len(text) == naming.DESCRIPTION_MAX
-    else:
-        assert text == full[: naming.DESCRIPTION_MAX - 3] + "..."

@@ -12,9 +12,18 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bacula_ec2.aws import AwsError
-from bacula_ec2.aws.upload import BLOCK_SIZE, SnapshotWriter
+from bacula_ec2.aws.upload import (
+    BLOCK_SIZE,
+    TIMEOUT_MAX_MINUTES,
+    TIMEOUT_MIN_MINUTES,
+    SnapshotWriter,
+    start_timeout_minutes,
+    upload_fits,
+)
 from bacula_ec2.retry import RetriesExhausted, RetryPolicy, RetryStats
 
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, not_found_window=1.0)
@@ -145,3 +154,47 @@ def test_empty_volume_completes_without_checksum() -> None:
     writer = SnapshotWriter(aws, 2, rate=None, policy=FAST)  # type: ignore[arg-type]
     result = writer.upload("snap-new", [], block)
     assert result.blocks == 0 and aws.ebs.completed == {"SnapshotId": "snap-new", "ChangedBlocksCount": 0}
+
+
+# ---------------------------------------------------------------- StartSnapshot Timeout
+
+MIB = 1 << 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=64 << 40), st.integers(min_value=1, max_value=1 << 30))
+def test_start_timeout_covers_the_upload_at_the_slowest_rate(data: int, rate: int) -> None:
+    """Within StartSnapshot's 10..4320 minutes; when not cut at 72 h, the whole upload at the
+    slowest rate fits in it with at least 30 minutes and half the upload's time to spare (so
+    it holds counted from StartSnapshot as well as from the last put); more data never gets
+    less time."""
+    minutes = start_timeout_minutes(data, rate)
+    assert TIMEOUT_MIN_MINUTES <= minutes <= TIMEOUT_MAX_MINUTES
+    upload_minutes = data / rate / 60
+    if upload_fits(data, rate):
+        assert minutes >= 30 + 1.5 * upload_minutes
+        assert minutes < 30 + 1.5 * upload_minutes + 1
+    else:
+        assert minutes == TIMEOUT_MAX_MINUTES and 30 + 1.5 * upload_minutes > TIMEOUT_MAX_MINUTES
+    assert start_timeout_minutes(data + BLOCK_SIZE, rate) >= minutes
+
+
+def test_start_timeout_examples() -> None:
+    assert start_timeout_minutes(0, 4 * MIB) == 30
+    assert start_timeout_minutes(12 * MIB, 1024) == 338  # 12 MiB at 1 KiB/s: 204.8 min x 1.5 + 30
+    assert start_timeout_minutes(100 << 30, 4 * MIB) == 670  # 100 GiB at 4 MiB/s: 426.7 min
+    assert start_timeout_minutes(2 << 40, 4 * MIB) == TIMEOUT_MAX_MINUTES
+    assert not upload_fits(2 << 40, 4 * MIB) and upload_fits(1 << 40, 8 * MIB)
+    with pytest.raises(ValueError, match="positive"):
+        start_timeout_minutes(1, 0)
+
+
+def test_start_sends_the_timeout_and_refuses_one_aws_would() -> None:
+    aws = FakeAws()
+    writer = SnapshotWriter(aws, 2, policy=FAST)  # type: ignore[arg-type]
+    writer.start(1, client_token="t", description="d", tags={}, timeout_minutes=338)
+    assert aws.ebs.started[-1]["Timeout"] == 338
+    for bad in (9, 4321):
+        with pytest.raises(ValueError, match=r"outside 10\.\.4320"):
+            writer.start(1, client_token="t", description="d", tags={}, timeout_minutes=bad)
+    assert len(aws.ebs.started) == 1
