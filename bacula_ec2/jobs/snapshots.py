@@ -86,6 +86,10 @@ QUOTA_DELAY = (15.0, 30.0)
 QUOTA_BUDGET = 600.0
 #: CreateSnapshot(s) calls that got no answer, in a row, before the job fails.
 AMBIGUOUS_ATTEMPTS = 3
+#: How long the snapshots of a CreateSnapshot(s) whose answer was lost are looked for before
+#: it is tried again: EC2 lists a new snapshot within seconds as a rule; one that shows up
+#: later is deleted at the commit or the rollback (`_orphans`).
+ADOPT_WINDOW = 30.0
 #: How often the job log shows the progress of the snapshots it waits for.
 PROGRESS_EVERY = 30.0
 
@@ -350,8 +354,8 @@ class SnapshotLedger:
 
     def _adopt(self, operation: str, label: str, instance_id: str, wanted: set[str]) -> list[Snapshot]:
         """After a lost answer: this job's own pending snapshots of `wanted` that are not
-        recorded yet, looked up by their tags over `window` seconds (EC2 may not list a new
-        snapshot at once). A complete set (one CreateSnapshots, one snapshot per wanted
+        recorded yet, looked up by their tags for `ADOPT_WINDOW` seconds (EC2 may not list a
+        new snapshot at once). A complete set (one CreateSnapshots, one snapshot per wanted
         volume) is recorded and returned; anything else found is deleted; [] if none."""
         clock = self.aws.clock
         started = clock.now()
@@ -386,7 +390,7 @@ class SnapshotLedger:
                                 other.snapshot_id, f"a partial set of the lost {operation} of {label}"
                             )
                     return members
-            if clock.now() - started >= self.window:
+            if clock.now() - started >= min(self.window, ADOPT_WINDOW):
                 break
             self._pause(pause)
             pause = min(10.0, pause * 2)

@@ -260,7 +260,7 @@ def test_a_lost_answer_that_created_nothing_is_tried_again_once_the_lookup_is_su
     bj.run(sink)
     assert aws.count("CreateSnapshots") == 2 and len(aws.snapshot_ids()) == 2
     assert any("it created nothing: trying again" in t for t in rec.texts("I"))
-    assert aws.clock.now() - started >= aws.policy.not_found_window  # looked for the whole window
+    assert aws.clock.now() - started >= snapshots_mod.ADOPT_WINDOW  # looked for the whole window
 
 
 def test_a_lost_standalone_create_snapshot_is_adopted() -> None:
