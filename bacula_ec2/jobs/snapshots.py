@@ -422,8 +422,7 @@ class SnapshotLedger:
                 age = min((clock.now() - self.born.get(i, -math.inf) for i in ids), default=math.inf)
                 if exc.code != "InvalidSnapshot.NotFound" or age > self.window:
                     raise
-            if clock.wait(None, pause):  # a commit after a cancel must still go through
-                break
+            clock.sleep(pause)  # not cancellable: a commit after a cancel must still go through
             pause = min(5.0, pause * 2)
 
     def _listed(self, sid: str) -> Snapshot | None:
@@ -436,25 +435,46 @@ class SnapshotLedger:
         return found[0] if found else None
 
     def _delete_confirmed(self, sid: str) -> None:
-        """DeleteSnapshot, counted done only once DescribeSnapshots no longer lists it (and,
-        for one EC2 may not have shown yet, not before `window` seconds after its creation).
-        AwsError if it is still listed after that."""
+        """`_delete_all` of one snapshot; its failure raised."""
+        failed = self._delete_all([sid])
+        if sid in failed:
+            raise failed[sid]
+
+    def _delete_all(self, sids: Sequence[str]) -> dict[str, Exception]:
+        """DeleteSnapshot of each, every one counted done only once DescribeSnapshots no
+        longer lists it (and, for one EC2 may not have shown yet, not before `window`
+        seconds after its creation): rounds of deletes and checks, one pause between two
+        rounds for all of them. Returns the snapshots that failed, with why (AwsError
+        NotConfirmed if one is still listed after `window` seconds)."""
         clock = self.aws.clock
         started = clock.now()
         pause = 0.5
+        left = list(dict.fromkeys(sids))
+        failed: dict[str, Exception] = {}
         while True:
-            self.aws.delete_snapshot(sid)  # already gone (or not visible yet): no error
-            if self._listed(sid) is not None:
-                self.seen.add(sid)
-            elif sid in self.seen or clock.now() - self.born.get(sid, -math.inf) > self.window:
-                return
+            for sid in list(left):
+                try:
+                    self.aws.delete_snapshot(sid)  # already gone (or not visible yet): no error
+                    listed = self._listed(sid) is not None
+                except Exception as exc:
+                    failed[sid] = exc
+                    left.remove(sid)
+                    continue
+                if listed:
+                    self.seen.add(sid)
+                elif sid in self.seen or clock.now() - self.born.get(sid, -math.inf) > self.window:
+                    left.remove(sid)
+            if not left:
+                return failed
             if clock.now() - started > self.window:
-                raise AwsError(
-                    "DeleteSnapshot",
-                    "NotConfirmed",
-                    f"snapshot {sid} is still listed {clock.now() - started:.0f} s after it was deleted",
-                    resource=sid,
-                )
+                for sid in left:
+                    failed[sid] = AwsError(
+                        "DeleteSnapshot",
+                        "NotConfirmed",
+                        f"snapshot {sid} is still listed {clock.now() - started:.0f} s after it was deleted",
+                        resource=sid,
+                    )
+                return failed
             clock.sleep(pause)  # not cancellable: this is the clean-up
             pause = min(5.0, pause * 2)
 
@@ -578,18 +598,32 @@ class SnapshotLedger:
         level = self.ctx.level
         chains = self.chains(sorted(set(self.volume_of.values())))
         keep_full = self.ctx.params.keep_full_snapshot
+        doomed: dict[str, tuple[str, str]] = {}  # snapshot -> (this job's snapshot, volume)
         for sid in list(self.created):
             volume_id = self.volume_of[sid]
             base = (bases or {}).get(volume_id)
             for old in chain.to_delete(level, sid, chains.get(volume_id, []), keep_full, base):
-                self._delete_confirmed(old)
-                if old == sid:
-                    self.created.remove(sid)
-                    self.ctx.reporter.info(
-                        f"deleted snapshot {sid} of {volume_id}: a Differential keeps none"
-                    )
-                else:
-                    self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
+                doomed[old] = (sid, volume_id)
+        failed = self._delete_all(list(doomed))
+        for old, (sid, volume_id) in doomed.items():
+            if old in failed:
+                continue
+            if old == sid:
+                self.created.remove(sid)
+                self.ctx.reporter.info(f"deleted snapshot {sid} of {volume_id}: a Differential keeps none")
+            else:
+                self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
+        if failed:
+            first = next(iter(failed.values()))
+            for old, exc in failed.items():
+                log.warning("retention: snapshot %s could not be deleted: %s", old, exc, exc_info=exc)
+            if len(failed) == 1:
+                raise first
+            raise AwsError(
+                "DeleteSnapshot",
+                getattr(first, "code", "Failed"),
+                "; ".join(f"{old}: {str(exc).rstrip('.')}" for old, exc in failed.items()),
+            ) from first
 
     def _orphans(self) -> list[str]:
         """After a lost CreateSnapshot(s) answer: this process's pending snapshots of this
@@ -614,12 +648,13 @@ class SnapshotLedger:
                 todo += self._orphans()
             except Exception as exc:
                 log.warning("rollback: could not look for unrecorded snapshots: %s", exc, exc_info=exc)
+        failed = self._delete_all(todo)
         for sid in todo:
-            try:
-                self._delete_confirmed(sid)
+            why = failed.get(sid)
+            if why is None:
                 if sid in self.created:
                     self.created.remove(sid)
-            except Exception as exc:
-                log.warning("rollback: snapshot %s could not be deleted: %s", sid, exc, exc_info=exc)
-                left.append(f"{sid} ({str(exc).rstrip('.')})")
+            else:
+                log.warning("rollback: snapshot %s could not be deleted: %s", sid, why, exc_info=why)
+                left.append(f"{sid} ({str(why).rstrip('.')})")
         return left
