@@ -9,7 +9,7 @@ END). A failed or cancelled job deletes its own snapshots at once; a killed one 
 `pending` snapshots that a later job on the same volumes removes once their owner is
 provably gone (dead process on this host, or expired lease).
 
-AWS as it behaves (issue 11, docs/SNAPSHOTS.md "When AWS pushes back"):
+AWS as it behaves (issue 11):
 
 - the snapshot quotas (`QUOTA_CODES`) refuse a CreateSnapshot(s) for a while: tried again
   after 15-30 s, for at most `QUOTA_BUDGET` seconds, with a job-log line each time;
@@ -19,7 +19,10 @@ AWS as it behaves (issue 11, docs/SNAPSHOTS.md "When AWS pushes back"):
 - EC2 is eventually consistent: a snapshot just created may be unknown to CreateTags,
   DeleteSnapshot and DescribeSnapshots for a while, and a deleted one still listed. Tags are
   retried, and a delete counts as done only once DescribeSnapshots no longer lists the
-  snapshot (`_delete_confirmed`), within `not_found_window` seconds.
+  snapshot (`_delete_all`), within the retry policy's `not_found_window` seconds;
+- snapshots take time (a first Full of a large volume: hours): each instance is handed to
+  the backup as soon as its own are completed (`completed`), and a snapshot fails the job
+  only when its Progress has not grown for `snapshot_timeout` seconds (aws/wait.py).
 """
 
 from __future__ import annotations
