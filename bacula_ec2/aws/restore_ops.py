@@ -32,6 +32,8 @@ from .wait import Step, WaitParams, wait_until
 #: How long a delete may take to show in Describe (a deleted resource "may still be listed
 #: for a while"; minutes at most in practice).
 GONE_TIMEOUT = 300.0
+#: wait_volume's code for a volume that is deleted while it waits for another state.
+VOLUME_DELETED = "VolumeDeleted"
 
 
 class _Connected(Protocol):
@@ -172,7 +174,7 @@ class RestoreCalls:
         def check() -> bool:
             now = self.new_volume_state(volume_id, fresh)
             if now in ("deleted", "deleting") and state not in ("deleted", "deleting"):
-                raise AwsError("CreateVolume", "VolumeDeleted", f"volume {volume_id} is {now}")
+                raise AwsError("CreateVolume", VOLUME_DELETED, f"volume {volume_id} is {now}")
             if now == "error":
                 raise AwsError("CreateVolume", "VolumeError", f"volume {volume_id} is in state error")
             return now == state

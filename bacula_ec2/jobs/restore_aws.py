@@ -39,6 +39,7 @@ from typing import Any
 from .. import naming
 from ..aws import Aws, AwsError
 from ..aws.model import ImageDevice, ImageSpec, Instance, LaunchSpec, Volume, VolumeSpec
+from ..aws.restore_ops import VOLUME_DELETED
 from ..aws.upload import SnapshotWriter, file_reader, start_timeout_minutes, upload_fits
 from ..formats import config
 from ..formats.blockimage import BLOCK_SIZE, ImageHeader
@@ -334,9 +335,12 @@ class AwsRestore:
                 wanted[p.restore_availability_zone] = "restore_availability_zone"
             for zone, why in wanted.items():
                 if zone not in zones:
+                    hint = (
+                        "" if why == "restore_availability_zone" else "; restore_availability_zone= picks one"
+                    )
                     raise RestoreFailed(
                         f"{why} {zone} is not an available zone of {aws.region}; "
-                        f"its zones: {', '.join(zones)}"
+                        f"its zones: {', '.join(zones)}{hint}"
                     )
         for plan in plans:
             self._check_tag_count(f"the snapshot from {plan.source_id}", self._snapshot_tags(plan))
@@ -504,10 +508,7 @@ class AwsRestore:
             return attach_zone, f"the zone of {self.params.restore_attach_instance}"
         original = plan.volume.availability_zone
         if original and aws.region == plan.region:
-            return (
-                original,
-                f"the zone of the original volume {plan.source_id} (restore_availability_zone= sets another)",
-            )
+            return original, f"the zone of the original volume {plan.source_id},"
         return zones[0], "the first zone"
 
     def _volumes(self, plans: list[VolumePlan], attach_zone: str | None) -> None:
@@ -688,13 +689,15 @@ class AwsRestore:
         for aws, iid in reversed(led.instances):
 
             def terminate(aws: Aws = aws, iid: str = iid) -> None:
-                fresh = led.fresh(iid)
                 # Its volumes too, whatever their DeleteOnTermination (the original's).
-                for vid in aws.instance_volume_ids(iid, fresh=fresh):
-                    volumes.setdefault((id(aws), vid), (aws, vid))
-                    led.seen.add(vid)
-                led.seen.add(iid)
-                aws.terminate_instance(iid)
+                try:
+                    for vid in aws.instance_volume_ids(iid, fresh=led.fresh(iid)):
+                        volumes.setdefault((id(aws), vid), (aws, vid))
+                        led.seen.add(vid)
+                    led.seen.add(iid)
+                except (AwsError, RetriesExhausted) as exc:
+                    self.ctx.reporter.warning(f"could not list the volumes of instance {iid}: {exc}")
+                aws.terminate_instance(iid, fresh=led.fresh(iid))
                 aws.instance_gone(iid, timeout)
 
             attempt(f"instance {iid}", terminate)
@@ -711,10 +714,17 @@ class AwsRestore:
 
             def drop(aws: Aws = aws, vid: str = vid) -> None:
                 state = aws.new_volume_state(vid, led.fresh(vid))
-                if state not in ("deleting", "deleted"):
-                    if state == "in-use":
-                        aws.detach_volume(vid)
+                led.seen.add(vid)
+                if state == "in-use":
+                    aws.detach_volume(vid)
+                    try:
                         aws.wait_volume(vid, "available", timeout)
+                        state = "available"
+                    except AwsError as exc:
+                        if exc.code != VOLUME_DELETED:  # its instance's termination deletes it
+                            raise
+                        state = "deleting"
+                if state not in ("deleting", "deleted"):
                     aws.delete_volume(vid)
                 aws.volume_gone(vid, timeout)
 
