@@ -201,11 +201,11 @@ def test_listings_share_one_pacer_under_the_account_quota(sim: RunningSimulator)
 
 def test_a_throttled_listing_cuts_the_shared_pacer(sim: RunningSimulator) -> None:
     aws = connect(sim, policy=RetryPolicy(attempts=20, base_delay=0.01, max_delay=0.1))
-    snap = snapshot_with_blocks(sim, aws, list(range(0, 2048, 64)))
+    snap = snapshot_with_blocks(sim, aws, list(range(0, 2048, 128)))
     sim.client.set_options(
-        list_blocks_window=64, throttling=True, account_rates={"ListSnapshotBlocks": 10.0}, burst_seconds=0.2
+        list_blocks_window=128, throttling=True, account_rates={"ListSnapshotBlocks": 10.0}, burst_seconds=0.2
     )
-    assert [r.index for r in aws.list_snapshot_blocks(snap)] == list(range(0, 2048, 64))
+    assert [r.index for r in aws.list_snapshot_blocks(snap)] == list(range(0, 2048, 128))
     throttled = sim.client.stats()["throttled"].get("ListSnapshotBlocks", 0)
     assert throttled > 0 and aws.list_pacer.throttles == throttled
     assert aws.list_pacer.rate < client_module.LIST_RATE
@@ -232,14 +232,14 @@ def test_an_expired_next_token_resumes_at_the_next_index(
     """Pages of 128 indexes; the consumer stalls longer than the NextToken lives after
     every 5 blocks: each next page resumes at last index + 1, nothing skipped or repeated."""
     aws = connect(sim)
-    written = sorted({(i * 37) % 2048 for i in range(60)})
+    written = sorted({(i * 67) % 2048 for i in range(30)})
     snap = snapshot_with_blocks(sim, aws, written)
-    sim.client.set_options(list_blocks_window=128, page_token_ttl=0.15)
+    sim.client.set_options(list_blocks_window=128, page_token_ttl=0.1)
     sim.client.reset_stats()
     listing: Iterator[BlockRef] = aws.list_snapshot_blocks(snap)
     if through_read_ahead:
         listing = read_ahead(listing, maxsize=2)  # the backend's back-pressure
-    assert _stalling(listing, 0.2, 5) == written
+    assert _stalling(listing, 0.15, 5) == written
     # expired tokens were met (ValidationException INVALID_PAGE_TOKEN) and survived
     assert requests(sim, "ListSnapshotBlocks") > 16
 
@@ -250,13 +250,13 @@ def test_an_expired_next_token_of_list_changed_blocks_resumes_too(sim: RunningSi
     volume = sim.client.create_volume(1)
     sim.client.write_volume(volume, 0, b"x")
     first = aws.create_snapshot(volume, {}, "1").snapshot_id
-    changed = sorted({(i * 41) % 2048 for i in range(50)})
+    changed = sorted({(i * 83) % 2048 for i in range(24)})
     for index in changed:
         sim.client.write_volume(volume, index * BLOCK, b"changed")
     second = aws.create_snapshot(volume, {}, "2").snapshot_id
-    sim.client.set_options(changed_blocks_window=128, page_token_ttl=0.15)
+    sim.client.set_options(changed_blocks_window=128, page_token_ttl=0.1)
     sim.client.reset_stats()
-    got = _stalling(aws.list_changed_blocks(first, second), 0.2, 4)
+    got = _stalling(aws.list_changed_blocks(first, second), 0.15, 4)
     assert got == changed
     assert requests(sim, "ListChangedBlocks") > 16
 
