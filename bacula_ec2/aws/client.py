@@ -98,6 +98,16 @@ def _session(settings: AwsSettings) -> boto3.Session:
             kwargs.setdefault("region_name", settings.region)
             if settings.ca_bundle:
                 kwargs.setdefault("verify", settings.ca_bundle)
+            # One attempt: a refresh that fails fails the AWS call that needed it, which our
+            # policy retries (a credential hiccup is transient): no nested retries here either.
+            kwargs.setdefault(
+                "config",
+                Config(
+                    retries={"mode": "standard", "total_max_attempts": 1},
+                    connect_timeout=settings.connect_timeout,
+                    read_timeout=settings.read_timeout,
+                ),
+            )
             return core.create_client(*args, **kwargs)
 
         fetcher = AssumeRoleCredentialFetcher(

@@ -501,3 +501,17 @@ def test_the_fast_path_connects_with_boto3s_connect_timeout(sim: RunningSimulato
     fast = BlockClient(aws)
     assert (fast.connect_timeout, fast.timeout) == (3.5, 42.0)
     assert aws.ebs.meta.config.connect_timeout == 3.5
+
+
+def test_an_sts_hiccup_while_assuming_role_arn_is_retried_exactly(sim: RunningSimulator) -> None:
+    """role_arn=: the refresh's AssumeRole fails (500) on every try; each of our 3 attempts
+    makes one AssumeRole (botocore's STS retries are off too), and the error says it was
+    the refresh. Then STS answers and the same call succeeds."""
+    aws = connect(sim, role_arn="arn:aws:iam::123456789012:role/backup")
+    sim.client.set_options(error_rate=1.0, fault_operations=["AssumeRole"])
+    with pytest.raises(RetriesExhausted, match=r"while refreshing credentials: AssumeRole") as caught:
+        aws.describe_regions()
+    assert Kind.of(caught.value.__cause__) is Kind.RETRYABLE  # type: ignore[arg-type]
+    assert requests(sim, "AssumeRole") == 3
+    sim.client.set_options(error_rate=0.0)
+    assert aws.describe_regions()
