@@ -9,6 +9,7 @@ expired session tokens.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +25,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.stub import Stubber
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bacula_ec2.aws import client as client_module
+from bacula_ec2.aws import shapes
 from bacula_ec2.aws.blocks import BlockClient
 from bacula_ec2.aws.client import AmbiguousCreate, Aws, AwsError, BlockRef
 from bacula_ec2.aws.errors import Kind, RetryableAwsError, ambiguous_create, classify
@@ -515,3 +519,43 @@ def test_an_sts_hiccup_while_assuming_role_arn_is_retried_exactly(sim: RunningSi
     assert requests(sim, "AssumeRole") == 3
     sim.client.set_options(error_rate=0.0)
     assert aws.describe_regions()
+
+
+# ---------------------------------------------------------------------- chunking, as a property
+
+_values = st.lists(st.text("abcdef0123456789", min_size=1, max_size=6), unique=True, max_size=30)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    filters=st.lists(
+        st.tuples(st.sampled_from(["volume-id", "tag:a", "tag-key", "owner"]), _values), max_size=3
+    ),
+    ids=_values,
+    limit=st.integers(1, 7),
+)
+def test_chunked_requests_ask_exactly_what_the_request_asks(
+    filters: list[tuple[str, list[str]]], ids: list[str], limit: int
+) -> None:
+    """Every chunked request stays within the limit, and together they cover each
+    combination of one value per filter (and each id) exactly once: filters are ANDed sets."""
+    request: dict[str, Any] = {"OwnerIds": ["self"]}
+    if filters:
+        request["Filters"] = [shapes.match(name, values) for name, values in filters]
+    if ids:
+        request["SnapshotIds"] = ids
+    chunks = shapes.chunk_request(request, limit)
+    if all(len(v) <= limit for _, v in filters) and len(ids) <= limit:
+        assert chunks == [request]
+    combos: list[tuple[Any, ...]] = []
+    for chunk in chunks:
+        assert chunk["OwnerIds"] == ["self"]
+        got_filters = chunk.get("Filters", [])
+        assert [f["Name"] for f in got_filters] == [name for name, _ in filters]
+        assert all(len(f["Values"]) <= limit for f in got_filters)
+        assert len(chunk.get("SnapshotIds", [])) <= limit
+        combos += itertools.product(
+            chunk.get("SnapshotIds", [None]), *[f["Values"] or [None] for f in got_filters]
+        )
+    wanted = list(itertools.product(ids or [None], *[values or [None] for _, values in filters]))
+    assert sorted(combos, key=repr) == sorted(wanted, key=repr)

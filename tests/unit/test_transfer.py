@@ -351,3 +351,30 @@ def test_read_ahead_is_bounded() -> None:
     time.sleep(0.05)
     assert produced[0] <= 8 + 2  # the queue, the item being put, the one handed out
     it.close()
+
+
+@pytest.mark.parametrize(
+    ("knob", "bound"), [("5", 5), ("", TransferConfig.list_ahead), ("x", TransferConfig.list_ahead)]
+)
+def test_read_ahead_takes_its_default_bound_from_the_list_ahead_knob(
+    monkeypatch: pytest.MonkeyPatch, knob: str, bound: int
+) -> None:
+    """BACULA_EC2_LIST_AHEAD (diagnostics, tests): a small queue makes a stalled consumer
+    stall the listing itself; unset or invalid, TransferConfig.list_ahead."""
+    monkeypatch.setenv("BACULA_EC2_LIST_AHEAD", knob)
+    produced = [0]
+
+    def listing() -> Iterator[int]:
+        for i in range(bound + 100):
+            produced[0] += 1
+            yield i
+
+    it = read_ahead(listing())
+    assert next(it) == 0
+    deadline = time.monotonic() + 2.0
+    while produced[0] < min(bound, 50) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert produced[0] <= bound + 2
+    assert produced[0] >= min(bound, 50)  # it did fill the queue (the default: far past 5)
+    it.close()
