@@ -11,18 +11,9 @@ from pathlib import Path
 
 from devkit.helpers import sha256_file, wait_until
 
-from .common import BLOCK, plugin_line, restore_before
+from .common import BLOCK, end_time, plugin_line, restore_before
 
 LEVELS = {"F": "Full", "I": "Incremental", "D": "Differential"}
-
-
-def end_time(stack, jobid: int) -> str:  # type: ignore[no-untyped-def]
-    out = stack.bconsole(f"llist jobid={jobid}")
-    match = re.search(r"^\s*realendtime:\s*(\S+ \S+)", out, re.I | re.M) or re.search(
-        r"^\s*endtime:\s*(\S+ \S+)", out, re.I | re.M
-    )
-    assert match, out
-    return match.group(1)
 
 
 def seed(sim) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]

@@ -22,9 +22,7 @@ import boto3
 
 from devkit.helpers import sha256_file
 
-from .common import BLOCK, plugin_line, restore_before
-from .test_chains import end_time
-from .test_restore_aws import live_instances, restore_with_options, tags
+from .common import BLOCK, end_time, live_instances, plugin_line, restore_before, restore_with_options, tags
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 

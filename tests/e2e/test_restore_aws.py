@@ -4,47 +4,10 @@ restore options set through bconsole's `mod` → Plugin Options dialog."""
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
-from typing import Any
 
-import boto3
-
-from bacula_ec2.params import restore_option_items
-
-from .common import BLOCK, plugin_line
-
-
-def restore_with_options(
-    stack, selection: str, options: dict[str, str], timeout: float = 300
-) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    """`restore <selection> all done where=/`, then Plugin Options through the `mod` dialog."""
-    names = [name for name, *_ in restore_option_items()]
-    commands = [f"restore {selection} all done where=/", "mod", "13"]
-    for key, value in options.items():
-        commands += ["mod", str(names.index(key) + 1), value]
-    commands += ["yes", "yes"]
-    out = stack.bconsole(*commands)
-    for key, value in options.items():
-        assert re.search(rf"^{key}:\s+{re.escape(value)}\s*$", out, re.M), out
-    match = re.search(r"Job queued\. JobId=(\d+)", out)
-    assert match, out
-    rjobid = int(match.group(1))
-    return rjobid, stack.wait_job(rjobid, timeout=timeout)
-
-
-def ec2(sim: Any, region: str = "us-east-1") -> Any:
-    return boto3.client("ec2", **sim.boto3_kwargs(region))
-
-
-def tags(resource: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-
-
-def live_instances(sim: Any, region: str = "us-east-1") -> dict[str, dict[str, Any]]:
-    out = ec2(sim, region).describe_instances()["Reservations"]
-    return {i["InstanceId"]: i for r in out for i in r["Instances"] if i["State"]["Name"] != "terminated"}
+from .common import BLOCK, ec2, live_instances, plugin_line, restore_with_options, tags
 
 
 def test_instance_chain_restored_as_new_instance_in_other_az(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
