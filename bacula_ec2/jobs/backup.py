@@ -64,8 +64,7 @@ class BackupJob:
         self.ctx = ctx
         self.aws = aws
         self.wait_all_first = wait_all_first
-        #: When (monotonic) the first block was read, and the order instances were read in.
-        self.first_block_at: float | None = None
+        #: The instances in the order they were read.
         self.read_order: list[str] = []
         self.ledger = SnapshotLedger(aws, ctx)
         self.downloader = BlockDownloader(
@@ -295,8 +294,6 @@ class BackupJob:
         progress = getattr(ctx.reporter, "progress", None)
         shown = t0
         for body in self.downloader.fetch(sid, read_ahead(refs)):
-            if self.first_block_at is None:
-                self.first_block_at = time.monotonic()
             offset = body.index * BLOCK_SIZE
             stats.blocks += 1
             if progress is not None and time.monotonic() - shown >= 1.0:
