@@ -45,9 +45,25 @@ class _Connected(Protocol):
     policy: RetryPolicy
     stats: RetryStats
 
-    def _call(self, operation: str, fn: Callable[[], Any], retry: bool = True) -> Any: ...
+    def _call(
+        self,
+        operation: str,
+        fn: Callable[[], Any],
+        retry: bool = True,
+        *,
+        resource: str | None = None,
+        fresh: bool = False,
+        deletes: bool = False,
+    ) -> Any: ...
     def _ec2(
-        self, operation: str, fn: Callable[[], Any], *, resource: str, fresh: bool, retry: bool = True
+        self,
+        operation: str,
+        fn: Callable[[], Any],
+        *,
+        resource: str,
+        fresh: bool,
+        retry: bool = True,
+        deletes: bool = False,
     ) -> Any: ...
     def _gone(
         self, what: str, listed: Callable[[], str | None], gone_states: tuple[str, ...], timeout: float
@@ -95,16 +111,21 @@ class RestoreCalls:
         resource: str,
         fresh: bool,
         retry: bool = True,
+        deletes: bool = False,
     ) -> Any:
         """One EC2 call about `resource`. `fresh`: an id this restore created and has not seen
-        listed yet, so NotFound is retried within the policy's window. `retry=False`: nothing
-        else is retried (a call that must not be repeated blindly, like AttachVolume)."""
+        listed yet, so NotFound is retried within the policy's window. `deletes`: the call
+        removes it (after an answer that may have done it, NotFound means done; the client's
+        `_call`). `retry=False`: nothing but a fresh NotFound is tried again (a call that must
+        not be repeated blindly, like AttachVolume)."""
+        if retry:
+            return self._call(operation, fn, resource=resource, fresh=fresh, deletes=deletes)
 
         def once() -> Any:
             try:
                 return errors.call(operation, fn, resource=resource, fresh=fresh)
             except errors.RetryableAwsError as exc:
-                if retry or exc.kind is Kind.NOT_YET_VISIBLE:
+                if exc.kind is Kind.NOT_YET_VISIBLE:
                     raise
                 raise _Final(exc) from exc
 
@@ -203,6 +224,7 @@ class RestoreCalls:
                 lambda: self.ec2.delete_volume(VolumeId=volume_id),
                 resource=volume_id,
                 fresh=fresh,
+                deletes=True,
             )
         except AwsError as exc:
             if exc.code != "InvalidVolume.NotFound":
@@ -242,6 +264,7 @@ class RestoreCalls:
                 lambda: self.ec2.deregister_image(ImageId=image_id),
                 resource=image_id,
                 fresh=fresh,
+                deletes=True,
             )
         except AwsError as exc:
             if exc.code not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
@@ -276,6 +299,7 @@ class RestoreCalls:
                 lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id),
                 resource=snapshot_id,
                 fresh=fresh,
+                deletes=True,
             )
         except AwsError as exc:
             if exc.code != "InvalidSnapshot.NotFound":
@@ -356,6 +380,7 @@ class RestoreCalls:
                 lambda: self.ec2.terminate_instances(InstanceIds=[instance_id]),
                 resource=instance_id,
                 fresh=fresh,
+                deletes=True,
             )
         except AwsError as exc:
             if exc.code != "InvalidInstanceID.NotFound":

@@ -6,15 +6,14 @@ NotFound."""
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from bacula_ec2.aws import AwsError
-from bacula_ec2.aws.restore_ops import RestoreCalls
+from bacula_ec2.aws import Aws, AwsError
 from bacula_ec2.retry import RetriesExhausted, RetryPolicy, RetryStats
 from devkit.fake_aws import FakeClock
 
@@ -53,13 +52,16 @@ class ScriptedEc2:
         return method
 
 
-class Calls(RestoreCalls):
-    def __init__(self, ec2: ScriptedEc2, window: float = 60.0) -> None:
-        self.ec2 = ec2
-        self.cancel: threading.Event | None = None
-        self.clock = FakeClock()
-        self.policy = RetryPolicy(attempts=3, base_delay=0.5, max_delay=2.0, not_found_window=window)
-        self.stats = RetryStats()
+def aws_on(ec2: ScriptedEc2, window: float = 0.3) -> Aws:
+    """The real `Aws` calls (`_call` and the restore's) on a scripted client: retries pause
+    for real but briefly; waits run on a fake clock."""
+    aws = Aws.__new__(Aws)
+    aws.ec2 = ec2
+    aws.cancel = None
+    aws.clock = FakeClock()
+    aws.policy = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, not_found_window=window)
+    aws.stats = RetryStats()
+    return aws
 
 
 NOT_FOUND_AMI = refusal("InvalidAMIID.NotFound")
@@ -67,43 +69,51 @@ NOT_FOUND_AMI = refusal("InvalidAMIID.NotFound")
 
 def test_a_fresh_image_is_deregistered_once_ec2_sees_it() -> None:
     ec2 = ScriptedEc2(deregister_image=[NOT_FOUND_AMI, NOT_FOUND_AMI, {}])
-    Calls(ec2).deregister_image("ami-1", fresh=True)
+    aws_on(ec2).deregister_image("ami-1", fresh=True)
     assert ec2.calls["deregister_image"] == 3
     # An image the restore has seen: NotFound is "already gone", asked once.
     ec2 = ScriptedEc2(deregister_image=[NOT_FOUND_AMI])
-    Calls(ec2).deregister_image("ami-1", fresh=False)
+    aws_on(ec2).deregister_image("ami-1", fresh=False)
     assert ec2.calls["deregister_image"] == 1
 
 
 def test_a_fresh_id_that_never_shows_up_fails_after_the_window() -> None:
     ec2 = ScriptedEc2(terminate_instances=[refusal("InvalidInstanceID.NotFound")])
-    calls = Calls(ec2, window=30.0)
+    began = time.monotonic()
     with pytest.raises(RetriesExhausted, match="TerminateInstances i-1"):
-        calls.terminate_instance("i-1", fresh=True)
-    assert calls.clock.now() - 1000.0 > 30.0
+        aws_on(ec2, window=0.2).terminate_instance("i-1", fresh=True)
+    assert time.monotonic() - began > 0.2
     assert ec2.calls["terminate_instances"] > 2
+
+
+def test_a_delete_that_may_have_happened_then_not_found_is_done() -> None:
+    """A 5xx may have deleted the snapshot: the NotFound that follows means done, at once,
+    even for a fresh id (the client's deletes=)."""
+    ec2 = ScriptedEc2(delete_snapshot=[refusal("InternalError", 500), refusal("InvalidSnapshot.NotFound")])
+    aws_on(ec2, window=60.0).delete_new_snapshot("snap-1", fresh=True)
+    assert ec2.calls["delete_snapshot"] == 2
 
 
 def test_removal_counts_once_describe_no_longer_lists_it() -> None:
     listed = {"Images": [{"ImageId": "ami-1", "State": "available"}]}
     ec2 = ScriptedEc2(describe_images=[listed, listed, {"Images": []}])
-    Calls(ec2).image_gone("ami-1", timeout=60)
+    aws_on(ec2).image_gone("ami-1", timeout=60)
     assert ec2.calls["describe_images"] == 3
     ec2 = ScriptedEc2(describe_images=[listed, NOT_FOUND_AMI])
-    Calls(ec2).image_gone("ami-1", timeout=60)
+    aws_on(ec2).image_gone("ami-1", timeout=60)
     assert ec2.calls["describe_images"] == 2
     ec2 = ScriptedEc2(describe_images=[listed, {"Images": [{"ImageId": "ami-1", "State": "deregistered"}]}])
-    Calls(ec2).image_gone("ami-1", timeout=60)
+    aws_on(ec2).image_gone("ami-1", timeout=60)
     # Still listed when the time is up: not done, and the error says which resource.
     ec2 = ScriptedEc2(describe_images=[listed])
     with pytest.raises(AwsError, match="image ami-1 gone"):
-        Calls(ec2).image_gone("ami-1", timeout=20)
+        aws_on(ec2).image_gone("ami-1", timeout=20)
 
 
 def test_a_deleted_volume_listed_as_deleting_is_waited_for() -> None:
     deleting = {"Volumes": [{"VolumeId": "vol-1", "State": "deleting", "Size": 1}]}
     ec2 = ScriptedEc2(describe_volumes=[deleting, deleting, refusal("InvalidVolume.NotFound")])
-    Calls(ec2).volume_gone("vol-1", timeout=60)
+    aws_on(ec2).volume_gone("vol-1", timeout=60)
     assert ec2.calls["describe_volumes"] == 3
 
 
@@ -112,10 +122,10 @@ def test_instance_gone_once_terminated_or_unknown() -> None:
         return {"Reservations": [{"Instances": [{"InstanceId": "i-1", "State": {"Name": name}}]}]}
 
     ec2 = ScriptedEc2(describe_instances=[state("shutting-down"), state("terminated")])
-    Calls(ec2).instance_gone("i-1", timeout=60)
+    aws_on(ec2).instance_gone("i-1", timeout=60)
     assert ec2.calls["describe_instances"] == 2
     ec2 = ScriptedEc2(describe_instances=[state("running"), refusal("InvalidInstanceID.NotFound")])
-    Calls(ec2).instance_gone("i-1", timeout=60)
+    aws_on(ec2).instance_gone("i-1", timeout=60)
 
 
 def test_a_fresh_volume_is_waited_for_until_available() -> None:
@@ -124,21 +134,21 @@ def test_a_fresh_volume_is_waited_for_until_available() -> None:
 
     not_found = refusal("InvalidVolume.NotFound")
     ec2 = ScriptedEc2(describe_volumes=[not_found, not_found, vol("creating"), vol("available")])
-    Calls(ec2).wait_volume("vol-1", "available", 60, fresh=True)
+    aws_on(ec2).wait_volume("vol-1", "available", 60, fresh=True)
     assert ec2.calls["describe_volumes"] == 4
     # Not fresh: NotFound means the volume is gone, which fails the wait at once.
     ec2 = ScriptedEc2(describe_volumes=[not_found, vol("available")])
     with pytest.raises(AwsError, match="vol-1 is deleted"):
-        Calls(ec2).wait_volume("vol-1", "available", 60, fresh=False)
+        aws_on(ec2).wait_volume("vol-1", "available", 60, fresh=False)
     assert ec2.calls["describe_volumes"] == 1
 
 
 def test_attach_repeats_only_a_not_found() -> None:
     ec2 = ScriptedEc2(attach_volume=[refusal("InvalidVolume.NotFound"), {}])
-    Calls(ec2).attach_volume("vol-1", "i-1", "/dev/sdf", fresh=True)
+    aws_on(ec2).attach_volume("vol-1", "i-1", "/dev/sdf", fresh=True)
     assert ec2.calls["attach_volume"] == 2
     # A 5xx may have attached it: a second AttachVolume would fail on an attached volume.
     ec2 = ScriptedEc2(attach_volume=[refusal("InternalError", 500), {}])
     with pytest.raises(AwsError, match="InternalError"):
-        Calls(ec2).attach_volume("vol-1", "i-1", "/dev/sdf", fresh=True)
+        aws_on(ec2).attach_volume("vol-1", "i-1", "/dev/sdf", fresh=True)
     assert ec2.calls["attach_volume"] == 1
