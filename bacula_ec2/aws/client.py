@@ -264,7 +264,9 @@ class Aws(RestoreCalls):
         if not retry:
             return once()
         what = errors.subject(operation, resource)
-        return call_with_retry(once, what=what, policy=self.policy, stats=self.stats, cancel=self.cancel)
+        return call_with_retry(
+            once, what=what, policy=self.policy, stats=self.stats, cancel=self.cancel, clock=self.clock
+        )
 
     def _pages(
         self,
@@ -581,7 +583,9 @@ class Aws(RestoreCalls):
                 raise
 
         what = errors.subject(operation, resource)
-        return call_with_retry(once, what=what, policy=self.policy, stats=self.stats, cancel=cancel)
+        return call_with_retry(
+            once, what=what, policy=self.policy, stats=self.stats, cancel=cancel, clock=self.clock
+        )
 
     #: Resumptions in a row that yield nothing before a listing gives up (a token that
     #: expires again and again without progress is not worth more).

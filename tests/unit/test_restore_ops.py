@@ -6,7 +6,6 @@ NotFound."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,8 +52,8 @@ class ScriptedEc2:
 
 
 def aws_on(ec2: ScriptedEc2, window: float = 0.3) -> Aws:
-    """The real `Aws` calls (`_call` and the restore's) on a scripted client: retries pause
-    for real but briefly; waits run on a fake clock."""
+    """The real `Aws` calls (`_call` and the restore's) on a scripted client; retries and
+    waits run on a fake clock."""
     aws = Aws.__new__(Aws)
     aws.ec2 = ec2
     aws.cancel = None
@@ -79,10 +78,11 @@ def test_a_fresh_image_is_deregistered_once_ec2_sees_it() -> None:
 
 def test_a_fresh_id_that_never_shows_up_fails_after_the_window() -> None:
     ec2 = ScriptedEc2(terminate_instances=[refusal("InvalidInstanceID.NotFound")])
-    began = time.monotonic()
+    aws = aws_on(ec2, window=0.2)
+    began = aws.clock.now()
     with pytest.raises(RetriesExhausted, match="TerminateInstances i-1"):
-        aws_on(ec2, window=0.2).terminate_instance("i-1", fresh=True)
-    assert time.monotonic() - began > 0.2
+        aws.terminate_instance("i-1", fresh=True)
+    assert aws.clock.now() - began > 0.2
     assert ec2.calls["terminate_instances"] > 2
 
 
