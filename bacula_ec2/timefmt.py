@@ -7,6 +7,7 @@ descriptions, `--before`), so a time written anywhere reads back the same everyw
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import time
 
 _MIN = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -43,3 +44,15 @@ def epoch(when: dt.datetime | None, default: int | None = None) -> int:
     if when is None or when.year <= 1:
         return int(time.time()) if default is None else default
     return int(when.timestamp())
+
+
+def parse_http_date(text: str | None) -> dt.datetime | None:
+    """An HTTP `Date` header (RFC 7231, `Tue, 01 Dec 2026 12:00:00 GMT`) as an aware datetime;
+    None for no header, or one without a zone or that does not parse."""
+    if not text:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None

@@ -36,7 +36,6 @@ and `ca_bundle=`. docs/TROUBLESHOOTING.md lists them all.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import enum
 import json
 import socket
@@ -61,6 +60,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from .. import timefmt
 from ..retry import Retryable
 
 T = TypeVar("T")
@@ -294,13 +294,8 @@ def _with_reason(message: str, reason: object) -> str:
 def clock_offset(date_header: str | None, now: float | None = None) -> float | None:
     """AWS's clock minus the host's, in seconds, from an answer's HTTP `Date` header (None:
     no usable header)."""
-    if not date_header:
-        return None
-    try:
-        aws_time = email.utils.parsedate_to_datetime(date_header)
-    except (TypeError, ValueError):
-        return None
-    if aws_time.tzinfo is None:
+    aws_time = timefmt.parse_http_date(date_header)
+    if aws_time is None:
         return None
     return aws_time.timestamp() - (time.time() if now is None else now)
 
