@@ -22,12 +22,16 @@ from .common import BLOCK, params
 
 
 def fleet(sim, mib: list[int]) -> list[tuple[str, list[str]]]:  # type: ignore[no-untyped-def]
-    """web-1, web-2, ...: two 1 GiB volumes each; the first volume gets `mib[n]` MiB."""
-    out = []
-    for n, size in enumerate(mib, 1):
-        inst = sim.client.create_instance(
+    """Instances with two 1 GiB volumes each, in instance id order (the order the job selects
+    them in): the n-th gets `mib[n]` MiB on its first volume."""
+    made = [
+        sim.client.create_instance(
             f"web-{n}", volumes=[{"size_gib": 1, "device": d} for d in ("/dev/sda1", "/dev/xvdf")]
         )
+        for n in range(len(mib))
+    ]
+    out = []
+    for inst, size in zip(sorted(made, key=lambda i: i["instance_id"]), mib, strict=True):
         root, data = inst["volume_ids"]
         sim.client.write_volume(root, 0, os.urandom(size << 20))
         sim.client.write_volume(data, 3 * BLOCK, os.urandom(BLOCK))
@@ -57,14 +61,15 @@ def image_sha256(data: bytes, size: int) -> str:
 
 def test_the_instance_whose_snapshots_complete_first_is_read_first(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sim.client.set_options(aws_hard=True, tls=False, snapshot_mib_per_s=8.0)
-    (slow, slow_vols), (fast, fast_vols) = fleet(sim, [48, 1])  # web-1 ~6 s, web-2 ~0.1 s
+    # the first selected ~6 s, the second ~0.1 s
+    (slow, slow_vols), (fast, fast_vols) = fleet(sim, [48, 1])
     held = {v: sim.client.volume_sha256(v) for v in slow_vols + fast_vols}
-    items, messages = run_backup(sim, tmp_path, "web-1,web-2")
+    items, messages = run_backup(sim, tmp_path, f"{slow},{fast}")
     assert not [m for m in messages if m[0] in "EAQW"], messages
     files = [it.name for it in items if it.kind == "file"]
     first_of = {iid: min(i for i, name in enumerate(files) if iid in name) for iid in (slow, fast)}
     last_of = {iid: max(i for i, name in enumerate(files) if iid in name) for iid in (slow, fast)}
-    assert last_of[fast] < first_of[slow], files  # web-2 entirely before web-1
+    assert last_of[fast] < first_of[slow], files  # the fast one entirely before the slow one
     images = {it.name: it for it in items if it.name.endswith(".bimg")}
     assert len(images) == 4
     for vid, sha in held.items():
@@ -75,14 +80,14 @@ def test_the_instance_whose_snapshots_complete_first_is_read_first(sim, tmp_path
 
 
 def test_a_pending_snapshot_quota_is_waited_out(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # two pending snapshots in the region at most: web-2's set must wait for web-1's
+    # two pending snapshots in the region at most: the second set must wait for the first
     sim.client.set_options(aws_hard=True, tls=False, snapshot_mib_per_s=8.0, pending_snapshots_per_region=2)
-    fleet(sim, [16, 1])
-    items, messages = run_backup(sim, tmp_path, "web-1,web-2")
+    (first, _), (second, _) = fleet(sim, [16, 1])
+    items, messages = run_backup(sim, tmp_path, f"{first},{second}")
     assert not [m for m in messages if m[0] in "EAQW"], messages
     refused = [t for _s, t in messages if "AWS refuses more snapshots" in t]
     assert refused and all("(PendingSnapshotLimitExceeded): trying again in" in t for t in refused), messages
-    assert "web-2" in refused[0]
+    assert all(second in t for t in refused), refused  # the second selected waits for the first
     assert len([it for it in items if it.name.endswith(".bimg")]) == 4
     snaps = sim.client.snapshots()
     assert len(snaps) == 4 and all(s["tags"]["bacula-ec2:state"] == "base" for s in snaps)
