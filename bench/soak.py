@@ -168,7 +168,8 @@ def run_order(
     sim.client.set_options(aws_hard=True, tls=tls, snapshot_mib_per_s=rate)
     vols: list[tuple[str, str, int]] = []  # (instance, volume, root MiB)
     for k in range(count):
-        # web-1 is the largest (its snapshots complete last): selection order != completion order
+        # 16..168 MiB on the root volumes: snapshots of 5..60 s (the job selects by instance
+        # id, an order unrelated to these sizes)
         root_mib = 16 + (count - 1 - k) * (152 // max(1, count - 1))
         inst = sim.client.create_instance(
             f"soak-{k + 1}", volumes=[{"size_gib": 1, "device": d} for d in ("/dev/sda1", "/dev/xvdf")]
