@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 from bacula_ec2.aws import Aws, AwsError, BlockBody, BlockRef
-from bacula_ec2.aws.errors import AmbiguousCreate, aws_error
+from bacula_ec2.aws.errors import AmbiguousCreate, aws_error, fresh_not_found
 from bacula_ec2.aws.model import Attachment, BlockDevice, Instance, Snapshot, Volume
 from bacula_ec2.formats.blockimage import BLOCK_SIZE
 from bacula_ec2.retry import Clock, Retryable, RetryPolicy, RetryStats, call_with_retry
@@ -373,9 +373,12 @@ class FakeAws(Aws):
     def _refuse(self, operation: str, code: str, message: str, status: int = 400) -> NoReturn:
         raise aws_error(operation, code, message, status=status, request_id=f"fake-{operation}")
 
-    def _op(self, operation: str, arg: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+    def _op(
+        self, operation: str, arg: str, fn: Callable[[], T], *, retry: bool = True, fresh: bool = False
+    ) -> T:
         """One call as the real client makes it: injected failures first, then `fn`; control
-        calls retried under the policy (with the fake clock), as `Aws._call` does."""
+        calls retried under the policy (with the fake clock), as `Aws._call` does; `fresh`
+        (ids the job just created): a NotFound is "not visible yet", as `errors.call` says."""
 
         def once() -> T:
             with self._lock:
@@ -383,7 +386,13 @@ class FakeAws(Aws):
             err = self._injected(operation)
             if err is not None:
                 raise err
-            return fn()
+            try:
+                return fn()
+            except AwsError as exc:
+                mapped = fresh_not_found(exc) if fresh else exc
+                if mapped is exc:
+                    raise
+                raise mapped from exc
 
         if not retry:
             return once()
@@ -652,7 +661,7 @@ class FakeAws(Aws):
                 out.append(self._snapshot(s))
             return out
 
-        return self._op("DescribeSnapshots", ",".join(ids or ()), run)
+        return self._op("DescribeSnapshots", ",".join(ids or ()), run, fresh=fresh)
 
     def delete_snapshot(self, snapshot_id: str, *, fresh: bool = False) -> None:
         def run() -> None:
@@ -669,7 +678,7 @@ class FakeAws(Aws):
                 self.deleted.append(snapshot_id)
 
         try:
-            self._op("DeleteSnapshot", snapshot_id, run)
+            self._op("DeleteSnapshot", snapshot_id, run, fresh=fresh)
         except AwsError as exc:  # as the real client: already gone is fine
             if exc.code != "InvalidSnapshot.NotFound":
                 raise
@@ -710,7 +719,7 @@ class FakeAws(Aws):
                         inst = self.instances[rid]
                         self.instances[rid] = dataclasses.replace(inst, tags={**inst.tags, **tags})
 
-        self._op("CreateTags", ",".join(resource_ids), run)
+        self._op("CreateTags", ",".join(resource_ids), run, fresh=fresh)
 
     # ================================================================== EBS direct
     def _ebs_snapshot(self, operation: str, snapshot_id: str) -> _Snap:

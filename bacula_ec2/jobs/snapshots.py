@@ -412,21 +412,10 @@ class SnapshotLedger:
 
     # ------------------------------------------------------------------ eventual consistency
     def _tag_fresh(self, ids: list[str], tags: dict[str, str]) -> None:
-        """CreateTags on snapshots this job created: `InvalidSnapshot.NotFound` means "not
-        visible yet" for `window` seconds after their creation, and is tried again."""
-        clock = self.aws.clock
-        pause = 0.5
-        while True:
-            try:
-                self.aws.tag(ids, tags)
-                self.seen.update(ids)
-                return
-            except AwsError as exc:
-                age = min((clock.now() - self.born.get(i, -math.inf) for i in ids), default=math.inf)
-                if exc.code != "InvalidSnapshot.NotFound" or age > self.window:
-                    raise
-            clock.sleep(pause)  # not cancellable: a commit after a cancel must still go through
-            pause = min(5.0, pause * 2)
+        """CreateTags on snapshots this job created, which EC2 may not know yet: the client's
+        `fresh` retries `InvalidSnapshot.NotFound` within the policy's `not_found_window`."""
+        self.aws.tag(ids, tags, fresh=True)
+        self.seen.update(ids)
 
     def _listed(self, sid: str) -> Snapshot | None:
         try:
@@ -644,6 +633,9 @@ class SnapshotLedger:
         Returns what could not be deleted, each as "<snapshot id> (<why>)"; the why, with its
         traceback, is in the log too."""
         self.stop_lease()
+        # The job is over: a cancel must not cut the clean-up's retries short (a throttled
+        # DeleteSnapshot after a cancel would otherwise leave the snapshot behind).
+        self.aws.cancel = None
         left: list[str] = []
         todo = list(self.created)
         if self.unsure:

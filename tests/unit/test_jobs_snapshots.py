@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -453,6 +454,19 @@ def test_rollback_after_the_commit_deletes_the_jobs_snapshots_base_or_not() -> N
     run.job.commit()  # then the Storage Daemon fails: end-of-file instead of END
     assert run.job.rollback() == []
     assert aws.snapshot_ids() == set(f.snapshots.values())
+
+
+def test_a_cancelled_jobs_rollback_still_retries_its_deletes() -> None:
+    """A cancel stops the job's work, not its clean-up: a throttled DeleteSnapshot after the
+    cancel is tried again, and the snapshot goes."""
+    aws, d, [vid] = world()
+    run = d.start("F")
+    cancel = threading.Event()
+    aws.cancel = cancel
+    cancel.set()
+    aws.fail("DeleteSnapshot", "RequestLimitExceeded", "slow down", times=2)
+    assert run.job.rollback() == []
+    assert run.snapshots[vid] not in aws.snapshot_ids()
 
 
 def test_rollback_names_each_snapshot_it_could_not_delete_and_why() -> None:

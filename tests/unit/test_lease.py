@@ -140,7 +140,7 @@ class FakeAws:
         self.created_with = tags
         return [Snapshot("snap-1", "vol-1")]
 
-    def tag(self, ids: list[str], tags: dict[str, str]) -> None:
+    def tag(self, ids: list[str], tags: dict[str, str], *, fresh: bool = False) -> None:
         self.tags.append((list(ids), dict(tags)))
 
     def delete_snapshot(self, sid: str) -> None:
