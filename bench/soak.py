@@ -1,11 +1,12 @@
 """Soak: two nights of one job over 20 instances x 2 volumes against the simulator's hard mode.
 
-    .venv/bin/python -m bench.soak [--instances 20] [--rate 2.8] [--orders pipelined,old] [--tls]
+    .venv/bin/python -m bench.soak [--instances 20] [--rate 2.8] [--orders pipelined,old] [--no-tls]
 
 Night 1 is a Full, night 2 an Incremental after writes to every volume. The simulator runs
 with `aws_hard=True` (EC2 eventual consistency, snapshot copy time proportional to the data
 written since the volume's previous snapshot at `--rate` MiB/s, the three snapshot quotas,
-EC2 request buckets, filter limits, a 30 s clock offset; TLS only with `--tls`), and its
+EC2 request buckets, filter limits, a 30 s clock offset, HTTPS with the simulator's CA
+given as `ca_bundle=`; `--no-tls` for plain HTTP), and its
 snapshot sizes are chosen so that snapshots take about 5 to 60 s. Each night is one
 backup job through the real `ec2-backend` process, driven as the FD drives it
 (devkit.fdpeer), END included, so that retention runs.
@@ -275,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--rate", type=float, default=2.8, help="snapshot copy rate, MiB/s (default 2.8)")
     ap.add_argument("--orders", default="pipelined,old")
-    ap.add_argument("--tls", action="store_true", help="HTTPS with the simulator's CA (ca_bundle=)")
+    ap.add_argument(
+        "--no-tls", dest="tls", action="store_false", help="plain HTTP (default: HTTPS, the simulator's CA)"
+    )
     args = ap.parse_args(argv)
     sim = start_simulator(snapshot_delay=0.0)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bacula-ec2-soak-{os.getpid()}"

@@ -1,11 +1,13 @@
 """The backup's snapshot lifecycle through the real backend process against the simulator's
 hard mode (`aws_hard`, docs/SIMULATOR.md): snapshots that take time in proportion to the
-data written, EC2's eventual consistency and its snapshot quotas.
+data written, and EC2's eventual consistency: each instance is read as soon as its own
+snapshots are completed (the fast one first, whatever the selection order), every image
+exact, every snapshot committed.
 
-- each instance is read as soon as its own snapshots are completed (the fast one first,
-  whatever the selection order), every image exact, every snapshot committed;
-- a CreateSnapshots refused by the pending-snapshot quota is tried again 15-30 s later
-  with a line in the job log, and the job ends OK with one snapshot per volume.
+The snapshot quotas are waited out 15-30 s at a time: tests/unit/test_backup_pipeline.py
+checks the three codes, the budget and the cancel on a fake clock, and
+tests/e2e/test_hard_mode.py runs a chain through real Bacula whose jobs follow each other
+within the 15 s per-volume interval.
 """
 
 from __future__ import annotations
@@ -75,19 +77,5 @@ def test_the_instance_whose_snapshots_complete_first_is_read_first(sim, tmp_path
     for vid, sha in held.items():
         [item] = [it for name, it in images.items() if vid in name]
         assert image_sha256(item.data, 1 << 30) == sha, vid  # type: ignore[attr-defined]
-    snaps = sim.client.snapshots()
-    assert len(snaps) == 4 and all(s["tags"]["bacula-ec2:state"] == "base" for s in snaps)
-
-
-def test_a_pending_snapshot_quota_is_waited_out(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # two pending snapshots in the region at most: the second set must wait for the first
-    sim.client.set_options(aws_hard=True, tls=False, snapshot_mib_per_s=8.0, pending_snapshots_per_region=2)
-    (first, _), (second, _) = fleet(sim, [16, 1])
-    items, messages = run_backup(sim, tmp_path, f"{first},{second}")
-    assert not [m for m in messages if m[0] in "EAQW"], messages
-    refused = [t for _s, t in messages if "AWS refuses more snapshots" in t]
-    assert refused and all("(PendingSnapshotLimitExceeded): trying again in" in t for t in refused), messages
-    assert all(second in t for t in refused), refused  # the second selected waits for the first
-    assert len([it for it in items if it.name.endswith(".bimg")]) == 4
     snaps = sim.client.snapshots()
     assert len(snaps) == 4 and all(s["tags"]["bacula-ec2:state"] == "base" for s in snaps)
