@@ -291,20 +291,6 @@ class RestoreCalls:
         self._gone(f"image {image_id}", listed, ("deregistered",), timeout)
 
     # ------------------------------------------------------------------ snapshots
-    def delete_new_snapshot(self: _Connected, snapshot_id: str, *, fresh: bool = False) -> None:
-        """DeleteSnapshot of a snapshot this restore wrote; gone already is fine (unless `fresh`)."""
-        try:
-            self._ec2(
-                "DeleteSnapshot",
-                lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id),
-                resource=snapshot_id,
-                fresh=fresh,
-                deletes=True,
-            )
-        except AwsError as exc:
-            if exc.code != "InvalidSnapshot.NotFound":
-                raise
-
     def snapshot_gone(self: _Connected, snapshot_id: str, timeout: float = GONE_TIMEOUT) -> None:
         """Until DescribeSnapshots no longer lists the snapshot."""
 

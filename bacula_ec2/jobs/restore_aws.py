@@ -661,7 +661,7 @@ class AwsRestore:
             return
         for aws, sid in list(self.ledger.snapshots):
             try:
-                aws.delete_new_snapshot(sid, fresh=self.ledger.fresh(sid))
+                aws.delete_snapshot(sid, fresh=self.ledger.fresh(sid))
                 aws.snapshot_gone(sid)
                 self.ledger.snapshots.remove((aws, sid))
             except (AwsError, RetriesExhausted) as exc:
@@ -739,7 +739,7 @@ class AwsRestore:
         for aws, sid in led.snapshots:
 
             def delete(aws: Aws = aws, sid: str = sid) -> None:
-                aws.delete_new_snapshot(sid, fresh=led.fresh(sid))
+                aws.delete_snapshot(sid, fresh=led.fresh(sid))
                 aws.snapshot_gone(sid, timeout)
 
             attempt(f"snapshot {sid}", delete)

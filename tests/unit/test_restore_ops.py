@@ -90,7 +90,7 @@ def test_a_delete_that_may_have_happened_then_not_found_is_done() -> None:
     """A 5xx may have deleted the snapshot: the NotFound that follows means done, at once,
     even for a fresh id (the client's deletes=)."""
     ec2 = ScriptedEc2(delete_snapshot=[refusal("InternalError", 500), refusal("InvalidSnapshot.NotFound")])
-    aws_on(ec2, window=60.0).delete_new_snapshot("snap-1", fresh=True)
+    aws_on(ec2, window=60.0).delete_snapshot("snap-1", fresh=True)
     assert ec2.calls["delete_snapshot"] == 2
 
 
