@@ -93,6 +93,16 @@ AMBIGUOUS_ATTEMPTS = 3
 #: it is tried again: EC2 lists a new snapshot within seconds as a rule; one that shows up
 #: later is deleted at the commit or the rollback (`_orphans`).
 ADOPT_WINDOW = 30.0
+
+
+def confirm_deletes(window: float) -> WaitParams:
+    """How deletes are confirmed: a round of DeleteSnapshot + DescribeSnapshots for every
+    snapshot still listed, 0.5 s apart at first, doubling up to 5 s, for `window` seconds."""
+    return WaitParams(
+        first_interval=0.5, growth=2.0, max_interval=5.0, no_progress=None, overall=max(window, 1.0)
+    )
+
+
 #: How often the job log shows the progress of the snapshots it waits for.
 PROGRESS_EVERY = 30.0
 
@@ -439,8 +449,8 @@ class SnapshotLedger:
         rounds for all of them. Returns the snapshots that failed, with why (AwsError
         NotConfirmed if one is still listed after `window` seconds)."""
         clock = self.aws.clock
-        started = clock.now()
-        pause = 0.5
+        # not cancellable: this is the clean-up
+        waiter = Waiter("DeleteSnapshot", "deleted snapshots", confirm_deletes(self.window), clock=clock)
         left = list(dict.fromkeys(sids))
         failed: dict[str, Exception] = {}
         while True:
@@ -458,17 +468,16 @@ class SnapshotLedger:
                     left.remove(sid)
             if not left:
                 return failed
-            if clock.now() - started > self.window:
+            if waiter.elapsed > self.window:
                 for sid in left:
                     failed[sid] = AwsError(
                         "DeleteSnapshot",
                         "NotConfirmed",
-                        f"snapshot {sid} is still listed {clock.now() - started:.0f} s after it was deleted",
+                        f"snapshot {sid} is still listed {waiter.elapsed:.0f} s after it was deleted",
                         resource=sid,
                     )
                 return failed
-            clock.sleep(pause)  # not cancellable: this is the clean-up
-            pause = min(5.0, pause * 2)
+            waiter.pause()
 
     # ------------------------------------------------------------------ wait
     def completed(self, groups: dict[str, list[str]], labels: dict[str, str]) -> Iterator[str]:
