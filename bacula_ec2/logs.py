@@ -126,7 +126,8 @@ def _install_hooks() -> None:
 
 
 def setup_backend_logging(working_dir: str | None, level: str | None = None) -> str | None:
-    """Log to <working_dir>/bacula-ec2.log (or $BACULA_EC2_LOG); returns the path used."""
+    """Log to <working_dir>/bacula-ec2.log (or $BACULA_EC2_LOG), appending; returns the path
+    used. The file is not rotated here: a moved or removed file is reopened at its path."""
     path = os.environ.get("BACULA_EC2_LOG") or (
         os.path.join(working_dir, "bacula-ec2.log") if working_dir else None
     )
@@ -141,9 +142,10 @@ def setup_backend_logging(working_dir: str | None, level: str | None = None) -> 
     try:
         if path is None:
             raise OSError("no working directory")
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=20 << 20, backupCount=3, encoding="utf-8", errors=ERRORS
-        )
+        # Several backends (Plugin lines, concurrent jobs) append to this one file: none of
+        # them rotates it (rotations racing each other lose lines); each reopens the file
+        # when logrotate has moved it (packaging ships /etc/logrotate.d, docs/INSTALL.md).
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8", errors=ERRORS)
         stream = _open_text(path)
     except (OSError, ValueError):  # ValueError: a path with NUL
         path = None
