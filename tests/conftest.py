@@ -17,6 +17,17 @@ from devkit.harness import BaculaBuild, BaculaError, BaculaStack, StackFactory, 
 
 BACULA_FIXTURES = frozenset({"bacula_build", "bacula_stack"})
 
+# tests/package/ (Debian's packaged bacula-fd in a trixie root, needs the .deb of
+# `make package`) runs only when named: `make test-package` = `pytest tests/package`.
+PACKAGE_TESTS = Path(__file__).resolve().parent / "package"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path != PACKAGE_TESTS:
+        return None
+    named = (Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args)
+    return not any(p == PACKAGE_TESTS or PACKAGE_TESTS in p.parents for p in named)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

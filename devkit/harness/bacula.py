@@ -176,14 +176,23 @@ class BaculaStack:
         accurate: bool = False,
         fd_env: Mapping[str, str] | None = None,
         start_timeout: float = 15.0,
+        fileset_files: Sequence[str] = (),
+        fd_command: Sequence[str] | None = None,
+        fd_plugin_dir: str | None = None,
     ) -> None:
         """Describe a stack; nothing is written or started before ``start()``.
 
         ``backend_cmd`` (default: $BACULA_EC2_BACKEND_CMD) replaces the real backend in
         the launcher. ``fd_env`` is added to the FD's (and so the backend's) environment.
+        ``fileset_files`` adds ``File =`` lines to the FileSet (then ``plugin_commands`` may
+        be empty). ``fd_command`` is the argv that runs some other bacula-fd (e.g. one in a
+        chroot, through a wrapper; the harness appends ``-t``/``-f -c CONF ...``): then no
+        private FD copy, launcher or plugin is installed, and ``fd_plugin_dir`` (default:
+        the stack's own plugins/) is that FD's ``Plugin Directory``. Paths in the configs
+        are this machine's, so such a FD must see the stack directory at the same path.
         """
-        if not plugin_commands:
-            raise ValueError("a FileSet needs at least one plugin command")
+        if not plugin_commands and not fileset_files:
+            raise ValueError("a FileSet needs at least one plugin command or file")
         self.workdir = Path(workdir).resolve()
         self.plugin_commands = list(plugin_commands)
         self.prefix = prefix
@@ -193,6 +202,9 @@ class BaculaStack:
         self.accurate = accurate
         self.fd_env = dict(fd_env or {})
         self.start_timeout = start_timeout
+        self.fileset_files = list(fileset_files)
+        self.fd_command = list(fd_command) if fd_command else None
+        self.fd_plugin_dir = fd_plugin_dir
 
         w = self.workdir
         self.etc = w / "etc"
@@ -234,7 +246,7 @@ class BaculaStack:
         """Write everything, check the configs with ``-t``, start the daemons, wait for them."""
         if self.prefix is None:
             self.prefix = ensure_bacula()
-        if self.plugin_so is None:
+        if self.plugin_so is None and self.fd_command is None:
             self.plugin_so = ensure_plugin()
         self.ports = Ports(*_free_ports(3))
         for path in (
@@ -247,14 +259,15 @@ class BaculaStack:
             *self.working.values(),
         ):
             path.mkdir(parents=True, exist_ok=True)
-        self._install_fd()
+        if self.fd_command is None:
+            self._install_fd()
         self._create_catalog()
         self._write_configs()
 
         daemons = {
-            "dir": (self._sbin("bacula-dir"), self.etc / "bacula-dir.conf"),
-            "sd": (self._sbin("bacula-sd"), self.etc / "bacula-sd.conf"),
-            "fd": (self.sbin / "bacula-fd", self.etc / "bacula-fd.conf"),
+            "dir": ([str(self._sbin("bacula-dir"))], self.etc / "bacula-dir.conf"),
+            "sd": ([str(self._sbin("bacula-sd"))], self.etc / "bacula-sd.conf"),
+            "fd": (self.fd_command or [str(self.sbin / "bacula-fd")], self.etc / "bacula-fd.conf"),
         }
         for exe, conf in daemons.values():
             self._check(exe, conf)
@@ -328,19 +341,19 @@ class BaculaStack:
         if not (self.working["dir"] / "bacula.db").exists():
             raise BaculaError(f"no catalog created:\n{_read_tail(log)}")
 
-    def _check(self, exe: Path, conf: Path) -> None:
+    def _check(self, exe: Sequence[str], conf: Path) -> None:
         proc = subprocess.run(
-            [str(exe), "-t", "-c", str(conf)],
+            [*exe, "-t", "-c", str(conf)],
             capture_output=True,
             text=True,
             check=False,
             timeout=60,
         )
         if proc.returncode != 0:
-            raise BaculaError(f"{exe.name} -t -c {conf} failed:\n{proc.stdout}{proc.stderr}")
+            raise BaculaError(f"{shlex.join(exe)} -t -c {conf} failed:\n{proc.stdout}{proc.stderr}")
 
-    def _spawn(self, name: str, exe: Path, conf: Path) -> None:
-        args = [str(exe), "-f", "-c", str(conf)]
+    def _spawn(self, name: str, exe: Sequence[str], conf: Path) -> None:
+        args = [*exe, "-f", "-c", str(conf)]
         if name == "fd":
             args += ["-d", str(self.debug_level)]
             if self.debug_level > 0:
@@ -379,7 +392,10 @@ class BaculaStack:
     def _write_configs(self) -> None:
         assert self.prefix is not None
         p, pw, wd = self.ports, self._passwords, self.working
-        plugins = "\n".join(f"    Plugin = {_quote(c)}" for c in self.plugin_commands)
+        plugins = "\n".join(
+            [f"    Plugin = {_quote(c)}" for c in self.plugin_commands]
+            + [f"    File = {_quote(f)}" for f in self.fileset_files]
+        )
         accurate = "yes" if self.accurate else "no"
         q = _quote
         (self.etc / "bacula-dir.conf").write_text(f"""\
@@ -512,7 +528,7 @@ FileDaemon {{
   FDAddress = 127.0.0.1
   WorkingDirectory = {q(str(wd["fd"]))}
   Pid Directory = {q(str(wd["fd"]))}
-  Plugin Directory = {q(str(self.plugin_dir))}
+  Plugin Directory = {q(self.fd_plugin_dir or str(self.plugin_dir))}
   Maximum Concurrent Jobs = 20
 }}
 

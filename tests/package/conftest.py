@@ -1,0 +1,147 @@
+"""Fixtures for the packaged-FD tests (``make test-package``; not part of ``make test``).
+
+``trixie_root``: a fresh Debian 13 root with Debian's own bacula-fd 15.0.3-3, unpacked from
+the cache of ``packaging/trixie-root.sh`` (built there once, about 30 s; unpacking about 1 s).
+``packaged_root``: the same root after ``apt-get install /tmp/<the .deb>`` inside it.
+``root_stack``: the project's Director and SD (outside) with the root's
+``/usr/sbin/bacula-fd`` run through ``in-root.sh`` (chroot + private mount namespace).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devkit.harness import BaculaBuild, BaculaStack
+
+REPO = Path(__file__).resolve().parents[2]
+IN_ROOT = Path(__file__).with_name("in-root.sh")
+TRIXIE_ROOT_SH = REPO / "packaging" / "trixie-root.sh"
+FD = "/usr/sbin/bacula-fd"
+
+#: Environment variable: the .deb to test (default: dist/bacula-ec2-plugin_<version>_*.deb).
+DEB_ENV = "BACULA_EC2_DEB"
+
+
+def project_version() -> str:
+    return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
+
+
+def find_deb() -> Path:
+    """The package to install: $BACULA_EC2_DEB, else the one `make package` built."""
+    if os.environ.get(DEB_ENV):
+        deb = Path(os.environ[DEB_ENV])
+        if not deb.is_file():
+            pytest.fail(f"{DEB_ENV}={deb} is not a file", pytrace=False)
+        return deb
+    found = sorted((REPO / "dist").glob(f"bacula-ec2-plugin_{project_version()}_*.deb"))
+    if len(found) != 1:
+        pytest.fail(
+            f"expected one dist/bacula-ec2-plugin_{project_version()}_<arch>.deb, found "
+            f"{[p.name for p in found]}: run `make package` (or set {DEB_ENV})",
+            pytrace=False,
+        )
+    return found[0]
+
+
+@dataclass
+class TrixieRoot:
+    """An unpacked root and what trixie-root.sh checked in it (its .info file)."""
+
+    path: Path
+    info: dict[str, str]
+    log: list[str] = field(default_factory=list)
+
+    def run(self, *argv: str, bind: Path | None = None, check: bool = True, timeout: float = 300) -> str:
+        """Run argv inside the root (through in-root.sh); return stdout+stderr."""
+        proc = subprocess.run(
+            [str(IN_ROOT), str(self.path), str(bind) if bind else "-", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            errors="replace",
+        )
+        out = proc.stdout + proc.stderr
+        self.log.append(f"$ {' '.join(argv)}  (exit {proc.returncode})\n{out}")
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} in {self.path} exited {proc.returncode}:\n{out}")
+        return out
+
+    def fd_command(self, bind: Path, env: dict[str, str] | None = None) -> list[str]:
+        """The argv that runs the root's bacula-fd seeing ``bind`` at its own path."""
+        assigns = [f"{k}={v}" for k, v in (env or {}).items()]
+        return [str(IN_ROOT), str(self.path), str(bind), *assigns, FD]
+
+
+def _read_info(tarball: Path) -> dict[str, str]:
+    info = tarball.with_name(tarball.name.replace(".tar.zst", ".info"))
+    pairs = (line.split("=", 1) for line in info.read_text().splitlines() if "=" in line)
+    return {k: v for k, v in pairs}
+
+
+def _unpack(dest: Path) -> TrixieRoot:
+    proc = subprocess.run(
+        ["bash", str(TRIXIE_ROOT_SH), "--unpack", str(dest)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"packaging/trixie-root.sh failed:\n{proc.stderr}{proc.stdout}", pytrace=False)
+    tarball = subprocess.run(
+        ["bash", str(TRIXIE_ROOT_SH)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[-1]
+    return TrixieRoot(dest, _read_info(Path(tarball)))
+
+
+def _remove_root(root: Path) -> None:
+    # in-root.sh mounts only in private namespaces; refuse to delete through a mount anyway.
+    mounts = Path("/proc/self/mountinfo").read_text()
+    if re.search(rf" {re.escape(str(root))}/", mounts):
+        raise AssertionError(f"something is mounted under {root}; not deleting it")
+    shutil.rmtree(root)
+
+
+@pytest.fixture(scope="module")
+def trixie_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrixieRoot]:
+    """A fresh trixie root for one test module, deleted afterwards."""
+    dest = tmp_path_factory.mktemp("trixie") / "root"
+    root = _unpack(dest)
+    yield root
+    _remove_root(dest)
+
+
+@pytest.fixture(scope="module")
+def packaged_root(trixie_root: TrixieRoot) -> TrixieRoot:
+    """The root with the project's .deb installed by apt, as an admin does it."""
+    deb = find_deb()
+    shutil.copy2(deb, trixie_root.path / "tmp" / deb.name)
+    trixie_root.run("/usr/bin/apt-get", "install", "-y", "--no-download", f"/tmp/{deb.name}")
+    return trixie_root
+
+
+@pytest.fixture
+def root_stack(bacula_build: BaculaBuild, tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``make(root, plugin_commands, **kw)`` -> a started stack whose FD is the
+    root's packaged bacula-fd, stopped at teardown. The FD sees ``tmp_path`` (the stack's
+    directory, restore targets) at its own path; its plugin directory is Debian's."""
+    stacks: list[BaculaStack] = []
+
+    def make(root: TrixieRoot, plugin_commands: Sequence[str], **kw: Any) -> BaculaStack:
+        kw.setdefault("prefix", bacula_build.prefix)
+        kw.setdefault("fd_command", root.fd_command(tmp_path, kw.pop("fd_env_in_root", None)))
+        kw.setdefault("fd_plugin_dir", root.info["plugin_dir"])
+        stack = BaculaStack(tmp_path / f"bacula-{len(stacks)}", plugin_commands, **kw)
+        stacks.append(stack)
+        return stack.start()
+
+    yield make
+    for stack in stacks:
+        stack.stop()

@@ -1,0 +1,125 @@
+"""Debian 13's own bacula-fd 15.0.3-3 (from a debootstrapped trixie root, run chrooted in a
+private mount namespace) driven by the project's Director and SD over loopback.
+
+First without the plugin (a plain FileSet: proves the harness drives the packaged FD at
+all), then with the project's .deb installed in the root by apt: Full + Incremental of a
+simulated instance and local restores, compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+from devkit.helpers import sha256_file
+
+from ..e2e.common import BLOCK, SECRET, end_time, plugin_line, restore_before
+from .conftest import FD, TrixieRoot, project_version
+
+
+def _fd_root_of(stack) -> str:  # type: ignore[no-untyped-def]
+    """Where the running FD's / is (its /proc/PID/root): the root, not this machine's /."""
+    return os.readlink(f"/proc/{stack._procs['fd'].pid}/root")
+
+
+def test_root_has_debians_bacula_fd(trixie_root: TrixieRoot) -> None:
+    assert trixie_root.info["bacula_fd_deb"] == "15.0.3-3"
+    out = trixie_root.run("/usr/bin/dpkg-query", "-W", "-f=${Version} ${Status}", "bacula-fd")
+    assert out.strip() == "15.0.3-3 install ok installed", out
+    usage = trixie_root.run(FD, "-?", check=False)
+    assert re.search(r"Version: 15\.0\.3\b", usage), usage
+    assert trixie_root.info["plugin_dir"] == "/usr/lib/bacula"
+    assert (trixie_root.path / "usr/lib/bacula/bpipe-fd.so").is_file()
+
+
+def test_packaged_fd_backs_up_and_restores_a_directory_of_the_root(
+    trixie_root: TrixieRoot, root_stack, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    data = trixie_root.path / "srv" / "p2-data"
+    assert not Path("/srv/p2-data").exists(), "the source must exist only inside the root"
+    (data / "sub" / "deeper").mkdir(parents=True)
+    files = {
+        "empty": b"",
+        "small.txt": b"hello from the trixie root\n",
+        "sub/random.bin": os.urandom(3 << 20),
+        "sub/deeper/odd-size.bin": os.urandom(123457),
+    }
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+
+    stack = root_stack(trixie_root, [], fileset_files=["/srv/p2-data"])
+    assert _fd_root_of(stack) == str(trixie_root.path)
+    status = stack.status_client()
+    assert "Version: 15.0.3" in status and "bpipe" in status, status
+
+    jobid = stack.run_job(level="Full", timeout=120)
+    log = stack.job_log(jobid)
+    assert stack.job_status(jobid) == "T" and "Backup OK" in log, log + stack.logs()
+    listed = set(stack.list_files(jobid))
+    assert {f"/srv/p2-data/{name}" for name in files} <= listed, listed
+
+    where = tmp_path / "restored"
+    rjobid, rstatus = stack.restore(jobid, where=where)
+    assert rstatus == "T", stack.job_log(rjobid) + stack.logs()
+    restored = {
+        str(p.relative_to(where / "srv" / "p2-data")): p.read_bytes()
+        for p in (where / "srv" / "p2-data").rglob("*")
+        if p.is_file()
+    }
+    assert {k: hashlib.sha256(v).hexdigest() for k, v in restored.items()} == {
+        k: hashlib.sha256(v).hexdigest() for k, v in files.items()
+    }
+
+
+def test_packaged_plugin_full_incremental_and_local_restores(
+    packaged_root: TrixieRoot, root_stack, sim, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = packaged_root
+    owned = root.run("/usr/bin/dpkg-query", "-L", "bacula-ec2-plugin").split()
+    assert f"{root.info['plugin_dir']}/ec2-fd.so" in owned and "/usr/sbin/ec2-backend" in owned, owned
+    assert project_version() in root.run("/usr/sbin/ec2-backend", "--version")
+
+    inst = sim.client.create_instance("pkg-web", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(3 * BLOCK))
+    sim.client.write_volume(vid, 300 * BLOCK + 5, os.urandom(5000))
+
+    stack = root_stack(root, [plugin_line(sim.endpoint, "instances=pkg-web")])
+    assert _fd_root_of(stack) == str(root.path)
+    status = stack.status_client()
+    assert re.search(rf"\bec2\({re.escape(project_version())}\)", status), status
+
+    points = []
+    for level, writes in (
+        ("Full", []),
+        ("Incremental", [(BLOCK + 17, b"changed for the incremental"), (800 * BLOCK, os.urandom(BLOCK))]),
+    ):
+        for offset, payload in writes:
+            sim.client.write_volume(vid, offset, payload)
+        jobid = stack.run_job(level=level, timeout=180)
+        log = stack.job_log(jobid)
+        assert stack.job_status(jobid) == "T", log + stack.logs()
+        assert "Backup OK" in log and "with warnings" not in log, log
+        points.append((level, jobid, end_time(stack, jobid), sim.client.volume_sha256(vid)))
+        time.sleep(1.1)  # Bacula's times have a one-second resolution
+    assert points[0][3] != points[1][3]
+    assert f"/@amazon-ec2/{iid}/{vid}-sda1-1G.I{points[1][1]}.bimg" in set(stack.list_files(points[1][1]))
+
+    logs = []
+    for level, _jobid, when, want in points:
+        where = tmp_path / f"restore-{level}"
+        rjobid, rstatus = restore_before(stack, when, where)
+        rlog = stack.job_log(rjobid)
+        logs.append(rlog)
+        assert rstatus == "T" and "Restore OK" in rlog, rlog + stack.logs()
+        image = where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img"
+        assert image.stat().st_size == 1 << 30
+        assert sha256_file(image) == want, f"{level}: {image} differs from the volume at backup time"
+
+    fd_log = stack.working["fd"] / "bacula-ec2.log"
+    assert fd_log.exists(), "the packaged backend logs into the FD's working directory"
+    for text in (*logs, fd_log.read_text(), stack.messages()):
+        assert SECRET not in text
