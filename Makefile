@@ -1,13 +1,14 @@
 # bacula-ec2 — every target does its own set-up on a fresh Debian bookworm machine.
 #   make demo   backup + restore through a real Bacula 15.0.3 stack and the AWS simulator
 #   make test   lint, type checks and the whole test suite (incl. real-Bacula end-to-end)
+#   make test-package  the .deb inside a Debian 13 root, run by Debian's own bacula-fd
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps venv bacula demo test unit lint format bench clean
+.PHONY: all deps venv bacula demo test unit lint format bench clean test-package
 
 all: test
 
@@ -40,6 +41,12 @@ test: lint bacula
 
 unit: venv
 	$(PY) -m pytest -q -m "not bacula"
+
+# Debian 13's own bacula-fd (a cached debootstrapped trixie root, needs root) running the
+# .deb of `make package`: see docs/INSTALL.md. Not part of `make test`.
+test-package: bacula package
+	bash packaging/trixie-root.sh >/dev/null
+	$(PY) -m pytest -q tests/package
 
 bench: bacula
 	$(PY) -m bench.backup --gib 8
