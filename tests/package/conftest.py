@@ -123,7 +123,7 @@ def packaged_root(trixie_root: TrixieRoot) -> TrixieRoot:
     """The root with the project's .deb installed by apt, as an admin does it."""
     deb = find_deb()
     shutil.copy2(deb, trixie_root.path / "tmp" / deb.name)
-    trixie_root.run("/usr/bin/apt-get", "install", "-y", "--no-download", f"/tmp/{deb.name}")
+    trixie_root.run("/usr/bin/apt-get", "install", "-y", f"/tmp/{deb.name}")
     return trixie_root
 
 
