@@ -1,0 +1,81 @@
+"""The .deb's life on a Debian 13 host with Debian's bacula-fd: `apt install ./…deb`, an upgrade
+to a later version over it, and `apt remove` / `apt purge`, each checked on the files dpkg
+knows about and on the disk (a root of its own: this module's `trixie_root`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .conftest import REPO, TrixieRoot, find_deb, project_version
+
+PACKAGE = "bacula-ec2-plugin"
+#: What the issue asks the package to put at Debian's paths.
+REQUIRED = ("/usr/lib/bacula/ec2-fd.so", "/usr/sbin/ec2-backend", "/usr/bin/bec2")
+
+
+def _status(root: TrixieRoot, package: str) -> str:
+    out = root.run("/usr/bin/dpkg-query", "-W", "-f=${Version} ${db:Status-Abbrev}", package, check=False)
+    return out.strip()
+
+
+def _owned(root: TrixieRoot) -> list[str]:
+    return root.run("/usr/bin/dpkg-query", "-L", PACKAGE).split()
+
+
+def _install(root: TrixieRoot, deb: Path) -> str:
+    shutil.copy2(deb, root.path / "tmp" / deb.name)
+    return root.run("/usr/bin/apt-get", "install", "-y", f"/tmp/{deb.name}")
+
+
+def _deb_version(deb: Path) -> str:
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, tmp_path: Path) -> None:
+    root = trixie_root
+    first = find_deb()
+    version = _deb_version(first)
+    assert version == project_version()
+
+    _install(root, first)
+    assert _status(root, PACKAGE).startswith(f"{version} ii"), _status(root, PACKAGE)
+    owned = _owned(root)
+    for path in REQUIRED:
+        assert path in owned, (path, owned)
+        assert (root.path / path.lstrip("/")).exists(), path
+    for tool in ("/usr/sbin/ec2-backend", "/usr/bin/bec2"):
+        assert version in root.run(tool, "--version"), tool
+
+    # N+1 over N: apt upgrades in place; every file on disk under the package's own tree
+    # belongs to the new version (nothing stale left from N).
+    proc = subprocess.run(
+        ["bash", str(REPO / "packaging" / "build-deb.sh"), "--version", f"{version}+upgrade1",
+         "--out", str(tmp_path), "--no-lintian"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    second = Path(proc.stdout.strip().splitlines()[-1])
+    assert _deb_version(second) == f"{version}+upgrade1"
+    out = _install(root, second)
+    assert f"over ({version})" in out, out
+    assert _status(root, PACKAGE).startswith(f"{version}+upgrade1 ii"), _status(root, PACKAGE)
+    owned = set(_owned(root))
+    tree = root.path / "usr/lib/bacula-ec2"
+    on_disk = {"/" + str(p.relative_to(root.path)) for p in tree.rglob("*")}
+    assert on_disk <= owned, sorted(on_disk - owned)[:20]
+    assert root.run("/usr/sbin/ec2-backend", "--version").strip()
+
+    # remove, then purge: the package's files go, Debian's bacula-fd and its plugins stay.
+    root.run("/usr/bin/apt-get", "remove", "-y", PACKAGE)
+    for path in (*REQUIRED, "/usr/lib/bacula-ec2"):
+        assert not (root.path / path.lstrip("/")).exists(), f"{path} left after apt remove"
+    root.run("/usr/bin/apt-get", "purge", "-y", PACKAGE)
+    gone = _status(root, PACKAGE)
+    assert "no packages found" in gone or gone.split()[-1].startswith("un"), gone
+    assert _status(root, "bacula-fd") == "15.0.3-3 ii", _status(root, "bacula-fd")
+    assert (root.path / "usr/lib/bacula/bpipe-fd.so").is_file()
+    assert not (root.path / "usr/share/doc" / PACKAGE).exists()
