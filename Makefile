@@ -2,13 +2,14 @@
 #   make demo   backup + restore through a real Bacula 15.0.3 stack and the AWS simulator
 #   make test   lint, type checks and the whole test suite (incl. real-Bacula end-to-end)
 #   make test-package  the .deb inside a Debian 13 root, run by Debian's own bacula-fd
+#   make package  dist/bacula-ec2-plugin_<version>_<arch>.deb for Debian 13's bacula-fd 15.0.3-3
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps venv bacula demo test unit lint format bench clean test-package
+.PHONY: all deps venv bacula demo test unit lint format bench clean test-package package
 
 all: test
 
@@ -41,6 +42,11 @@ test: lint bacula
 
 unit: venv
 	$(PY) -m pytest -q -m "not bacula"
+
+# The .deb for Debian 13's bacula-fd 15.0.3-3 (packaging/build-deb.sh; its steps are
+# cached, a second run takes about a second), checked by lintian.
+package: venv
+	bash packaging/build-deb.sh --python $(PY)
 
 # Debian 13's own bacula-fd (a cached debootstrapped trixie root, needs root) running the
 # .deb of `make package`: see docs/INSTALL.md. Not part of `make test`.

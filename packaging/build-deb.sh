@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the Debian package bacula-ec2-plugin for Debian 13 (trixie)'s bacula-fd 15.0.3-3.
 #
-#   bash packaging/build-deb.sh [--out DIR] [--no-lintian] [--version V]
+#   bash packaging/build-deb.sh [--out DIR] [--no-lintian] [--version V] [--python PY]
 #
+#   --python PY    an interpreter that imports bacula_ec2, for the generated ec2-fd-params.h
+#                  (default: $PYTHON, else the repo's .venv, else python3); not bundled
 #   --out DIR      where the .deb goes (default: <repo>/dist); the last stdout line is its path
 #   --no-lintian   skip Debian's package checker (it runs by default; an error fails the build)
 #   --version V    package version instead of pyproject.toml's (tests only: an upgrade test
@@ -52,13 +54,15 @@ CACHE_ROOT=${BACULA_EC2_CACHE:-$HOME/.cache/bacula-ec2}
 OUT=$REPO/dist
 LINTIAN=1
 VERSION=""
+PY=${PYTHON:-}
 
 while [[ $# -gt 0 ]]; do
     case $1 in
         --out) OUT=$2; shift 2 ;;
         --no-lintian) LINTIAN=0; shift ;;
         --version) VERSION=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --python) PY=$2; shift 2 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "build-deb: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -350,7 +354,6 @@ export SOURCE_DATE_EPOCH
 
 fetch_debian_source
 unpack_debian_source
-PY=${PYTHON:-}
 if [[ -z $PY ]]; then
     if [[ -x $REPO/.venv/bin/python ]]; then PY=$REPO/.venv/bin/python; else PY=$HOST_PY; fi
 fi
@@ -394,11 +397,7 @@ mkdir -p "$OUT"
 install -m 0644 "$CACHED/$NAME" "$OUT/$NAME"
 if [[ $LINTIAN -eq 1 ]]; then
     install -m 0644 "$CACHED/lintian.txt" "$OUT/${NAME%.deb}.lintian.txt"
-    if [[ -s $CACHED/lintian.txt ]]; then
-        note "lintian (also in $OUT/${NAME%.deb}.lintian.txt):"
-        cat "$CACHED/lintian.txt" >&2
-    else
-        note "lintian: no tags"
-    fi
+    note "lintian: $(grep -c '^E:' "$CACHED/lintian.txt") errors, $(grep -c '^W:' "$CACHED/lintian.txt") warnings, $(grep -c '^[IP]:' "$CACHED/lintian.txt") info/pedantic tags (all in $OUT/${NAME%.deb}.lintian.txt)"
+    grep '^[EW]:' "$CACHED/lintian.txt" >&2 || true
 fi
 echo "$(cd "$OUT" && pwd)/$NAME"
