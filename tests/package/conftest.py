@@ -65,6 +65,7 @@ class TrixieRoot:
         """Run argv inside the root (through in-root.sh); return stdout+stderr."""
         proc = subprocess.run(
             [str(IN_ROOT), str(self.path), str(bind) if bind else "-", *argv],
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -118,12 +119,19 @@ def trixie_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrixieRoot
     _remove_root(dest)
 
 
+def apt_install(root: TrixieRoot, deb: Path) -> str:
+    """``apt-get install -y /tmp/<deb>`` inside the root, as an admin installs it: apt takes
+    the distribution packages the .deb depends on from deb.debian.org (the cached root has
+    no package lists, so ``apt-get update`` runs first; that needs the network)."""
+    shutil.copy2(deb, root.path / "tmp" / deb.name)
+    root.run("/usr/bin/apt-get", "update")
+    return root.run("/usr/bin/apt-get", "install", "-y", f"/tmp/{deb.name}")
+
+
 @pytest.fixture(scope="module")
 def packaged_root(trixie_root: TrixieRoot) -> TrixieRoot:
     """The root with the project's .deb installed by apt, as an admin does it."""
-    deb = find_deb()
-    shutil.copy2(deb, trixie_root.path / "tmp" / deb.name)
-    trixie_root.run("/usr/bin/apt-get", "install", "-y", f"/tmp/{deb.name}")
+    apt_install(trixie_root, find_deb())
     return trixie_root
 
 
