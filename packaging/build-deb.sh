@@ -21,6 +21,7 @@
 #   /usr/sbin/ec2-backend           symlink: the FD runs <dir of bacula-fd>/ec2-backend
 #   /usr/bin/bec2                   symlink
 #   /usr/share/doc/bacula-ec2-plugin/, /usr/share/man/
+#   /etc/logrotate.d/bacula-ec2-plugin   (conffile) for <WorkingDirectory>/bacula-ec2.log
 #
 # Caches (${BACULA_EC2_CACHE:-$HOME/.cache/bacula-ec2}/): the Debian source tree
 # (debian-src/), its configured copy and the .so (plugin-trees/, by build-plugin.sh), the
@@ -316,6 +317,9 @@ stage_package() {
     gz "$DEB/ec2-backend.8" "$stage/usr/share/man/man8/ec2-backend.8.gz"
     gz "$DEB/bec2.1" "$stage/usr/share/man/man1/bec2.1.gz"
     install -m 0644 "$DEB/lintian-overrides" "$stage/usr/share/lintian/overrides/$PKG"
+    install -d -m 0755 "$stage/etc/logrotate.d"
+    install -m 0644 "$DEB/logrotate" "$stage/etc/logrotate.d/$PKG"
+    echo "/etc/logrotate.d/$PKG" >"$stage/DEBIAN/conffiles"
     install -m 0755 "$DEB/postinst" "$stage/DEBIAN/postinst"
     depends=$(compute_depends "$stage")
     size=$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)
@@ -324,7 +328,7 @@ stage_package() {
         "$DEB/control.in" >"$stage/DEBIAN/control"
     (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
         | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
-    chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
+    chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums" "$stage/DEBIAN/conffiles"
 }
 
 # packaging/debian/changelog, with a generated entry on top when --version asks for
@@ -365,7 +369,7 @@ ARCH=$(dpkg --print-architecture)
 NAME="${PKG}_${VERSION}_${ARCH}.deb"
 DEB_KEY=$( { printf 'format=%s version=%s arch=%s\n' "$FORMAT" "$VERSION" "$ARCH"
              sha256sum <"$SO"; echo "$FROZEN"
-             cat "$0" "$DEB"/{control.in,copyright,changelog,postinst,lintian-overrides,ec2-backend.8,bec2.1}
+             cat "$0" "$DEB"/{control.in,copyright,changelog,postinst,lintian-overrides,logrotate,ec2-backend.8,bec2.1}
              for f in "${DOCS[@]}"; do [[ -f $f ]] && { echo "$f"; cat "$f"; }; done
            } | sha)
 CACHED="$CACHE_ROOT/deb/$DEB_KEY"
