@@ -80,6 +80,9 @@ def test_packaged_plugin_full_incremental_and_local_restores(
     root = packaged_root
     owned = root.run("/usr/bin/dpkg-query", "-L", "bacula-ec2-plugin").split()
     assert f"{root.info['plugin_dir']}/ec2-fd.so" in owned and "/usr/sbin/ec2-backend" in owned, owned
+    # The root has no Python at all (minbase + bacula-fd), and the package brings none in:
+    # the backend below runs on its own runtime.
+    assert not list((root.path / "usr/bin").glob("python*")), "a Python in the root"
     # (`ec2-backend --version` belongs to the version handshake, not built yet.)
     assert root.run("/usr/bin/bec2", "--version").strip() == f"bec2 {project_version()}"
 
