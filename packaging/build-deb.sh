@@ -188,6 +188,11 @@ backend_inputs_hash() {
      printf 'format=%s python=%s\n' "$FORMAT" "$("$HOST_PY" -VV)") | sha
 }
 
+# The PyInstaller venv: one per lock file and host Python.
+venv_dir() {
+    printf '%s/pyinstaller/venv-%s' "$CACHE_ROOT" "$( (cat "$DEB/bundle-requirements.txt"; "$HOST_PY" -VV) | sha)"
+}
+
 # ec2-backend and bec2 frozen with PyInstaller (cached); sets FROZEN to the one-dir tree.
 build_frozen_backend() {
     local root="$CACHE_ROOT/pyinstaller" key venv dest tmp
@@ -199,7 +204,7 @@ build_frozen_backend() {
     exec 6>"$dest.lock"
     flock 6
     if [[ ! -f $dest/.complete ]]; then
-        venv="$root/venv-$( (cat "$DEB/bundle-requirements.txt"; "$HOST_PY" -VV) | sha)"
+        venv=$(venv_dir)
         if [[ ! -f $venv/.complete ]]; then
             rm -rf "$venv"
             note "creating the PyInstaller venv $venv"
@@ -276,6 +281,19 @@ compute_depends() {
 }
 
 gz() { gzip -9n <"$1" >"$2"; chmod 0644 "$2"; }
+
+# Keep the cache from growing with every source change: of the entries DIR/PREFIX*, keep
+# the KEEP most recently used (the one just used among them), remove the others.
+prune_cache() {
+    local dir=$1 prefix=$2 keep=$3 used=$4 entry n=0
+    touch "$used"
+    while IFS= read -r entry; do
+        n=$((n + 1))
+        [[ $n -le $keep || $entry -ef $used ]] && continue
+        rm -rf "$entry" "$entry.lock"
+    done < <(find "$dir" -mindepth 1 -maxdepth 1 -type d -name "$prefix*" ! -name '.*' -printf '%T@ %p\n' \
+             | sort -rn | cut -d' ' -f2-)
+}
 
 stage_package() {
     local stage=$1 so=$2 frozen=$3 version=$4 depends arch size doc f
@@ -397,6 +415,9 @@ if [[ ! -f $CACHED/.complete || ( $LINTIAN -eq 1 && ! -f $CACHED/lintian.txt ) ]
     mv "$WORK" "$CACHED"
     trap - EXIT
 fi
+prune_cache "$CACHE_ROOT/pyinstaller" bacula-ec2- 2 "$(dirname "$(dirname "$FROZEN")")"
+prune_cache "$CACHE_ROOT/pyinstaller" venv- 2 "$(venv_dir)"
+prune_cache "$CACHE_ROOT/deb" "" 3 "$CACHED"
 mkdir -p "$OUT"
 install -m 0644 "$CACHED/$NAME" "$OUT/$NAME"
 if [[ $LINTIAN -eq 1 ]]; then
