@@ -36,6 +36,7 @@ from protocol import (
 from protocol.backup import FileWriter as ProtocolFileWriter
 from protocol.text import has_undecodable, looks_secret, printable, set_message_scrubber
 
+from . import __version__
 from .jobs import browse
 from .jobs.context import JobContext, connect
 from .jobs.restore_aws import AwsRestore
@@ -56,7 +57,14 @@ from .params import ParameterError, parse_parameters
 from .retry import Cancelled
 
 PLUGIN_NAME = "ec2"
-PLUGIN_API = "1"
+#: The Hello's second word: the protocol API and this release. ec2-fd.so sends its own
+#: (packaging/ec2-fd.c, from the generated ec2-fd-params.h): a .so of another release is
+#: refused at the start of the job, naming both releases.
+PLUGIN_API = f"1/{__version__}"
+RELEASE_HINT = (
+    "install ec2-fd.so and ec2-backend of one release (the bacula-ec2-plugin package ships "
+    "both; a hand-built ec2-fd.so: packaging/build-plugin.sh, docs/INSTALL.md)"
+)
 COALESCE = 64 << 10
 
 log = logging.getLogger("bacula-ec2.backend")
@@ -382,13 +390,21 @@ def _abort_and_drain(session: BackendSession | None, text: str) -> None:
 
 
 def main() -> int:
-    """Always returns 0 (§2.4): every failure is reported with an A packet instead."""
+    """Always returns 0 (§2.4): every failure is reported with an A packet instead.
+
+    `ec2-backend --version` (a person at a shell, not the FD, which passes no argument)
+    prints the release."""
+    if sys.argv[1:] == ["--version"]:
+        print(f"ec2-backend {__version__}")
+        return 0
     _quietly(quiet_until_configured)
     set_message_scrubber(REDACTOR.scrub)  # every message packet, from any module
     session: BackendSession | None = None
     try:
         conn = Connection.from_fds(0, 1)
-        session = BackendSession(conn, plugin_name=PLUGIN_NAME, plugin_api=PLUGIN_API)
+        session = BackendSession(
+            conn, plugin_name=PLUGIN_NAME, plugin_api=PLUGIN_API, mismatch_hint=RELEASE_HINT
+        )
         session.install_signal_handlers()
         Backend(session).run()
     except EndOfStream:

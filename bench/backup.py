@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bacula_ec2.backend import PLUGIN_API
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -135,7 +137,11 @@ def backend_backup(
         Connection.from_fds(proc.stdout.fileno(), proc.stdin.fileno(), strict=True), keep_data=False
     )
     peer.setup(
-        "ec2", "1", job_lines("B", tmp, level=level, jobid=jobid, prev=prev, since=since), params, Mode.BACKUP
+        "ec2",
+        PLUGIN_API,
+        job_lines("B", tmp, level=level, jobid=jobid, prev=prev, since=since),
+        params,
+        Mode.BACKUP,
     )
     peer.items = peer.read_items(data_phase=True)  # type: ignore[attr-defined]
     peer.end()

@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from bacula_ec2.backend import PLUGIN_API
 from devkit.fdpeer import FDPeer
 from protocol import Connection, Mode
 
@@ -81,7 +82,7 @@ def backend(mode: Mode, params: list[str], working_dir: Path, **job: object) -> 
     peer = FDPeer(Connection.from_fds(proc.stdout.fileno(), proc.stdin.fileno(), strict=True))
     running = RunningBackend(peer, proc, working_dir)
     try:
-        peer.setup("ec2", "1", job_lines(jobtype, working_dir, **job), params, mode)  # type: ignore[arg-type]
+        peer.setup("ec2", PLUGIN_API, job_lines(jobtype, working_dir, **job), params, mode)  # type: ignore[arg-type]
         yield running
     finally:
         with suppress(OSError):

@@ -15,17 +15,23 @@
 #include "pluginlib/pluginlib.h"
 #include "pluginlib/metaplugin.h"
 
+/*
+ * valid_params[], plugin_items_dump[] and the release are generated from the Python source
+ * of truth (bacula_ec2) by packaging/gen_params_header.py.
+ */
+#include "ec2-fd-params.h"
+
 /* Plugin info, shown by "status client" as ec2(0.1.0). */
 const char *PLUGIN_LICENSE       = "AGPLv3";
 const char *PLUGIN_AUTHOR        = "bacula-ec2 authors";
 const char *PLUGIN_DATE          = "2025";
-const char *PLUGIN_VERSION       = "0.1.0";
+const char *PLUGIN_VERSION       = EC2_FD_RELEASE;
 const char *PLUGIN_DESCRIPTION   = "Bacula Amazon EC2 / EBS plugin (metaplugin, backend ec2-backend)";
 
 /* Compile-time metaplugin settings (metaplugin-protocol.md 8.1). */
 const char *PLUGINPREFIX         = "ec2:";          /* FileSet: Plugin = "ec2: ..." */
 const char *PLUGINNAME           = "ec2";           /* handshake: "Hello ec2 1" */
-const char *PLUGINAPI            = "1";
+const char *PLUGINAPI            = EC2_FD_HELLO_API; /* "1/<release>": checked by the backend */
 const char *PLUGINNAMESPACE      = "@amazon-ec2";   /* catalog names: /@amazon-ec2/... */
 const bool CUSTOMNAMESPACE       = true;            /* send Namespace=, namespace = always "seen" */
 const bool CUSTOMPREVJOBNAME     = true;            /* send PrevJobName= */
@@ -42,8 +48,3 @@ checkFile_t checkFile = NULL;                       /* names in the namespace ar
 /* No METADATA_* streams. */
 const metadataTypeMap plugin_metadata_map[] = {{NULL, plugin_meta_invalid}};
 
-/*
- * valid_params[] and plugin_items_dump[] are generated from the Python source of
- * truth (bacula_ec2.params) by packaging/gen_params_header.py.
- */
-#include "ec2-fd-params.h"

@@ -36,10 +36,16 @@ class BackendSession:
     methods (`info`, `warning`, `error`, `message`, `abort`) may be called from any thread.
     """
 
-    def __init__(self, conn: Connection, plugin_name: str, plugin_api: str) -> None:
+    def __init__(
+        self, conn: Connection, plugin_name: str, plugin_api: str, *, mismatch_hint: str = ""
+    ) -> None:
+        """`plugin_api` is the Hello's second word. It may be `<api>/<release>` (the plugin
+        and the backend of one release): a plugin of another release is then refused with
+        both releases named, and `mismatch_hint` (what to do) appended."""
         self.conn = conn
         self.plugin_name = plugin_name
         self.plugin_api = plugin_api
+        self.mismatch_hint = mismatch_hint
         #: Set (from a relay thread) when SIGUSR1/SIGTERM arrives (§2.5).
         self.cancelled = threading.Event()
         #: The signal number that cancelled the session, set inside the handler itself.
@@ -112,13 +118,24 @@ class BackendSession:
             self.abort(reason)
             raise HandshakeError(reason)
         if (words[1], words[2]) != (self.plugin_name, self.plugin_api):
-            reason = (
-                f"backend is {self.plugin_name} API {self.plugin_api}, "
-                f"but the FD plugin is {words[1]} API {words[2]}"
-            )
+            reason = self._mismatch(words[1], scrub_secrets(words[2]))
             self.abort(reason)
             raise HandshakeError(reason)
         self.send_batch(PacketBatch().add("C", _HELLO_REPLY))
+
+    def _mismatch(self, name: str, api: str) -> str:
+        ours, _, our_release = self.plugin_api.partition("/")
+        theirs, _, their_release = api.partition("/")
+        if name == self.plugin_name and theirs == ours and our_release:
+            reason = (
+                f"the FD plugin {name} is release {their_release or '(none: older than the release check)'}, "
+                f"this backend is release {our_release}: both must come from the same release"
+            )
+        else:
+            reason = (
+                f"backend is {self.plugin_name} API {self.plugin_api}, but the FD plugin is {name} API {api}"
+            )
+        return f"{reason}; {self.mismatch_hint}" if self.mismatch_hint else reason
 
     def read_job(self) -> JobInfo:
         """§3.3: `Job`, key=value lines, F → reply F."""

@@ -7,8 +7,11 @@ restore to raw images whose bytes must equal the volumes at snapshot time.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from pathlib import Path
 
+from bacula_ec2 import __version__
 from devkit.helpers import sha256_file, wait_until
 
 from .common import BLOCK, SECRET, plugin_line
@@ -132,4 +135,26 @@ def test_ls_and_query_through_bconsole(sim, bacula_stack) -> None:  # type: igno
     assert f"{inst['volume_ids'][1]}-xvdf-2G" in out, out
     out = stack.bconsole(f'.query client={stack.client} plugin="{line}" parameter=instances')
     assert f"instance={inst['instance_id']}" in out and "name=e2e-web" in out, out
+    assert sim.client.snapshots() == []
+
+
+def test_a_backend_of_another_release_fails_the_job_naming_both(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """ec2-fd.so sends its release in the Hello (`1/<release>`); a backend of another release
+    refuses it at the start of the job with one message naming both releases."""
+    seed_instance(sim)
+    other = tmp_path / "other_release_backend.py"
+    other.write_text(
+        "import sys\n"
+        "import bacula_ec2\n"
+        "bacula_ec2.__version__ = '9.9.9'  # as if the backend had been upgraded alone\n"
+        "from bacula_ec2.backend import main\n"
+        "sys.exit(main())\n"
+    )
+    cmd = f"{shlex.quote(sys.executable)} {shlex.quote(str(other))}"
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=e2e-web")], backend_cmd=cmd)
+    jobid = stack.run_job(level="Full", wait=True, timeout=120)
+    assert stack.job_status(jobid) == "f"
+    log = stack.job_log(jobid)
+    assert f"the FD plugin ec2 is release {__version__}, this backend is release 9.9.9" in log, log
+    assert "bacula-ec2-plugin package" in log, log
     assert sim.client.snapshots() == []

@@ -15,6 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bacula_ec2.backend import PLUGIN_API
 from devkit.simulator.fixtures import ACCESS_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +46,13 @@ dirt = st.one_of(
     st.builds(lambda a, b: a + b"\xff" + b, st.binary(max_size=6), st.binary(max_size=6)),
     st.text(max_size=8).map(lambda t: t.encode("utf-8", "surrogatepass")),
 ).map(lambda b: b.replace(b"/", b"_").replace(b"\n", b"") or b"\xe9")
-strays = st.sampled_from([b"secret_key=" + STRAY.encode(), b"session_token=" + STRAY.encode(),
-                          b"aws_secret_access_key=" + STRAY.encode()])
+strays = st.sampled_from(
+    [
+        b"secret_key=" + STRAY.encode(),
+        b"session_token=" + STRAY.encode(),
+        b"aws_secret_access_key=" + STRAY.encode(),
+    ]
+)
 cases = st.builds(
     Case,
     mode=st.sampled_from(["B", "R"]),
@@ -63,22 +69,38 @@ def stream(case: Case, workdir: Path, endpoint: str) -> bytes:
         return clean + d if case.field == field else clean
 
     where = dirty("where", str(workdir / "restore").encode())
-    job = [b"Name=" + dirty("job_name", b"ec2fuzz.2026-11-26_16.00.00_07"), b"JobID=7",
-           b"Type=" + case.mode.encode()]
+    job = [
+        b"Name=" + dirty("job_name", b"ec2fuzz.2026-11-26_16.00.00_07"),
+        b"JobID=7",
+        b"Type=" + case.mode.encode(),
+    ]
     if case.mode == "B":
         job.append(b"Level=F")
     else:
         job += [b"Where=" + where, b"Replace=a"]
     job += [b"PrevJobName=" + dirty("prev", b""), b"WorkingDir=" + dirty("workdir", str(workdir).encode())]
-    params = [b"region=us-east-1", b"access_key=" + ACCESS_KEY.encode(), b"secret_key=" + SECRET.encode(),
-              b"endpoint_url=" + endpoint.encode(), b"instances=" + dirty("instances", b"no-such-web")]
+    params = [
+        b"region=us-east-1",
+        b"access_key=" + ACCESS_KEY.encode(),
+        b"secret_key=" + SECRET.encode(),
+        b"endpoint_url=" + endpoint.encode(),
+        b"instances=" + dirty("instances", b"no-such-web"),
+    ]
     if case.field == "param_key":
         params.append(b"concurrent" + d + b"=4")
     if case.field == "param_value":
         params.append(b"snapshot_tags=owner=" + d)
     start = dirty("start", b"BackupStart" if case.mode == "B" else b"RestoreStart")
-    packets = [c(b"Hello ec2 1"), c(b"Job"), *map(c, job), packet("F"), c(b"Params"), *map(c, params),
-               packet("F"), c(start)]
+    packets = [
+        c(b"Hello ec2 " + PLUGIN_API.encode()),
+        c(b"Job"),
+        *map(c, job),
+        packet("F"),
+        c(b"Params"),
+        *map(c, params),
+        packet("F"),
+        c(start),
+    ]
     if case.mode == "R":
         iid = b"i-0123456789abcdef0"
         name = where + b"/@amazon-ec2/" + iid + b"/" + dirty("fname", iid) + b".json"

@@ -53,6 +53,29 @@ def test_handshake_mismatch_sends_abort() -> None:
         s.send_eod()
 
 
+@pytest.mark.parametrize(
+    ("theirs", "named"),
+    [("1/0.2.0", "release 0.2.0"), ("1", "release (none: older than the release check)")],
+)
+def test_a_plugin_of_another_release_is_refused_naming_both(theirs: str, named: str) -> None:
+    conn = Connection.in_memory(c(f"Hello ec2 {theirs}\n"))
+    s = BackendSession(conn, "ec2", "1/0.1.0", mismatch_hint="install both from one release")
+    with pytest.raises(HandshakeError) as caught:
+        s.handshake()
+    text = (
+        f"the FD plugin ec2 is {named}, this backend is release 0.1.0: both must come from the "
+        "same release; install both from one release"
+    )
+    assert str(caught.value) == text
+    assert conn.output == b"A%06d\n" % (len(text) + 1) + text.encode() + b"\n"
+
+
+def test_the_same_release_is_welcome() -> None:
+    conn = Connection.in_memory(c("Hello ec2 1/0.1.0\n"))
+    BackendSession(conn, "ec2", "1/0.1.0").handshake()
+    assert conn.output == b"C000013\nHello Bacula\n"
+
+
 def test_handshake_wrong_packet() -> None:
     s, _ = session(b"D000003\nabc")
     with pytest.raises(UnexpectedPacket, match="expected C 'Hello metatest 1', got D"):
