@@ -49,18 +49,10 @@ if [[ -f "$CACHE/.complete" ]]; then
     exit 0
 fi
 
-note() { echo "build-bacula: $*" >&2; }
-die() { echo "build-bacula: ERROR: $*" >&2; exit 1; }
+TOOL=build-bacula
+# shellcheck source=packaging/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Run a step with its output in a log file; on failure show the log's tail.
-run_logged() {
-    local log=$1; shift
-    if ! "$@" >"$log" 2>&1; then
-        echo "build-bacula: command failed: $* (log: $log)" >&2
-        tail -n 40 "$log" >&2
-        exit 1
-    fi
-}
 
 mkdir -p "$CACHE_ROOT"
 exec 9>"$CACHE_ROOT/bacula-$BACULA_VERSION-$KEY.lock"
@@ -73,21 +65,6 @@ if [[ -f "$CACHE/.complete" ]]; then   # built by whoever held the lock
     exit 0
 fi
 
-ensure_build_deps() {
-    local missing=() pkg
-    for pkg in "${BUILD_DEPS[@]}"; do
-        if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
-            missing+=("$pkg")
-        fi
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    [[ $(id -u) -eq 0 ]] || die "missing Debian packages (need root to install): ${missing[*]}"
-    note "installing Debian packages: ${missing[*]}"
-    mkdir -p "$CACHE_ROOT/logs"
-    run_logged "$CACHE_ROOT/logs/apt-install.log" apt-get update
-    run_logged "$CACHE_ROOT/logs/apt-install.log.2" \
-        env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-}
 
 tarball_ok() {
     [[ -f "$1" ]] && echo "$ORIG_SHA256  $1" | sha256sum --check --status
@@ -119,7 +96,7 @@ fetch_source() {
     echo "$tarball"
 }
 
-ensure_build_deps
+ensure_build_deps "$CACHE_ROOT/logs/apt-install.log"
 TARBALL=$(fetch_source)
 
 # Anything left here is a partial build (no .complete): start clean. The tree is built

@@ -68,16 +68,9 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-note() { echo "build-deb: $*" >&2; }
-die() { echo "build-deb: ERROR: $*" >&2; exit 1; }
-run_logged() {
-    local log=$1; shift
-    if ! "$@" >"$log" 2>&1; then
-        echo "build-deb: command failed: $* (log: $log)" >&2
-        tail -n 40 "$log" >&2
-        exit 1
-    fi
-}
+TOOL=build-deb
+# shellcheck source=packaging/common.sh
+source "$HERE/common.sh"
 sha() { sha256sum | cut -c1-16; }
 
 # Debian's own python3 when there is one (its libpython gets Debian's security updates).
@@ -87,21 +80,6 @@ PY_MINOR=$("$HOST_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version
 BUILD_DEPS+=("libpython$PY_MINOR")          # PyInstaller bundles the shared libpython
 [[ $LINTIAN -eq 1 ]] && BUILD_DEPS+=(lintian)
 
-ensure_build_deps() {
-    local missing=() pkg
-    for pkg in "${BUILD_DEPS[@]}"; do
-        if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
-            missing+=("$pkg")
-        fi
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    [[ $(id -u) -eq 0 ]] || die "missing Debian packages (need root to install): ${missing[*]}"
-    note "installing Debian packages: ${missing[*]}"
-    mkdir -p "$CACHE_ROOT/logs"
-    run_logged "$CACHE_ROOT/logs/build-deb-apt.log" apt-get update
-    run_logged "$CACHE_ROOT/logs/build-deb-apt.log.2" \
-        env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-}
 
 src_files_ok() {
     local entry name sum
@@ -363,7 +341,7 @@ changelog_for() {
 }
 
 # ---------------------------------------------------------------------------------------
-ensure_build_deps
+ensure_build_deps "$CACHE_ROOT/logs/build-deb-apt.log"
 PKG_VERSION=$(pyproject_version)
 CHANGELOG_VERSION=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$DEB/changelog")
 [[ $CHANGELOG_VERSION == "$PKG_VERSION" ]] \

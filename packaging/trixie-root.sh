@@ -30,8 +30,9 @@ CACHE_ROOT=${BACULA_EC2_CACHE:-$HOME/.cache/bacula-ec2}
 TARBALL="$CACHE_ROOT/trixie-root-f$FORMAT.tar.zst"
 INFO="$CACHE_ROOT/trixie-root-f$FORMAT.info"
 
-note() { echo "trixie-root: $*" >&2; }
-die() { echo "trixie-root: ERROR: $*" >&2; exit 1; }
+TOOL=trixie-root
+# shellcheck source=packaging/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 UNPACK=""
 while [[ $# -gt 0 ]]; do
@@ -72,14 +73,6 @@ if [[ -f $TARBALL && -f $INFO ]]; then
     exit 0
 fi
 
-run_logged() {
-    local log=$1; shift
-    if ! "$@" >"$log" 2>&1; then
-        echo "trixie-root: command failed: $* (log: $log)" >&2
-        tail -n 40 "$log" >&2
-        exit 1
-    fi
-}
 
 # debootstrap: the host's if installed, else trixie's, fetched with a private apt state.
 DEBOOTSTRAP=()
