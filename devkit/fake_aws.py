@@ -492,10 +492,6 @@ class FakeAws(Aws):
             raise AwsError("DescribeInstances", "InvalidInstanceID.NotFound", f"no instance {instance_id}")
         return found[0]
 
-    def instance_state(self, instance_id: str) -> str:
-        found = self.describe_instances(ids=[instance_id])
-        return found[0].state if found else "terminated"
-
     def instance_user_data(self, instance_id: str) -> str | None:
         def run() -> str | None:
             if instance_id not in self.instances:
@@ -541,10 +537,6 @@ class FakeAws(Aws):
             f"{key}={value}",
             lambda: [v.volume for v in self._volumes.values() if v.volume.tags.get(key) == value],
         )
-
-    def volume_state(self, volume_id: str) -> str:
-        vols = self.describe_volumes_filtered([volume_id])
-        return (vols[0].state or "") if vols else "deleted"
 
     def _new_snapshot(
         self, operation: str, volume_id: str, tags: Mapping[str, str], description: str

@@ -31,6 +31,7 @@ from .model import Instance, Snapshot, Volume
 from .restore_ops import RestoreCalls
 from .settings import AwsSettings
 from .shapes import tag_list as tag_list  # upload.py's TagSpecifications
+from .transfer import paced_request
 from .wait import WaitParams
 
 
@@ -358,11 +359,6 @@ class Aws(RestoreCalls):
             raise AwsError("DescribeInstances", "InvalidInstanceID.NotFound", f"no instance {instance_id}")
         return found[0]
 
-    def instance_state(self, instance_id: str) -> str:
-        """pending, running, stopping, stopped, ...; `terminated` once EC2 no longer lists it."""
-        found = self._instances_by_id(instance_id)
-        return found[0].state if found else "terminated"
-
     def _instances_by_id(self, instance_id: str, *, fresh: bool = False) -> list[Instance]:
         pages = self._pages(
             "DescribeInstances",
@@ -444,11 +440,6 @@ class Aws(RestoreCalls):
             "DescribeVolumes", self.ec2.describe_volumes, "Volumes", fresh=fresh, VolumeIds=list(volume_ids)
         )
         return [shapes.volume(d) for d in pages]
-
-    def volume_state(self, volume_id: str) -> str:
-        """creating, available, in-use, error, ...; `deleted` once EC2 no longer lists it."""
-        vols = self.describe_volumes([volume_id])
-        return (vols[0].state or "") if vols else "deleted"
 
     def instance_user_data(self, instance_id: str) -> str | None:
         out = self._call(
@@ -569,22 +560,15 @@ class Aws(RestoreCalls):
         shared by every volume), throttling told to it, retried under the policy.
         ResourceNotFoundException (a snapshot EBS does not see yet) is retried as not yet
         visible (errors.kind_of)."""
-        pacer: Pacer | None = getattr(self, "list_pacer", None)
-        cancel = self.cancel
-
-        def once() -> Any:
-            if pacer is not None:
-                pacer.wait(cancel)
-            try:
-                return errors.call(operation, fn, resource=resource)
-            except Retryable as exc:
-                if exc.throttled and pacer is not None:
-                    pacer.throttled()
-                raise
-
-        what = errors.subject(operation, resource)
-        return call_with_retry(
-            once, what=what, policy=self.policy, stats=self.stats, cancel=cancel, clock=self.clock
+        return paced_request(
+            operation,
+            fn,
+            resource=resource,
+            pacer=getattr(self, "list_pacer", None),
+            policy=self.policy,
+            stats=self.stats,
+            cancel=self.cancel,
+            clock=self.clock,
         )
 
     #: Resumptions in a row that yield nothing before a listing gives up (a token that

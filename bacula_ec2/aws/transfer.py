@@ -162,24 +162,15 @@ class BlockTransfer:
         self, operation: str, fn: Callable[[], T], *, resource: str | None = None, paced: bool = True
     ) -> T:
         """One AWS request: paced, classified (cause kept), throttling told to the pacer, retried."""
-        pacer = self.pacer if paced else None
-        cancel = self.cancel
-        what = errors.subject(operation, resource)
-
-        def attempt() -> T:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"{what}: cancelled")
-            if pacer is not None:
-                pacer.wait(cancel)
-            try:
-                return errors.call(operation, fn, resource=resource)
-            except Retryable as exc:
-                if exc.throttled and pacer is not None:
-                    pacer.throttled()
-                raise
-
-        return call_with_retry(
-            attempt, what=what, policy=self.policy, stats=self.stats, cancel=cancel, clock=self.clock
+        return paced_request(
+            operation,
+            fn,
+            resource=resource,
+            pacer=self.pacer if paced else None,
+            policy=self.policy,
+            stats=self.stats,
+            cancel=self.cancel,
+            clock=self.clock,
         )
 
     def map(
@@ -219,6 +210,37 @@ class BlockTransfer:
         finally:
             window.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def paced_request(
+    operation: str,
+    fn: Callable[[], T],
+    *,
+    resource: str | None,
+    pacer: Pacer | None,
+    policy: RetryPolicy,
+    stats: RetryStats | None,
+    cancel: threading.Event | None,
+    clock: Clock,
+) -> T:
+    """One AWS request as the engine makes it: stopped by a cancel, paced, classified (cause
+    kept), throttling told to the pacer, retried under `policy`. The block transfers and the
+    block listings (`Aws._list_call`) both go through here."""
+    what = errors.subject(operation, resource)
+
+    def attempt() -> T:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"{what}: cancelled")
+        if pacer is not None:
+            pacer.wait(cancel)
+        try:
+            return errors.call(operation, fn, resource=resource)
+        except Retryable as exc:
+            if exc.throttled and pacer is not None:
+                pacer.throttled()
+            raise
+
+    return call_with_retry(attempt, what=what, policy=policy, stats=stats, cancel=cancel, clock=clock)
 
 
 _DONE = object()
