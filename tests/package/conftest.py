@@ -5,6 +5,9 @@ the cache of ``packaging/trixie-root.sh`` (built there once, about 30 s; unpacki
 ``packaged_root``: the same root after ``apt-get install /tmp/<the .deb>`` inside it.
 ``root_stack``: the project's Director and SD (outside) with the root's
 ``/usr/sbin/bacula-fd`` run through ``in-root.sh`` (chroot + private mount namespace).
+``next_release``: the .deb of the *next* release (N+1), built by ``packaging/build-deb.sh``
+from a copy of this tree whose version is bumped everywhere a release carries it (its
+ec2-fd.so, ec2-backend and bec2 all report N+1): the upgrade and the version handshake.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ FD = "/usr/sbin/bacula-fd"
 
 #: Environment variable: the .deb to test (default: dist/bacula-ec2-plugin_<version>_*.deb).
 DEB_ENV = "BACULA_EC2_DEB"
+#: The files a release's version lives in (build-deb.sh refuses a changelog that disagrees).
+VERSION_FILES = ("pyproject.toml", "bacula_ec2/__init__.py")
 
 
 def project_version() -> str:
@@ -153,3 +158,57 @@ def root_stack(bacula_build: BaculaBuild, tmp_path: Path) -> Iterator[Any]:
     yield make
     for stack in stacks:
         stack.stop()
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    deb: Path
+
+
+def bumped(version: str) -> str:
+    """0.1.0 -> 0.1.1: the next release's version (its last number plus one)."""
+    head, _, last = version.rpartition(".")
+    return f"{head}.{int(last) + 1}"
+
+
+@pytest.fixture(scope="session")
+def next_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """Release N+1 as its own .deb: the tracked and new files of this tree copied, the version
+    bumped in pyproject.toml, bacula_ec2/__init__.py and on top of packaging/debian/changelog,
+    then ``build-deb.sh`` (PyInstaller and the .so rebuilt for it: about a minute)."""
+    current = project_version()
+    nxt = bumped(current)
+    tree = tmp_path_factory.mktemp("next-release") / "tree"
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and not src.is_symlink():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tree / rel)
+    for rel in VERSION_FILES:
+        path = tree / rel
+        text = path.read_text()
+        assert f'"{current}"' in text, f"{rel} does not carry the version {current}"
+        path.write_text(text.replace(f'"{current}"', f'"{nxt}"', 1))
+    changelog = tree / "packaging/debian/changelog"
+    signer = re.search(r"^ -- (.*>)  ", changelog.read_text(), re.M)
+    assert signer, "packaging/debian/changelog has no signature line"
+    changelog.write_text(
+        f"bacula-ec2-plugin ({nxt}) trixie; urgency=medium\n\n  * The next release (test build).\n\n"
+        f" -- {signer.group(1)}  Wed, 02 Dec 2026 12:00:00 +0000\n\n" + changelog.read_text()
+    )
+    out = tree / "dist"
+    proc = subprocess.run(
+        ["bash", str(tree / "packaging/build-deb.sh"), "--out", str(out), "--no-lintian",
+         "--python", str(REPO / ".venv/bin/python")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"building release {nxt} failed:\n{proc.stderr}{proc.stdout}", pytrace=False)
+    deb = Path(proc.stdout.strip().splitlines()[-1])
+    assert deb.name.startswith(f"bacula-ec2-plugin_{nxt}_"), deb
+    return Release(nxt, deb)

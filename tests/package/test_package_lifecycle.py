@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from .conftest import REPO, TrixieRoot, apt_install, find_deb, project_version
+from .conftest import Release, TrixieRoot, apt_install, find_deb, project_version
 
 PACKAGE = "bacula-ec2-plugin"
 #: What the issue asks the package to put at Debian's paths.
@@ -30,7 +30,7 @@ def _deb_version(deb: Path) -> str:
     ).stdout.strip()
 
 
-def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, tmp_path: Path) -> None:
+def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, next_release: Release) -> None:
     root = trixie_root
     first = find_deb()
     version = _deb_version(first)
@@ -44,25 +44,22 @@ def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, tmp_path: Path) -
         assert (root.path / path.lstrip("/")).exists(), path
     assert root.run("/usr/bin/bec2", "--version").strip() == f"bec2 {version}"
 
-    # N+1 over N: apt upgrades in place; every file on disk under the package's own tree
-    # belongs to the new version (nothing stale left from N).
-    proc = subprocess.run(
-        ["bash", str(REPO / "packaging" / "build-deb.sh"), "--version", f"{version}+upgrade1",
-         "--out", str(tmp_path), "--no-lintian"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    second = Path(proc.stdout.strip().splitlines()[-1])
-    assert _deb_version(second) == f"{version}+upgrade1"
-    out = apt_install(root, second)
+    assert root.run("/usr/sbin/ec2-backend", "--version").strip() == f"ec2-backend {version}"
+
+    # Release N+1 over N: apt upgrades in place; every file on disk under the package's own
+    # tree belongs to the new version (nothing stale left from N), and all three programs
+    # now report N+1 (the .so carries it in its Hello, see test_packaged_fd).
+    out = apt_install(root, next_release.deb)
     assert f"over ({version})" in out, out
-    assert _status(root, PACKAGE).startswith(f"{version}+upgrade1 ii"), _status(root, PACKAGE)
+    assert _status(root, PACKAGE).startswith(f"{next_release.version} ii"), _status(root, PACKAGE)
     owned = set(_owned(root))
     tree = root.path / "usr/lib/bacula-ec2"
     on_disk = {"/" + str(p.relative_to(root.path)) for p in tree.rglob("*")}
     assert on_disk <= owned, sorted(on_disk - owned)[:20]
-    # The programs report their release, not the package's test version.
-    assert root.run("/usr/bin/bec2", "--version").strip() == f"bec2 {version}"
+    assert root.run("/usr/bin/bec2", "--version").strip() == f"bec2 {next_release.version}"
+    assert root.run("/usr/sbin/ec2-backend", "--version").strip() == f"ec2-backend {next_release.version}"
+    so = (root.path / "usr/lib/bacula/ec2-fd.so").read_bytes()
+    assert f"1/{next_release.version}".encode() in so and f"1/{version}\0".encode() not in so
 
     # remove, then purge: the package's files go, Debian's bacula-fd and its plugins stay.
     def present(path: str) -> bool:

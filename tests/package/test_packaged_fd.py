@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 from devkit.helpers import sha256_file
 
 from ..e2e.common import BLOCK, SECRET, end_time, plugin_line, restore_before
-from .conftest import FD, TrixieRoot, project_version
+from .conftest import FD, Release, TrixieRoot, apt_install, project_version
 
 
 def _fd_root_of(stack) -> str:  # type: ignore[no-untyped-def]
@@ -83,7 +85,7 @@ def test_packaged_plugin_full_incremental_and_local_restores(
     # The root has no Python at all (minbase + bacula-fd), and the package brings none in:
     # the backend below runs on its own runtime.
     assert not list((root.path / "usr/bin").glob("python*")), "a Python in the root"
-    # (`ec2-backend --version` belongs to the version handshake, not built yet.)
+    assert root.run("/usr/sbin/ec2-backend", "--version").strip() == f"ec2-backend {project_version()}"
     assert root.run("/usr/bin/bec2", "--version").strip() == f"bec2 {project_version()}"
 
     inst = sim.client.create_instance("pkg-web", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
@@ -127,3 +129,45 @@ def test_packaged_plugin_full_incremental_and_local_restores(
     assert fd_log.exists(), "the packaged backend logs into the FD's working directory"
     for text in (*logs, fd_log.read_text(), stack.messages()):
         assert SECRET not in text
+
+
+def test_packaged_so_refuses_a_backend_of_another_release_then_the_upgrade_runs(
+    packaged_root: TrixieRoot, next_release: Release, root_stack, sim, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The package's ec2-fd.so (release N) with the backend of release N+1 put over it by
+    hand, as on a host where only one half was upgraded: the job fails at its start with one
+    message naming both releases, and takes no snapshot. Then `apt install` of N+1 (a real
+    upgrade, the FD restarted as docs/INSTALL.md says) and the same job runs and restores."""
+    root, version = packaged_root, project_version()
+    unpacked = tmp_path / "n+1"
+    subprocess.run(["dpkg-deb", "-x", str(next_release.deb), str(unpacked)], check=True)
+    frozen = root.path / "usr/lib/bacula-ec2"
+    shutil.rmtree(frozen)
+    shutil.copytree(unpacked / "usr/lib/bacula-ec2", frozen, symlinks=True)
+    assert root.run("/usr/sbin/ec2-backend", "--version").strip() == f"ec2-backend {next_release.version}"
+
+    inst = sim.client.create_instance("pkg-next", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    sim.client.write_volume(vid, 7 * BLOCK, os.urandom(2 * BLOCK + 99))
+    line = plugin_line(sim.endpoint, "instances=pkg-next")
+    stack = root_stack(root, [line])
+    jobid = stack.run_job(level="Full", timeout=120)
+    log = stack.job_log(jobid)
+    assert stack.job_status(jobid) == "f", log
+    want = f"the FD plugin ec2 is release {version}, this backend is release {next_release.version}"
+    assert want in log and "bacula-ec2-plugin package" in log, log
+    assert not [s for s in sim.client.snapshots() if s.get("volume_id") == vid], "a snapshot was taken"
+    stack.stop()
+
+    apt_install(root, next_release.deb)  # dpkg replaces the hand-copied tree with its own
+    stack = root_stack(root, [line])
+    status = stack.status_client()
+    assert re.search(rf"\bec2\({re.escape(next_release.version)}\)", status), status
+    jobid = stack.run_job(level="Full", timeout=180)
+    log = stack.job_log(jobid)
+    assert stack.job_status(jobid) == "T" and "with warnings" not in log, log + stack.logs()
+    where = tmp_path / "restored"
+    rjobid, rstatus = stack.restore(jobid, where=where)
+    assert rstatus == "T", stack.job_log(rjobid) + stack.logs()
+    image = where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img"
+    assert sha256_file(image) == sim.client.volume_sha256(vid)
