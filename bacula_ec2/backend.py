@@ -321,12 +321,20 @@ class Backend:
         s = self.session
         try:
             stream = s.item_stream()
-            count = browse.listing(
-                lambda region: connect(ctx.params, region=region),
-                ctx.params.listing or "/",
-                ProtocolSink(stream),
+            entries = browse.listing(
+                lambda region: connect(ctx.params, region=region), ctx.params.listing or "/"
             )
-            log.info("listed %d entries under %s", count, ctx.params.listing)
+            for e in entries:
+                # A named directory goes as a link to its Name: bconsole shows the mode given
+                # (a directory) and appends " -> <Name>" (docs/LISTING.md).
+                kind = ("S" if e.label else "D") if e.directory else "F"
+                mode = DIR_MODE if e.directory else FILE_MODE
+                stream.file(
+                    FileAttrs(
+                        e.name, kind, e.size, mode, atime=e.mtime, mtime=e.mtime, ctime=e.mtime, link=e.label
+                    )
+                )
+            log.info("listed %d entries under %s", len(entries), ctx.params.listing)
             stream.finish()
         except EXPECTED_FAILURES as exc:
             self._fail(text_of(exc))
@@ -338,7 +346,7 @@ class Backend:
         s = self.session
         q = s.query_stream()
         try:
-            rows = browse.query(connect(ctx.params), ctx.params, (ctx.params.query or "").strip())
+            rows = browse.query(lambda: connect(ctx.params), ctx.params, (ctx.params.query or "").strip())
         except EXPECTED_FAILURES as exc:
             rows = [[("error", browse.clean(REDACTOR.scrub(str(exc))))]]
         for row in rows:

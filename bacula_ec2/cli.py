@@ -18,6 +18,7 @@ import time
 
 from . import __version__
 from .formats.blockimage import FormatError
+from .console import Console
 from .jobs import chain
 from .jobs.context import JobContext, JobError
 from .jobs.folder import (
@@ -42,6 +43,7 @@ from .jobs.folder import (
     scan,
 )
 from .jobs.restore_aws import AwsRestore
+from .jobs.progress import Progress
 from .jobs.restore_local import LocalRestore
 from .jobs.runner import (
     EXPECTED_FAILURES,
@@ -64,24 +66,20 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+=@/-]{0,99}$")
 
 
 class ConsoleReporter:
-    """Progress on a terminal, quiet otherwise; warnings and errors always (stderr)."""
+    """stderr (bacula_ec2/console.py): on a terminal a live progress line, messages
+    (`verbose`) and a summary line per volume; otherwise the summaries only; `quiet`: no
+    progress and no summaries. Warnings and errors always."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, quiet: bool = False) -> None:
         self.verbose = verbose
-        self.live = verbose and sys.stderr.isatty()
-        self._line = False
+        self.console = Console(live=not quiet and sys.stderr.isatty(), summaries=not quiet, scrub=REDACTOR.scrub)
 
     def _say(self, level: str, text: str) -> None:
-        if self._line:
-            print(file=sys.stderr)
-            self._line = False
-        print(f"bec2: {level}{REDACTOR.scrub(text)}", file=sys.stderr, flush=True)
+        self.console.message(f"{level}{text}")
 
-    def progress(self, text: str) -> None:
-        """One line rewritten in place, only on a terminal."""
-        if self.live:
-            print(f"\rbec2: {text}\033[K", end="", file=sys.stderr, flush=True)
-            self._line = True
+    def progress(self, update: Progress) -> None:
+        """A transfer's progress: the live line, or its summary once it is over."""
+        self.console.progress(update)
 
     def info(self, text: str) -> None:
         if self.verbose:
@@ -119,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="chain identity recorded in snapshot tags and headers "
         "(default: bec2-<folder id>, unique to the --output folder)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress and no summary lines (warnings and errors only)"
+    )
     parser.add_argument(
         "--verbose",
         action="store_true",
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_USAGE
     REDACTOR.add(*params.secret_values())
-    reporter = ConsoleReporter(verbose=not args.quiet and (args.verbose or sys.stderr.isatty()))
+    reporter = ConsoleReporter(
+        verbose=not args.quiet and (args.verbose or sys.stderr.isatty()), quiet=args.quiet
+    )
     output = os.path.abspath(args.output)
     try:
         if args.operation == "list":
@@ -185,13 +187,21 @@ def _unique_name(job: str, when: float, number: int) -> str:
 
 
 def _estimate(params: Parameters, job: str, reporter: ConsoleReporter) -> int:
+    """A Full's files and sizes, then what each volume's figure is based on (stdout; the
+    same figures as bconsole's estimate, jobs/estimate.py)."""
+    from .jobs.context import connect
+    from .jobs.estimate import estimate
+
     now = time.time()
     ctx = JobContext(params, _unique_name(job, now, os.getpid() % 100), int(now), "F", reporter, "")
     try:
-        BackupRun(ctx).estimate(_EstimatePrinter())
+        result = estimate(ctx, connect(params, cancel=ctx.cancel), _EstimatePrinter(), report=False)
     except FAILURES as exc:
         reporter.error(str(exc))
         return EXIT_FAILED
+    for vol in result.volumes:
+        print(vol.text())
+    print(result.summary)
     return EXIT_OK
 
 

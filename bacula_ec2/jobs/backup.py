@@ -78,23 +78,11 @@ class BackupJob:
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, sink: BackupSink) -> None:
-        """List what a backup would store, without creating anything in AWS."""
-        now = int(time.time())
-        for target in select_instances(self.aws, self.ctx.params):
-            iid = target.instance_id
-            if not target.standalone:
-                doc = config.instance_document(
-                    target.instance,
-                    region=self.aws.region,
-                    user_data=None,
-                    snapshots=[],
-                    job=self.ctx.job_info,
-                )
-                sink.file(FileInfo(naming.instance_json(iid), len(config.encode(doc)), now), b"")
-            for vol in target.volumes:
-                for info in self._volume_files(target, vol, now, estimate=True):
-                    sink.file(info, b"")
-            sink.directory(naming.instance_dir(iid), now)
+        """List what a backup would store, without creating anything in AWS (jobs/estimate.py:
+        the allocated data of each volume's latest snapshot, or the changes since the base)."""
+        from .estimate import estimate
+
+        estimate(self.ctx, self.aws, sink)
 
     def _volume_files(
         self, target: InstanceTarget, vol: VolumeTarget, mtime: int, estimate: bool
