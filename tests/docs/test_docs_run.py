@@ -1,0 +1,270 @@
+"""Docs that run: every runnable block of README.md and docs/*.md, as a user types it.
+
+bec2 blocks run as subprocesses against the simulator, the blocks of one document in order
+in one folder; bconsole blocks run through one real Bacula stack, against the backups of
+the documents' FileSet snippets (pasted into the Director's configuration as they are).
+The markers and the extractor are devkit/doctest_md.py; the convention is docs/TESTING.md.
+
+What a user substitutes is the table of ``World.table``: paths, ids, a time, the client's
+name. Nothing else of a block is changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from bacula_ec2.params import restore_option_items
+from devkit import doctest_md as md
+from devkit.harness.bacula import STORAGE_NAME
+from devkit.simulator.fixtures import ACCESS_KEY, SECRET_KEY
+
+BLOCK = 524288
+BEC2 = Path(sys.executable).parent / "bec2"
+KMS_KEY = "arn:aws:kms:eu-west-1:111122223333:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+ALL = md.all_blocks()
+
+
+def _docs_with(kind: str) -> list[Path]:
+    return sorted({b.path for b in ALL if b.kind == kind})
+
+
+@dataclass
+class World:
+    """The simulator seeded with what the documents name, and the substitution table."""
+
+    sim: Any
+    folder: Path
+    ids: dict[str, str] = field(default_factory=dict)
+    regions: dict[str, str] = field(default_factory=dict)  # volume id -> region
+    before: float | None = None  # a time after the first backup, before the next ones
+
+    def seed(self) -> None:
+        c = self.sim.client
+        for name, region, blocks in (("my-instance", "us-east-1", 4), ("web-1", "eu-west-1", 4),
+                                     ("web-2", "eu-west-1", 1), ("attach-target", "us-west-2", 0)):
+            inst = c.create_instance(name, [{"size_gib": 1, "device": "/dev/sda1"}], region=region)
+            self.ids[name] = inst["instance_id"]
+            (vid,) = inst["volume_ids"]
+            self.ids[name + ":vol"] = vid
+            self.regions[vid] = region
+            for i in range(blocks):
+                c.write_volume(vid, (3 * i + 1) * BLOCK + 17, os.urandom(BLOCK), region=region)
+        ec2 = boto3.client("ec2", **self.sim.boto3_kwargs("eu-west-1"))
+        (web,) = ec2.describe_instances(InstanceIds=[self.ids["web-1"]])["Reservations"][0]["Instances"]
+        self.ids["subnet"] = web["SubnetId"]  # the simulator has no DescribeSubnets
+        home = self.folder / "home"
+        (home / ".aws").mkdir(parents=True)
+        creds = f"aws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        (home / ".aws" / "config").write_text("[default]\n\n[profile backup]\n")
+        (home / ".aws" / "credentials").write_text(f"[default]\n{creds}\n[backup]\n{creds}")
+
+    def env(self) -> dict[str, str]:
+        """A host whose default and `backup` profiles are the simulator's credentials."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        aws = self.folder / "home" / ".aws"
+        env.update(AWS_CONFIG_FILE=str(aws / "config"), AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
+                   AWS_ENDPOINT_URL=self.sim.endpoint, HOME=str(self.folder / "home"))
+        return env
+
+    def mark_backup(self) -> None:
+        """After the first backup: a time it is older than, and every later backup newer."""
+        if self.before is None:
+            self.before = math.ceil(time.time()) + 1.0
+            time.sleep(max(0.0, self.before - time.time()) + 0.05)
+
+    def table(self) -> dict[str, str]:
+        """What a user substitutes in the documents' commands (placeholders -> this world)."""
+        d = self.folder
+        table = {
+            "/backups": str(d / "backups"),
+            "/restores": str(d / "restores"),
+            "/srv/restores": str(d / "srv-restores"),
+            "i-0123456789abcdef0": self.ids["web-2"],  # README's FileSet: a second instance by id
+            "i-0abc": self.ids["web-1"],
+            "vol-0123": self.ids["web-1:vol"],
+            "i-0def...": self.ids["attach-target"],
+            "subnet-0abc": self.ids["subnet"],
+            "arn:aws:kms:eu-west-1:111122223333:key/...": KMS_KEY,
+            "client=fd": "client=ec2test-fd",
+            "client=ec2-fd": "client=ec2test-fd",
+        }
+        if self.before is not None:
+            utc = dt.datetime.fromtimestamp(self.before, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            local = dt.datetime.fromtimestamp(self.before).strftime("%Y-%m-%d %H:%M:%S")
+            table |= {
+                "[--before=2026-11-26T16:00:00Z]": f"--before={utc}",
+                "2026-11-26T16:00:00Z": utc,
+                "2026-11-20T12:00:00Z": utc,
+                "2026-11-20 12:00:00": local,
+            }
+        return table
+
+    def check_images(self, where: Path, what: str) -> None:
+        """Every restored image is its volume, byte for byte (no volume changes during a run)."""
+        images = sorted(where.glob("@amazon-ec2/*/vol-*.img"))
+        assert images, f"{what}: no image under {where}"
+        for image in images:
+            vid = "-".join(image.name.split("-")[:2])
+            want = self.sim.client.volume_sha256(vid, region=self.regions[vid])
+            assert _sha256(image) == want, f"{what}: {image} differs from {vid}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _bec2(world: World, command: str, where: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    argv = shlex.split(command)
+    assert argv[0] == "bec2", f"{where}: not a bec2 command: {command}"
+    proc = subprocess.run([str(BEC2), *argv[1:]], env=world.env(), cwd=world.folder, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == code, (
+        f"{where}: `{command}` exited {proc.returncode}, the doc says {code}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc
+
+
+def _option(command: str, name: str) -> str | None:
+    for word in shlex.split(command):
+        if word.startswith(f"--{name}="):
+            return word.split("=", 1)[1]
+    return None
+
+
+@pytest.mark.parametrize("doc", _docs_with("bec2"), ids=lambda p: p.name)
+def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
+    world = World(sim, tmp_path)
+    world.seed()
+    blocks = [b for b in ALL if b.path == doc and b.kind == "bec2"]
+    first = md.shell_commands(blocks[0])[0]
+    if "--operation=backup" not in first:
+        # The document starts from backups it does not show how to make: a Full and an
+        # Incremental of web-1, as the README's bec2 section makes them.
+        setup = "bec2 --operation=backup --region=eu-west-1 --profile=backup --instances=web-1 --output=/backups"
+        _bec2(world, md.substitute(setup, world.table()), f"{doc.name} setup")
+        world.mark_backup()
+        _bec2(world, md.substitute(setup.replace("backup --region", "backup --level=I --region"),
+                                   world.table()), f"{doc.name} setup")
+    ran = 0
+    for block in blocks:
+        for raw in md.shell_commands(block):
+            needs_time = "2026-" in raw and world.before is None
+            assert not needs_time, f"{block.where}: `{raw}` names a time before any backup was made"
+            command = md.substitute(raw, world.table())
+            proc = _bec2(world, command, block.where, block.exit)
+            ran += 1
+            if block.exit:
+                continue
+            if "--operation=backup" in command:
+                world.mark_backup()
+            local = _option(command, "local_path")
+            if "--operation=restore" in command and local and _option(command, "restore_to") != "aws":
+                world.check_images(Path(local), f"{block.where}: `{raw}`")
+            if "--operation=list" in command:
+                assert re.search(r"^\s+1\s.*complete", proc.stdout, re.M), f"{block.where}:\n{proc.stdout}"
+    assert ran
+
+
+# ---------------------------------------------------------------- bconsole, real Bacula
+
+_JOB = """
+Job {{
+  Name = "{name}"
+  Type = Backup
+  Level = Full
+  Client = ec2test-fd
+  FileSet = "{fileset}"
+  Storage = {storage}
+  Pool = File
+  Messages = Standard
+}}
+"""
+
+
+def _fileset_name(text: str) -> str:
+    match = re.search(r'^\s*Name\s*=\s*"?([^"\n]+)"?', text, re.M)
+    assert match, text
+    return match.group(1).strip()
+
+
+def _console_check(stack: Any, world: World, command: str, out: str, where: str) -> None:
+    verb = command.split()[0]
+    if verb in ("restore", "run"):
+        match = re.search(r"Job queued\. JobId=(\d+)", out)
+        assert match, f"{where}: `{command}` queued no job:\n{out}"
+        jobid = int(match.group(1))
+        status = stack.wait_job(jobid, timeout=180)
+        log = stack.job_log(jobid)
+        assert status == "T", f"{where}: `{command}` ended {status}:\n{log}"
+        target = re.search(r"\bwhere=(\S+)", command)
+        if verb == "restore" and target and target.group(1) != "/":
+            world.check_images(Path(target.group(1)), f"{where}: `{command}`")
+        if verb == "restore" and target and target.group(1) == "/":
+            assert re.search(r"created (volume|instance|snapshot)", log), f"{where}: nothing created:\n{log}"
+    elif verb == "estimate":
+        assert re.search(r"files=\d+ bytes=[\d,]+", out), f"{where}: `{command}`:\n{out}"
+    else:
+        assert not re.search(r"(?i)\berror\b|not found|failed", out), f"{where}: `{command}`:\n{out}"
+
+
+@pytest.mark.skipif(not _docs_with("bconsole"), reason="no bconsole block in the docs")
+def test_bconsole_blocks(sim: Any, bacula_stack: Callable[..., Any], tmp_path: Path) -> None:
+    world = World(sim, tmp_path)
+    world.seed()
+    stack = bacula_stack([], fileset_files=[str(tmp_path / "home")], fd_env={
+        k: v for k, v in world.env().items() if k.startswith("AWS_")
+    })
+    table = world.table()
+    # Every FileSet snippet goes into the Director's configuration as written (one per
+    # name); the first of each document is backed up for real.
+    conf = stack.etc / "bacula-dir.conf"
+    jobs: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for block in [b for b in ALL if b.kind == "fileset" and "FileSet" in b.text]:
+        text = md.substitute(block.text, table)
+        name = _fileset_name(text)
+        if name in names:
+            continue
+        names.add(name)
+        job = f"doc-{len(jobs) + 1}"
+        with conf.open("a") as f:
+            f.write("\n" + text + "\n" + _JOB.format(name=job, fileset=name, storage=STORAGE_NAME))
+        jobs.append((job, block.where))
+    assert jobs, "no FileSet snippet to back up"
+    out = stack.bconsole("reload")
+    assert "rror" not in out, out
+    for job, where in jobs:
+        out = stack.bconsole(f"run job={job} level=Full yes")
+        _console_check(stack, world, f"run job={job}", out, where)
+    world.mark_backup()
+    table = world.table()
+    options = [name for name, *_ in restore_option_items()]
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for block in [b for b in ALL if b.kind == "bconsole"]:
+        for cmd in md.console_commands(block, options):
+            line = md.substitute(cmd.line, table)
+            dialog = tuple(md.substitute(step, table) for step in cmd.dialog)
+            if (line, dialog) in seen:  # the same command in two documents runs once
+                continue
+            seen.add((line, dialog))
+            out = stack.bconsole(line, *dialog, timeout=120)
+            _console_check(stack, world, line, out, block.where)
