@@ -110,6 +110,28 @@ def kms_key_fits(arn: str, region: str) -> bool:
     return kms_key_region(arn) == region
 
 
+#: The shortest region prefix of a zone name: us-east-1a, us-west-2-lax-1a (a Local Zone of us-west-2).
+_ZONE_REGION = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z0-9]+)+?-\d+)(?:[a-z]|-[a-z0-9-]+[a-z0-9])")
+
+
+def zone_region(zone: str) -> str | None:
+    """The region an availability zone name belongs to (None if `zone` is not one)."""
+    m = _ZONE_REGION.fullmatch(zone)
+    return m["region"] if m else None
+
+
+#: Backup levels: Bacula's letters and names, any case (bec2 --level).
+_LEVELS = {"f": "F", "full": "F", "i": "I", "incremental": "I", "d": "D", "differential": "D"}
+
+
+def parse_level(text: str) -> str:
+    """F, I or D from F/I/D or Full/Incremental/Differential (any case); ValueError else."""
+    level = _LEVELS.get(text.strip().lower())
+    if level is None:
+        raise ValueError(f"'{text}' is not a level: F, I, D, Full, Incremental or Differential")
+    return level
+
+
 class Parameters(BaseModel):
     """Everything a FileSet `Plugin = "ec2: ..."` line, a restore or bec2 can set."""
 

@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from ..aws.restore_ops import VOLUME_DELETED
 from ..aws.upload import SnapshotWriter, file_reader, start_timeout_minutes, upload_fits
 from ..formats import config
 from ..formats.blockimage import BLOCK_SIZE, ImageHeader
-from ..params import MAX_TAGS, kms_key_region
+from ..params import MAX_TAGS, kms_key_region, zone_region
 from ..retry import Cancelled, RetriesExhausted
 from .chain import TAG
 from .context import JobContext, connect
@@ -54,6 +54,11 @@ TAG_JOB = TAG + "restore-job"
 TAG_TEMPORARY = TAG + "restore-temporary"
 KEEPALIVE_SECONDS = 60.0
 IOPS_TYPES = ("io1", "io2", "gp3")
+
+
+class RestoreOptionRefused(RestoreFailed):
+    """A restore option does not fit the backup or the target region (a zone of another
+    region, a KMS key of another region): the admin changes the option (bec2: exit 2)."""
 
 
 def _user_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -139,6 +144,7 @@ class AwsRestore:
         self._aws_factory = aws_factory or self._default_aws
         self._last_keepalive = time.monotonic()
         self._zones: dict[str, str] = {}  # source volume id -> the zone its new volume goes to
+        self._region_zone_cache: dict[str, list[str]] = {}  # region -> its available zones
 
     # ------------------------------------------------------------------ stream (delegated)
     @property
@@ -310,20 +316,7 @@ class AwsRestore:
         mode = p.restore_as
         for region in sorted({self._target_region(plan) or "" for plan in plans}):
             aws = self.aws(region or None)
-            if p.restore_kms_key and kms_key_region(p.restore_kms_key) != aws.region:
-                raise RestoreFailed(
-                    f"restore_kms_key {p.restore_kms_key} is a key of {kms_key_region(p.restore_kms_key)}; "
-                    f"the restore goes to {aws.region} (a KMS key encrypts only in its own region)"
-                )
-            try:
-                zones = aws.availability_zones()
-            except (AwsError, RetriesExhausted) as exc:
-                raise RestoreFailed(
-                    f"the restore's region {aws.region} does not answer DescribeAvailabilityZones "
-                    f"(is it enabled for this account?): {exc}"
-                ) from exc
-            if not zones:
-                raise RestoreFailed(f"no availability zone is available in {aws.region}")
+            zones = self._region_zones(aws)
             group = [plan for plan in plans if (self._target_region(plan) or "") == region]
             wanted: dict[str, str] = {}  # zone -> why
             if mode == "volume":
@@ -334,14 +327,7 @@ class AwsRestore:
             elif mode == "instance" and p.restore_availability_zone:
                 wanted[p.restore_availability_zone] = "restore_availability_zone"
             for zone, why in wanted.items():
-                if zone not in zones:
-                    hint = (
-                        "" if why == "restore_availability_zone" else "; restore_availability_zone= picks one"
-                    )
-                    raise RestoreFailed(
-                        f"{why} {zone} is not an available zone of {aws.region}; "
-                        f"its zones: {', '.join(zones)}{hint}"
-                    )
+                self._check_zone(aws, zones, zone, why)
         for plan in plans:
             self._check_tag_count(f"the snapshot from {plan.source_id}", self._snapshot_tags(plan))
             if mode == "volume":
@@ -353,6 +339,67 @@ class AwsRestore:
             iid = plans[0].instance_id
             inst = config.instance_of(self._instance_doc(iid) or {})
             self._check_tag_count(f"the instance from {iid}", self._resource_tags(iid, inst.tags))
+
+    def check_regions(self, source_regions: Iterable[str | None]) -> None:
+        """Before anything is staged, when the fronts know where the volumes come from (bec2
+        from its manifests): each target region answers and holds restore_availability_zone=,
+        and the KMS key is in it. `finish` checks the same again, with every zone."""
+        p = self.params
+        targets = {p.restore_region or source or p.region for source in source_regions}
+        for region in sorted(r or "" for r in targets):
+            aws = self.aws(region or None)
+            zones = self._region_zones(aws)
+            if p.restore_availability_zone and p.restore_as != "snapshot":
+                self._check_zone(aws, zones, p.restore_availability_zone, "restore_availability_zone")
+
+    def _region_zones(self, aws: Aws) -> list[str]:
+        """The available zones of the region `aws` works in (asked once per region); the KMS
+        key must be of that region too."""
+        p = self.params
+        if p.restore_kms_key and kms_key_region(p.restore_kms_key) != aws.region:
+            raise RestoreOptionRefused(
+                f"restore_kms_key {p.restore_kms_key} is a key of {kms_key_region(p.restore_kms_key)}; "
+                f"the restore goes to {aws.region} (a KMS key encrypts only in its own region)"
+            )
+        if aws.region in self._region_zone_cache:
+            return self._region_zone_cache[aws.region]
+        try:
+            zones = aws.availability_zones()
+        except (AwsError, RetriesExhausted) as exc:
+            raise RestoreFailed(
+                f"the restore's region {aws.region} does not answer DescribeAvailabilityZones "
+                f"(is it enabled for this account?): {exc}"
+            ) from exc
+        if not zones:
+            raise RestoreFailed(f"no availability zone is available in {aws.region}")
+        self._region_zone_cache[aws.region] = zones
+        return zones
+
+    def _check_zone(self, aws: Aws, zones: list[str], zone: str, why: str) -> None:
+        """RestoreFailed unless `zone` is one of `zones` (the available zones of aws.region)."""
+        if zone in zones:
+            return
+        listed = f"its zones: {', '.join(zones)}"
+        if why != "restore_availability_zone":
+            raise RestoreOptionRefused(
+                f"{why} {zone} is not an available zone of {aws.region}; {listed}; "
+                "restore_availability_zone= picks one"
+            )
+        home = zone_region(zone)
+        if home and home != aws.region:
+            how = (
+                f"restore_region={self.params.restore_region}"
+                if self.params.restore_region
+                else "the backup's region, as restore_region= is not set"
+            )
+            raise RestoreOptionRefused(
+                f"restore_availability_zone {zone} is a zone of {home}, but the restore goes to "
+                f"{aws.region} ({how}): set restore_region={home} to restore into {home}, or pick "
+                f"one of the zones of {aws.region}: {', '.join(zones)}"
+            )
+        raise RestoreOptionRefused(
+            f"restore_availability_zone {zone} is not an available zone of {aws.region}; {listed}"
+        )
 
     @staticmethod
     def _check_tag_count(what: str, tags: dict[str, str]) -> None:
