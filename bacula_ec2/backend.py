@@ -63,10 +63,14 @@ PLUGIN_NAME = "ec2"
 PLUGIN_API = f"1/{__version__}"
 RELEASE_HINT = (
     "install ec2-fd.so and ec2-backend of one release (the bacula-ec2-plugin package ships "
-    "both; a hand-built ec2-fd.so: packaging/build-plugin.sh, docs/INSTALL.md)"
+    "both; a hand-built ec2-fd.so: packaging/build-plugin.sh, "
+    "/usr/share/doc/bacula-ec2-plugin/INSTALL.md.gz)"
 )
 COALESCE = 64 << 10
 
+#: Appended to every A: the FD always follows our Fatal line with its own "PTCOMM cannot get
+#: packet header from backend." (docs/TROUBLESHOOTING.md, "One error, then PTCOMM").
+PTCOMM_NOTE = "(the FD's following 'PTCOMM cannot get packet header' line is a consequence of this error)"
 log = logging.getLogger("bacula-ec2.backend")
 
 
@@ -373,7 +377,12 @@ class Backend:
         s.wait_for_end()
 
     def _fail(self, text: str) -> None:
-        """Fatal for the job: A with the reason, then serve the FD until it lets go."""
+        """Fatal for the job: A with the reason, then serve the FD until it lets go.
+
+        The FD logs the A's text as a Fatal line, and then, whatever the packets around it,
+        its own Fatal "PTCOMM cannot get packet header from backend." (ptcomm.cpp: every read
+        goes through handle_read_header, which logs it for any A): the session appends
+        PTCOMM_NOTE to every A, so our line says so."""
         text = REDACTOR.scrub(text)
         log.error("job failed: %s", text)
         self.session.abort(text)
@@ -387,6 +396,32 @@ def _quietly(fn: Callable[[], object]) -> None:
 
 
 def _abort_and_drain(session: BackendSession | None, text: str) -> None:
+#: The installed documentation (packaging/build-deb.sh; files over 4 KiB are gzipped).
+DOC_DIR = "/usr/share/doc/bacula-ec2-plugin"
+
+HELP_TEXT = f"""\
+ec2-backend {{version}}: the backend of the Bacula File Daemon plugin ec2-fd.so
+(Amazon EC2 instances and EBS volumes through EBS snapshots).
+
+Not a command to run by hand. The File Daemon starts it for every job that has an
+"ec2:" Plugin line in its FileSet (backup, estimate, restore, .ls, .query) and talks
+to it over stdin/stdout in Bacula's metaplugin protocol; run with no argument, it
+waits for that protocol on stdin.
+
+Options (for a person at a shell):
+  --version   print the release (ec2-fd.so must be of the same release)
+  --help      print this text
+
+Log: bacula-ec2.log in the File Daemon's working directory (its WorkingDirectory,
+for Debian's bacula-fd /var/lib/bacula/bacula-ec2.log), or $BACULA_EC2_LOG;
+level $BACULA_EC2_LOG_LEVEL (INFO by default). Job messages go to the Bacula job log.
+
+Parameters of the Plugin line, IAM permissions, restores and error messages:
+  {DOC_DIR}/ (PARAMETERS.md.gz, IAM.md, RESTORE.md.gz,
+  TROUBLESHOOTING.md.gz, INSTALL.md.gz).
+"""
+
+
     """A with `text` (secrets masked), then read stdin to EOF (§4.10)."""
     if session is None:
         return
@@ -400,8 +435,9 @@ def _abort_and_drain(session: BackendSession | None, text: str) -> None:
 def main() -> int:
     """Always returns 0 (§2.4): every failure is reported with an A packet instead.
 
-    `ec2-backend --version` (a person at a shell, not the FD, which passes no argument)
-    prints the release."""
+    `ec2-backend --version` and `--help` (a person at a shell, not the FD, which passes no
+    argument) print the release or what this program is; with no argument it is always a
+    protocol backend."""
     if sys.argv[1:] == ["--version"]:
         print(f"ec2-backend {__version__}")
         return 0
@@ -411,7 +447,14 @@ def main() -> int:
     try:
         conn = Connection.from_fds(0, 1)
         session = BackendSession(
-            conn, plugin_name=PLUGIN_NAME, plugin_api=PLUGIN_API, mismatch_hint=RELEASE_HINT
+            conn,
+            plugin_name=PLUGIN_NAME,
+            plugin_api=PLUGIN_API,
+            mismatch_hint=RELEASE_HINT,
+            abort_note=PTCOMM_NOTE,
+    if sys.argv[1:] and sys.argv[1] in ("--help", "-h"):
+        print(HELP_TEXT.format(version=__version__), end="")
+        return 0
         )
         session.install_signal_handlers()
         Backend(session).run()

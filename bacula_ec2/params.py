@@ -175,6 +175,11 @@ class Parameters(BaseModel):
         default_factory=list, description="Volume ids or device names (sdf, /dev/xvdf) to skip"
     )
     exclude_boot_volume: bool = Field(False, description="Skip each instance's root volume")
+    include_restored: bool = Field(
+        False,
+        description="Also back up what a bacula-ec2 restore created (tag bacula-ec2:restored-from); "
+        "by default only when named by id",
+    )
 
     # --- behaviour
     keep_full_snapshot: bool = Field(
@@ -195,7 +200,12 @@ class Parameters(BaseModel):
     snapshot_tags: dict[str, str] = Field(
         default_factory=dict, description="Extra tags on the snapshots we create: k=v,k2=v2"
     )
-    abort_on_error: bool = Field(False, description="Fail the whole job on the first error")
+    abort_on_error: bool = Field(
+        False,
+        description="0: an instance or volume that cannot be backed up is a job Error, the others are "
+        "backed up; 1: the job fails at the first one (only 0 or 1/yes/true/on: the FD reads any value "
+        "not starting with 0 as on)",
+    )
 
     # --- restore
     restore_to: Literal["local", "aws"] | None = Field(
@@ -276,7 +286,7 @@ class Parameters(BaseModel):
         "exclude_boot_volume",
         "keep_full_snapshot",
         "bitmap_headers",
-        "abort_on_error",
+        "include_restored",
         "accurate",
         "restore_start",
         "keep_restore_snapshots",
@@ -292,6 +302,25 @@ class Parameters(BaseModel):
         if text in _FALSE:
             return False
         raise ValueError(f"'{value}' is not a yes/no value")
+
+    @field_validator("abort_on_error", mode="before")
+    @classmethod
+    def _abort_on_error(cls, value: object) -> bool:
+        """The FD reads abort_on_error itself (metaplugin-protocol.md §3.4.4): a value starting
+        with 0 is off, anything else on (no, false and an empty value too). Only the spellings
+        both read the same way are accepted."""
+        if isinstance(value, bool):
+            return value
+        text = str(value)
+        if text == "0":
+            return False
+        if text.strip().lower() in _TRUE and not text.startswith("0"):
+            return True
+        raise ValueError(
+            f"'{value}' is ambiguous: the File Daemon reads abort_on_error as on unless its value starts "
+            "with 0 (so no, false and an empty value mean on to it); write abort_on_error=0 (the default: "
+            "report what cannot be backed up and back up the rest) or abort_on_error=1 (fail the job)"
+        )
 
     @field_validator("instance_regex")
     @classmethod

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from .. import naming, timefmt
-from ..aws import Aws
+from ..aws import Aws, AwsError, BlockRef
 from ..aws.download import BlockDownloader, read_ahead
 from ..aws.model import Snapshot
 from ..formats import config
@@ -25,10 +25,12 @@ from ..formats.blockimage import (
     RecordKind,
 )
 from ..pacing import Pacer
+from ..retry import RetriesExhausted
+from . import progress
 from .chain import BaseChoice, choose_base
-from .context import JobContext
-from .selection import InstanceTarget, VolumeTarget, select_instances
-from .sink import BackupSink, FileInfo
+from .context import JobContext, JobError
+from .selection import Failure, InstanceTarget, VolumeTarget, select
+from .sink import BackupSink, FileInfo, FileWriter
 from .snapshots import SnapshotLedger
 
 SPOOL_IN_MEMORY = 4 << 20
@@ -36,6 +38,69 @@ SPOOL_IN_MEMORY = 4 << 20
 
 _epoch = timefmt.epoch
 _iso = timefmt.utc_iso
+
+
+#: Failures of one instance or volume that a job reports and goes on from (abort_on_error=0):
+#: what AWS refused or kept failing. Anything else (a cancel, the FD gone, a full disk, a
+#: bug) ends the job.
+PART_FAILURES: tuple[type[Exception], ...] = (AwsError, RetriesExhausted)
+
+
+class Aborted(JobError):
+    """abort_on_error=1: the first instance or volume that cannot be backed up fails the job."""
+
+
+class _PartWriter:
+    def __init__(self, part: _PartSink, inner: FileWriter, path: str) -> None:
+        self.part, self.inner, self.path = part, inner, path
+
+    def write(self, *parts: bytes | bytearray | memoryview) -> None:
+        self.inner.write(*parts)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.part.writing = None
+
+
+class _PartSink:
+    """The job's sink while one instance (or standalone volume) is handed over: notes what of
+    it is in the job, so that a failure can end the file being written and say so."""
+
+    def __init__(self, sink: BackupSink) -> None:
+        self.sink = sink
+        self.paths: list[str] = []
+        self.writing: _PartWriter | None = None
+
+    def file(self, info: FileInfo, data: bytes) -> None:
+        self.paths.append(info.path)
+        self.sink.file(info, data)
+
+    def open_file(self, info: FileInfo) -> FileWriter:
+        self.paths.append(info.path)
+        self.writing = _PartWriter(self, self.sink.open_file(info), info.path)
+        return self.writing
+
+    def directory(self, path: str, mtime: int) -> None:
+        self.sink.directory(path, mtime)
+
+    def abandon(self) -> str:
+        """After a failure: end the image being written short of its end record (Bacula keeps
+        what was sent; the block image format makes a restore of it fail, never restore it as
+        complete). Returns what of the part is in the job, for its Error message."""
+        writing = self.writing
+        if writing is not None:
+            self.writing = None
+            writing.inner.close()
+            return (
+                f"its image {writing.path} in this job is incomplete (no end record): a restore that "
+                "includes it fails for this volume, naming the file"
+            )
+        if self.paths:
+            return (
+                f"this job holds {len(self.paths)} complete file(s) of it, not all (last {self.paths[-1]}); "
+                "restore it from another job"
+            )
+        return "nothing of it is in this job"
 
 
 @dataclass
@@ -75,6 +140,10 @@ class BackupJob:
         #: Instances (partly) backed up by another Plugin line of this job: their
         #: configuration file and directory entry are already in the job.
         self.covered: set[str] = set()
+        #: What could not be backed up (abort_on_error=0), in the order it was found.
+        self.failures: list[Failure] = []
+        #: What was: instance labels, "volume vol-..." for standalone volumes.
+        self.backed_up: list[str] = []
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, sink: BackupSink) -> None:
@@ -100,9 +169,18 @@ class BackupJob:
 
     # ------------------------------------------------------------------ backup
     def run(self, sink: BackupSink) -> None:
+        """Select, snapshot, read. With abort_on_error=0 an instance or volume that cannot be
+        found, snapshotted or read is a job Error (`failures`), its snapshots are deleted
+        and the others are backed up; the job fails only when nothing could be. With
+        abort_on_error=1 the first such failure fails the job (docs/PARAMETERS.md)."""
         ctx = self.ctx
         started = time.monotonic()
-        targets = select_instances(self.aws, ctx.params)
+        sel = select(self.aws, ctx.params, strict=ctx.params.abort_on_error)
+        for note in sel.skipped:
+            ctx.reporter.info(note)
+        for failure in sel.failures:
+            self._failed(failure)
+        targets = sel.targets
         for t in targets:
             vols = ", ".join(
                 f"{v.volume_id} ({naming.device_short_name(v.device)}, {v.size_gib} GiB)" for v in t.volumes
@@ -116,33 +194,166 @@ class BackupJob:
         self.bases = self._choose_bases(targets)
         positions = {v: (c.base.position + 1 if c.base else 0) for v, c in self.bases.items()}
         snapshots: dict[str, dict[str, Snapshot]] = {}
+        dead: set[str] = set()  # targets that failed before they were read
         for n, t in enumerate(targets):
             if t.volumes:
-                snapshots[str(n)] = self.ledger.take(t, positions, defer_tags=True)
-                ids = ", ".join(s.snapshot_id for s in snapshots[str(n)].values())
+                taken = self._take(t, positions)
+                if not taken:
+                    dead.add(str(n))
+                    continue
+                snapshots[str(n)] = taken
+                ids = ", ".join(s.snapshot_id for s in taken.values())
                 ctx.reporter.info(f"created crash-consistent snapshots of {t.label}: {ids}")
         self.ledger.flush_tags()
         groups = {k: [s.snapshot_id for s in per.values()] for k, per in snapshots.items()}
         labels = {str(n): t.label for n, t in enumerate(targets)}
-        ready = self.ledger.completed(groups, labels)
+
+        def lost(key: str, exc: AwsError) -> None:
+            dead.add(key)
+            self._part_failed(targets[int(key)], exc, list(snapshots.get(key, {}).values()))
+
+        ready = self.ledger.completed(groups, labels, failed=lost)
         if self.wait_all_first:
             ready = iter(sorted(ready, key=int))
         # Nothing to wait for first (an instance with every volume excluded), then each
         # instance as soon as its snapshots are completed.
         order = itertools.chain((str(n) for n, t in enumerate(targets) if not t.volumes), ready)
-        for key in order:
+        done: set[str] = set()
+        while True:
+            try:
+                key = next(order)
+            except StopIteration:
+                break
+            except PART_FAILURES as exc:  # waiting for the snapshots failed (as a whole)
+                if ctx.params.abort_on_error:
+                    raise
+                for key in groups:
+                    if key not in done and key not in dead:
+                        dead.add(key)
+                        self._part_failed(targets[int(key)], exc, list(snapshots[key].values()))
+                break
+            done.add(key)
             t = targets[int(key)]
             latest = self.ledger.latest
             per = {v: latest.get(s.snapshot_id, s) for v, s in snapshots.get(key, {}).items()}
             self.read_order.append(t.instance_id)
-            self._backup_instance(sink, t, per)
+            self._backup_target(sink, t, per)
+        if self.failures and not self.backed_up:
+            raise JobError("nothing was backed up: " + "; ".join(str(f) for f in self.failures))
         elapsed = time.monotonic() - started
         mib = self.total.data_bytes / (1 << 20)
         ctx.reporter.info(
-            f"backed up {len(targets)} instance(s): {self.total.blocks} blocks, {mib:.1f} MiB of data, "
+            f"backed up {len(self.backed_up)} instance(s): {self.total.blocks} blocks, "
+            f"{mib:.1f} MiB of data, "
             f"{self.total.zero_blocks} empty blocks in {elapsed:.1f} s; "
             f"{self.aws.stats.retries} AWS retries ({self.aws.stats.throttled} throttled)"
         )
+        if self.failures:
+            ctx.reporter.info(
+                f"backed up: {', '.join(self.backed_up)}; NOT backed up ({len(self.failures)}): "
+                + "; ".join(str(f) for f in self.failures)
+            )
+
+    # ------------------------------------------------------------------ partial failure
+    def _failed(self, failure: Failure, cause: BaseException | None = None) -> None:
+        """Report what cannot be backed up: a job Error, the job goes on; abort_on_error=1:
+        the job fails here (its snapshots are rolled back by the runner)."""
+        if self.ctx.params.abort_on_error:
+            raise Aborted(
+                f"{failure} (abort_on_error=1: the job fails at the first instance or volume that "
+                "cannot be backed up; abort_on_error=0 backs up the others)"
+            ) from cause
+        self.failures.append(failure)
+        self.ctx.reporter.error(f"{failure}; not backed up, the job goes on with the rest")
+
+    def _part_failed(
+        self,
+        target: InstanceTarget,
+        exc: BaseException,
+        snaps: list[Snapshot],
+        vol: VolumeTarget | None = None,
+        stored: str = "",
+    ) -> None:
+        """An instance (or, `vol`, a standalone volume) failed after selection: delete its
+        snapshots now (never a base), then report it. `stored`: what of it the job holds.
+        abort_on_error=1: the failure itself fails the job (the runner rolls back)."""
+        if self.ctx.params.abort_on_error:
+            raise exc
+        left = self.ledger.drop([s.snapshot_id for s in snaps])
+        why = self._failure(target, vol, exc, stored)
+        if snaps:
+            gone = [s.snapshot_id for s in snaps if not any(x.startswith(s.snapshot_id) for x in left)]
+            extra = f"; its snapshot(s) {', '.join(gone)} deleted" if gone else ""
+            if left:
+                extra += (
+                    f"; snapshot(s) {', '.join(left)} could not be deleted (the next job on the volume "
+                    "removes them, or delete them by hand)"
+                )
+            why = Failure(why.what, why.reason + extra)
+        self._failed(why, exc)
+
+    @staticmethod
+    def _failure(
+        target: InstanceTarget, vol: VolumeTarget | None, exc: BaseException, stored: str
+    ) -> Failure:
+        what = f"volume {vol.volume_id}" if vol is not None else f"instance {target.label}"
+        text = str(exc).rstrip(". ")
+        return Failure(what, text + (f"; {stored}" if stored else ""))
+
+    def _take(self, target: InstanceTarget, positions: dict[str, int]) -> dict[str, Snapshot]:
+        """The snapshots of one target ({} if it failed, reported). Standalone volumes are
+        snapshotted one by one, and fail one by one."""
+        if target.standalone:
+            taken: dict[str, Snapshot] = {}
+            for vol in list(target.volumes):
+                one = InstanceTarget(target.instance, [vol], standalone=True)
+                got = self._take_one(one, positions, vol)
+                if got:
+                    taken.update(got)
+                else:
+                    target.volumes.remove(vol)
+            return taken
+        return self._take_one(target, positions, None)
+
+    def _take_one(
+        self, target: InstanceTarget, positions: dict[str, int], vol: VolumeTarget | None
+    ) -> dict[str, Snapshot]:
+        before = set(self.ledger.created)
+        try:
+            return self.ledger.take(target, positions, defer_tags=True)
+        except PART_FAILURES as exc:
+            made = [sid for sid in self.ledger.created if sid not in before]
+            snaps = [Snapshot(sid, self.ledger.volume_of.get(sid, "")) for sid in made]
+            self._part_failed(target, exc, snaps, vol, "no snapshot of it is kept")
+            return {}
+
+    def _backup_target(self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, Snapshot]) -> None:
+        """One instance (or the standalone volumes, each on its own); a failure of it is
+        reported and the job goes on (see `run`)."""
+        if target.standalone:
+            done = []
+            for vol in target.volumes:
+                one = InstanceTarget(target.instance, [vol], target.excluded, standalone=True)
+                part = _PartSink(sink)
+                try:
+                    self._backup_instance(part, one, {vol.volume_id: snaps[vol.volume_id]}, directory=False)
+                except PART_FAILURES as exc:
+                    self._part_failed(one, exc, [snaps[vol.volume_id]], vol, part.abandon())
+                    continue
+                done.append(vol.volume_id)
+            if done:
+                if target.instance_id not in self.covered:
+                    mtime = max(_epoch(snaps[v].start_time) for v in done)
+                    sink.directory(naming.instance_dir(target.instance_id), mtime)
+                self.backed_up.extend(f"volume {v}" for v in done)
+            return
+        part = _PartSink(sink)
+        try:
+            self._backup_instance(part, target, snaps)
+        except PART_FAILURES as exc:
+            self._part_failed(target, exc, list(snaps.values()), None, part.abandon())
+            return
+        self.backed_up.append(target.label)
 
     def _skip_covered(self, targets: list[InstanceTarget]) -> list[InstanceTarget]:
         """Volumes another Plugin line of this very job already snapshotted are not backed up
@@ -191,7 +402,14 @@ class BackupJob:
             choices[vid] = choice
         return choices
 
-    def _backup_instance(self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, Snapshot]) -> None:
+    def _backup_instance(
+        self,
+        sink: BackupSink,
+        target: InstanceTarget,
+        snaps: dict[str, Snapshot],
+        *,
+        directory: bool = True,
+    ) -> None:
         iid = target.instance_id
         mtime = int(time.time())
         if snaps:
@@ -201,17 +419,21 @@ class BackupJob:
                 f"instance {target.label}: every volume is excluded; saving its configuration only"
             )
         again = iid in self.covered  # its JSON and directory came with the other Plugin line
+        # What can fail before any of its blocks is read, before any of its files is handed
+        # over: a failure then leaves nothing of it in the job.
+        user_data = None if target.standalone or again else self.aws.instance_user_data(iid)
+        for vol in target.volumes:
+            self._preflight(vol, snaps[vol.volume_id])
         if target.standalone:
             for vol in target.volumes:
                 self._backup_volume(sink, target, vol, snaps[vol.volume_id])
-            if not again:
+            if directory and not again:
                 sink.directory(naming.instance_dir(iid), mtime)
             return
         if again:
             for vol in target.volumes:
                 self._backup_volume(sink, target, vol, snaps[vol.volume_id])
             return
-        user_data = self.aws.instance_user_data(iid)
         doc = config.instance_document(
             target.instance,
             region=self.aws.region,
@@ -224,6 +446,22 @@ class BackupJob:
         for vol in target.volumes:
             self._backup_volume(sink, target, vol, snaps[vol.volume_id])
         sink.directory(naming.instance_dir(iid), mtime)
+
+    def _preflight(self, vol: VolumeTarget, snap: Snapshot) -> None:
+        """The first page of the volume's block listing (one request): a refused or unknown
+        snapshot fails its instance before anything of it is in the job."""
+        base = (self.bases.get(vol.volume_id) or BaseChoice(None)).base
+        refs = (
+            self.aws.list_changed_blocks(base.snapshot_id, snap.snapshot_id)
+            if base
+            else self.aws.list_snapshot_blocks(snap.snapshot_id)
+        )
+        try:
+            next(iter(refs), None)
+        finally:
+            close = getattr(refs, "close", None)
+            if close is not None:
+                close()
 
     def _backup_volume(
         self, sink: BackupSink, target: InstanceTarget, vol: VolumeTarget, snap: Snapshot
@@ -272,22 +510,26 @@ class BackupJob:
         stats = VolumeStats()
         t0 = time.monotonic()
         path = naming.volume_image(iid, vid, vol.device, vol.size_gib, ctx.level, ctx.job_id)
+
+        def listing() -> Iterator[BlockRef]:
+            if base:
+                return self.aws.list_changed_blocks(base.snapshot_id, sid)
+            return self.aws.list_snapshot_blocks(sid)
+
+        # The listing is counted first, so that progress has a total (one more listing:
+        # a page per 10,000 blocks, e.g. 210 pages, about 5 s, for 1 TiB of data).
+        listed = sum(1 for _ in listing())
+        ctx.reporter.info(
+            f"volume {vid}: {listed} {'changed ' if base else ''}block(s) to read from {sid} "
+            f"({progress.size(listed * BLOCK_SIZE)})"
+        )
+        tracker = progress.Tracker(vid, "backed up", listed * BLOCK_SIZE, progress.emitter(ctx.reporter))
         writer = sink.open_file(FileInfo(path, vol.size_gib * naming.GIB, mtime))
         writer.write(image.start())
-        refs = (
-            self.aws.list_changed_blocks(base.snapshot_id, sid)
-            if base
-            else self.aws.list_snapshot_blocks(sid)
-        )
-        progress = getattr(ctx.reporter, "progress", None)
-        shown = t0
-        for body in self.downloader.fetch(sid, read_ahead(refs)):
+        for body in self.downloader.fetch(sid, read_ahead(listing())):
             offset = body.index * BLOCK_SIZE
             stats.blocks += 1
-            if progress is not None and time.monotonic() - shown >= 1.0:
-                shown = time.monotonic()
-                mib = stats.data_bytes / (1 << 20)
-                progress(f"{vid}: {stats.blocks} blocks, {mib:.0f} MiB, {mib / (shown - t0):.0f} MiB/s")
+            tracker.add(BLOCK_SIZE)
             if body.sha256 == ZERO_BLOCK_SHA256:
                 rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.ZERO, body.sha256)
                 writer.write(image.record(rec))
@@ -301,6 +543,7 @@ class BackupJob:
         writer.write(image.end())
         writer.close()
         stats.seconds = time.monotonic() - t0
+        tracker.finish()
         if ctx.params.bitmap_headers:
             sink_paths = [naming.volume_map(iid, vid), naming.volume_empty_map(iid, vid)]
             for enc, spool, p in zip(maps, spools, sink_paths, strict=True):

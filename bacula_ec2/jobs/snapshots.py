@@ -334,7 +334,7 @@ class SnapshotLedger:
                             code or "Throttled",
                             f"AWS still refuses to snapshot {label} after {elapsed:.0f} s: {exc} "
                             "(too many snapshots in progress in the region or of a volume: see "
-                            "docs/TROUBLESHOOTING.md)",
+                            "/usr/share/doc/bacula-ec2-plugin/TROUBLESHOOTING.md.gz)",
                             resource=instance_id,
                         ) from exc
                     if quota(exc):
@@ -480,13 +480,19 @@ class SnapshotLedger:
             waiter.pause()
 
     # ------------------------------------------------------------------ wait
-    def completed(self, groups: dict[str, list[str]], labels: dict[str, str]) -> Iterator[str]:
+    def completed(
+        self,
+        groups: dict[str, list[str]],
+        labels: dict[str, str],
+        failed: Callable[[str, AwsError], None] | None = None,
+    ) -> Iterator[str]:
         """Each key of `groups` (snapshot ids) once all its snapshots are completed, in the
         order they complete (keys completing at the same poll: in `groups` order). One
         DescribeSnapshots per poll for all of them; the caller's work between two keys counts
         as waiting time. AwsError SnapshotError on a snapshot in state error, Timeout when a
         snapshot's Progress has not grown for `snapshot_timeout` seconds (or after the overall
-        cap, aws/wait.py)."""
+        cap, aws/wait.py). With `failed`, a group with such a snapshot is handed to
+        `failed(key, error)` instead, and the others are waited for on."""
         params = WaitParams.for_snapshots(float(self.ctx.params.snapshot_timeout))
         clock = self.aws.clock
         waiter = Waiter(
@@ -509,14 +515,27 @@ class SnapshotLedger:
             if found is not None:
                 self.seen.update(found)
                 self.latest.update(found)
-                failed = failed_snapshots(list(found.values()))
-                if failed:
-                    where = [labels[k] for k, members in left.items() if set(members) & set(failed)]
-                    raise AwsError(
-                        "CreateSnapshots",
-                        "SnapshotError",
-                        f"snapshot(s) {', '.join(failed)} of {', '.join(where)} ended in state error",
-                    )
+                bad = failed_snapshots(list(found.values()))
+                if bad:
+                    hit = [k for k, members in left.items() if set(members) & set(bad)]
+                    if failed is None:
+                        raise AwsError(
+                            "CreateSnapshots",
+                            "SnapshotError",
+                            f"snapshot(s) {', '.join(bad)} of {', '.join(labels[k] for k in hit)} "
+                            "ended in state error",
+                        )
+                    for k in hit:
+                        mine = [sid for sid in left.pop(k) if sid in bad]
+                        failed(
+                            k,
+                            AwsError(
+                                "CreateSnapshots",
+                                "SnapshotError",
+                                f"snapshot(s) {', '.join(mine)} of {labels[k]} ended in state error",
+                            ),
+                        )
+                    continue
                 done = [
                     k
                     for k, members in left.items()
@@ -540,13 +559,27 @@ class SnapshotLedger:
                     if not self._completed(found.get(sid)) and now - changed.get(sid, now) >= limit
                 ]
                 if stuck:
-                    where = [labels[k] for k, members in left.items() if set(members) & set(stuck)]
-                    raise AwsError(
-                        "CreateSnapshots",
-                        "Timeout",
-                        f"snapshot(s) {', '.join(stuck)} of {', '.join(where)}: no progress for "
-                        f"{now - min(changed[s] for s in stuck):.0f} s (raise snapshot_timeout=)",
-                    )
+                    hit = [k for k, members in left.items() if set(members) & set(stuck)]
+                    if failed is None:
+                        raise AwsError(
+                            "CreateSnapshots",
+                            "Timeout",
+                            f"snapshot(s) {', '.join(stuck)} of {', '.join(labels[k] for k in hit)}: "
+                            f"no progress for {now - min(changed[s] for s in stuck):.0f} s "
+                            "(raise snapshot_timeout=)",
+                        )
+                    for k in hit:
+                        mine = [sid for sid in left.pop(k) if sid in stuck]
+                        failed(
+                            k,
+                            AwsError(
+                                "CreateSnapshots",
+                                "Timeout",
+                                f"snapshot(s) {', '.join(mine)} of {labels[k]}: no progress for "
+                                f"{now - min(changed[s] for s in mine):.0f} s (raise snapshot_timeout=)",
+                            ),
+                        )
+                    continue
             if now - shown >= PROGRESS_EVERY:
                 shown = now
                 for k, members in left.items():
@@ -636,6 +669,28 @@ class SnapshotLedger:
         return [
             s.snapshot_id for s in snaps if s.snapshot_id not in self.created and s.tags.get(OWNER_TAG) == me
         ]
+
+    def drop(self, snapshot_ids: Sequence[str]) -> list[str]:
+        """Part of the job failed (an instance, a volume): delete these snapshots of it now,
+        each delete confirmed, and forget them: they are never committed (a base must have its
+        complete image in the job) nor retired. Returns what could not be deleted, each as
+        "<snapshot id> (<why>)": those stay `pending`, their lease is no longer renewed, and
+        the next job on their volumes removes them once this process is gone (step 3)."""
+        todo = [sid for sid in snapshot_ids if sid in self.created]
+        if not todo:
+            return []
+        self.untagged = [(sid, tags) for sid, tags in self.untagged if sid not in todo]
+        failed = self._delete_all(todo)
+        left: list[str] = []
+        for sid in todo:
+            self.created.remove(sid)
+            self.volume_of.pop(sid, None)
+            self.latest.pop(sid, None)
+            why = failed.get(sid)
+            if why is not None:
+                log.warning("snapshot %s of a failed part could not be deleted: %s", sid, why, exc_info=why)
+                left.append(f"{sid} ({str(why).rstrip('.')})")
+        return left
 
     def rollback(self) -> list[str]:
         """The job failed: delete what it created (each delete confirmed by DescribeSnapshots).

@@ -146,7 +146,7 @@ def test_a_stuck_snapshot_fails_naming_it_and_its_instance_and_nothing_is_left()
     aws, iids, _vols = fleet([(10, 10), (20, 20)])
     stuck_vol = aws.volume_of(iids[1], "/dev/xvdf")
     aws.stall_snapshots_of(stuck_vol)
-    bj, sink, _rec = job(aws, 2, ("snapshot_timeout", "60"))
+    bj, sink, _rec = job(aws, 2, ("snapshot_timeout", "60"), ("abort_on_error", "1"))
     with pytest.raises(AwsError) as info:
         bj.run(sink)
     pattern = r".*Timeout: snapshot\(s\) (snap-\w+) of i-\w+ \(web-2\): no progress for (\d+) s.*"
@@ -190,7 +190,7 @@ def test_a_snapshot_quota_is_waited_out_with_a_job_log_line(code: str) -> None:
 
 def test_a_quota_that_does_not_lift_fails_within_the_budget_naming_instance_and_code() -> None:
     aws, iids, _vols = fleet([(5, 5), (5, 5)])
-    bj, sink, _rec = job(aws, 2)
+    bj, sink, _rec = job(aws, 2, ("abort_on_error", "1"))
     original = aws.create_snapshots
 
     def refuse_web2(instance_id, *args):  # type: ignore[no-untyped-def]

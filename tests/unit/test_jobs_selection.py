@@ -48,7 +48,7 @@ def test_by_id_and_by_name_tag() -> None:
 
 def test_an_unknown_id_or_name_is_an_error_naming_it() -> None:
     aws, ids = fleet()
-    with pytest.raises(JobError, match=r"i-00000000000000bad not found in region eu-west-1"):
+    with pytest.raises(JobError, match=r"instance i-00000000000000bad: not found in region eu-west-1"):
         chosen(aws, ("instances", f"{ids['web-1']},i-00000000000000bad"))
     with pytest.raises(JobError, match=r"no instance named 'web-9'"):
         chosen(aws, ("instances", "web-1,web-9"))
@@ -108,7 +108,7 @@ def test_standalone_volumes() -> None:
         aws, parse_parameters([("instances", "db-1"), ("volumes", f"{loose},{attached}")])
     )
     assert [[v.volume_id for v in t.volumes] for t in targets][-1] == [loose]
-    with pytest.raises(JobError, match="vol-00000000000000bad not found"):
+    with pytest.raises(JobError, match="volume vol-00000000000000bad: not found"):
         select_instances(aws, parse_parameters([("volumes", f"{loose},vol-00000000000000bad")]))
     with pytest.raises(JobError, match="takes volume ids"):
         select_instances(aws, parse_parameters([("volumes", "data-disk")]))

@@ -481,7 +481,7 @@ def test_rollback_names_each_snapshot_it_could_not_delete_and_why() -> None:
 
 def test_a_snapshot_in_error_or_stuck_fails_the_job_and_rolls_back() -> None:
     for failing in ("error", "timeout"):
-        aws, d, vids = world(("snapshot_timeout", "60"), devices=2)
+        aws, d, vids = world(("snapshot_timeout", "60"), ("abort_on_error", "1"), devices=2)
         if failing == "error":
             aws.fail_snapshots_of(vids[1])
         else:
