@@ -83,10 +83,10 @@ class TrixieRoot:
             raise AssertionError(f"{' '.join(argv)} in {self.path} exited {proc.returncode}:\n{out}")
         return out
 
-    def fd_command(self, bind: Path, env: dict[str, str] | None = None) -> list[str]:
-        """The argv that runs the root's bacula-fd seeing ``bind`` at its own path."""
+    def fd_command(self, bind: Path, env: dict[str, str] | None = None, fd: str = FD) -> list[str]:
+        """The argv that runs the root's bacula-fd (``fd``) seeing ``bind`` at its own path."""
         assigns = [f"{k}={v}" for k, v in (env or {}).items()]
-        return [str(IN_ROOT), str(self.path), str(bind), *assigns, FD]
+        return [str(IN_ROOT), str(self.path), str(bind), *assigns, fd]
 
 
 def _read_info(tarball: Path) -> dict[str, str]:
