@@ -39,6 +39,7 @@ from protocol.text import has_undecodable, looks_secret, printable, set_message_
 from . import __version__
 from .jobs import browse
 from .jobs.context import JobContext, connect
+from .jobs.progress import Progress, log_line
 from .jobs.restore_aws import AwsRestore
 from .jobs.restore_local import LocalRestore, RestoreFailed
 from .jobs.runner import (
@@ -94,6 +95,12 @@ class SessionReporter:
         text = REDACTOR.scrub(text)
         log.error("%s", text)
         self.session.error(text)
+
+    def progress(self, update: Progress) -> None:
+        """A transfer's progress: into the job log at most once a minute per volume (the
+        updates marked `log`); the job's own message ends each volume."""
+        if update.log and not update.final:
+            self.info(log_line(update))
 
 
 class _Writer:

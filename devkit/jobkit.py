@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bacula_ec2.formats.blockimage import BLOCK_SIZE, FileKind, ImageHeader, RecordDecoder, RecordKind
 from bacula_ec2.jobs.backup import BackupJob
 from bacula_ec2.jobs.context import JobContext
+from bacula_ec2.jobs.progress import Progress
 from bacula_ec2.jobs.sink import FileInfo
 from bacula_ec2.params import parse_parameters
 
@@ -22,9 +23,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
+        #: Every progress update (jobs.progress.Progress), in order.
+        self.updates: list[Progress] = []
 
     def info(self, text: str) -> None:
         self.lines.append(("I", text))
+
+    def progress(self, update: Progress) -> None:
+        self.updates.append(update)
 
     def warning(self, text: str) -> None:
         self.lines.append(("W", text))

@@ -14,8 +14,11 @@ from ..params import Parameters
 class Reporter(Protocol):
     """Job messages: Bacula job log in the backend, stderr in bec2.
 
-    A reporter may also have `progress(text)`, called about once a second during long
-    transfers (bec2 shows it on a terminal); the Bacula job log does not want it.
+    A reporter may also have `progress(update: jobs.progress.Progress)`, called a few times
+    a second during a volume's transfer and once at its end (`final`): bec2 draws its live
+    line and prints the summaries from these, the backend puts the ones marked `log` (at
+    most one a minute per volume) into the job log. Job code calls it through
+    `progress.emitter(reporter)`, which tolerates a reporter without it.
     """
 
     def info(self, text: str) -> None: ...

@@ -123,7 +123,7 @@ class Tracker:
         emit: Callable[[Progress], None],
         *,
         clock: Clock = time.monotonic,
-        live_every: float = LIVE_EVERY,
+        live_every: float | None = None,
         log_every: float | None = None,
     ) -> None:
         self.label = label
@@ -132,10 +132,10 @@ class Tracker:
         self.emit = emit
         self.done = 0
         self._clock = clock
-        self._live_every = live_every
+        self._live_every = LIVE_EVERY if live_every is None else live_every
         self._log_every = log_interval() if log_every is None else log_every
         self.started = clock()
-        self._due = self.started + live_every
+        self._due = self.started + self._live_every
         self._log_due = self.started + self._log_every
         self._samples: deque[tuple[float, int]] = deque([(self.started, 0)])
         self._finished = False

@@ -45,6 +45,7 @@ from ..formats import config
 from ..formats.blockimage import BLOCK_SIZE, ImageHeader
 from ..params import MAX_TAGS, kms_key_region, zone_region
 from ..retry import Cancelled, RetriesExhausted
+from . import progress
 from .chain import TAG
 from .context import JobContext, connect
 from .restore_local import LocalRestore, Part, RestoreFailed, VolumeImage
@@ -138,7 +139,7 @@ class AwsRestore:
             raise RestoreFailed(f"the restore staging directory '{workdir}' is not an absolute path")
         os.makedirs(workdir, exist_ok=True)
         self.staging = tempfile.mkdtemp(prefix=f"bacula-ec2-restore-{ctx.job_id}-", dir=workdir)
-        self.local = LocalRestore(ctx, self.staging, where, replace="a")
+        self.local = LocalRestore(ctx, self.staging, where, replace="a", verb="staged")
         self.ledger = Ledger()
         self.results: list[str] = []
         self._aws_factory = aws_factory or self._default_aws
@@ -151,8 +152,8 @@ class AwsRestore:
     def files(self) -> int:
         return self.local.files
 
-    def start(self, fname: str, mtime: int | None = None) -> bool:
-        return self.local.start(fname, mtime=mtime)
+    def start(self, fname: str, mtime: int | None = None, size: int | None = None) -> bool:
+        return self.local.start(fname, mtime=mtime, size=size)
 
     def data(self, chunk: memoryview) -> None:
         self.local.data(chunk)
@@ -480,20 +481,23 @@ class AwsRestore:
         )
         fd = os.open(plan.image.path, os.O_RDONLY)
         began = time.monotonic()
+        # Progress in the job log at most once a minute: also the keep-alive of the upload.
+        tracker = progress.Tracker(
+            f"{plan.source_id} -> {sid}", "uploaded", total * BLOCK_SIZE, progress.emitter(self.ctx.reporter)
+        )
         try:
             result = writer.upload(
                 sid,
                 plan.image.data_blocks(),
                 file_reader(fd),
-                progress=lambda done: self.keepalive(
-                    lambda: f"volume {plan.source_id}: {done}/{total} blocks written to {sid}"
-                ),
+                progress=lambda done: tracker.update(done * BLOCK_SIZE),
             )
         except (AwsError, RetriesExhausted) as exc:
             self._kms_refused(exc, plan, kms, encrypted, sid)
             raise
         finally:
             os.close(fd)
+        tracker.finish()
         seconds = max(time.monotonic() - began, 1e-6)
         mib = result.blocks * 0.5
         parts = " + ".join(pt.label() for pt in plan.chain)

@@ -49,7 +49,7 @@ from ..formats.blockimage import (
     RecordDecoder,
     RecordKind,
 )
-from . import safefs
+from . import progress, safefs
 from .chain import job_resource
 from .context import JobContext, JobError
 
@@ -240,6 +240,8 @@ class _Volume:
     failure: str | None = None
     skipped: str | None = None
     held: list[_Held] = field(default_factory=list)
+    received: int = 0  # bytes of its block images received (progress)
+    seconds: float = 0.0  # time spent receiving them
 
 
 @dataclass
@@ -257,6 +259,7 @@ class _Target:
     part: Part | None = None
     accepted: bool = True
     received: int = 0
+    tracker: progress.Tracker | None = None  # a block image's progress
 
 
 def _vid(t: _Target) -> str:
@@ -327,6 +330,8 @@ class LocalRestore:
     _ns: safefs.Dir | None = None
     _folders: dict[str, safefs.Dir] = field(default_factory=dict)
     _target_error: str | None = None
+    #: What progress says is done to a volume's block images ("staged" for AWS).
+    verb: str = "restored"
 
     def __post_init__(self) -> None:
         if self.replace not in REPLACE_MODES:
@@ -434,11 +439,13 @@ class LocalRestore:
             ns.unlink(tmp)
 
     # ------------------------------------------------------------------ stream
-    def start(self, fname: str, mtime: int | None = None) -> bool:
+    def start(self, fname: str, mtime: int | None = None, size: int | None = None) -> bool:
         """Prepare one file; False means skip it (Replace= keeps what exists).
 
         `mtime` is the file's modification time in the backup (the FD's STAT), used by
-        Replace=ifnewer/ifolder and given to the restored JSON and map files.
+        Replace=ifnewer/ifolder and given to the restored JSON and map files. `size` is
+        the file's exact size if known (bec2's manifest; not the FD's STAT, which holds
+        the provisioned size of a block image): progress then has a total.
         """
         self._settle(report=True)
         ns = self.open_target()
@@ -453,12 +460,12 @@ class LocalRestore:
                 self._folder(catalog.instance_id)
                 return True
             if catalog.kind == "bimg":
-                return self._start_image(name, catalog)
+                return self._start_image(name, catalog, size)
             return self._start_file(ns, name, catalog, mtime or 0)
         except (OSError, JobError) as exc:
             raise RestoreFailed(self._failed(name, catalog, exc)) from exc
 
-    def _start_image(self, name: str, catalog: naming.CatalogPath) -> bool:
+    def _start_image(self, name: str, catalog: naming.CatalogPath, size: int | None = None) -> bool:
         assert catalog.volume_id is not None
         vol = self._volume(catalog.volume_id)
         if vol.failure is not None:
@@ -476,6 +483,12 @@ class LocalRestore:
             self._drop_volume(vol)
             return False
         self._current = _Target(name, catalog, "bimg", decoder=RecordDecoder(expect=FileKind.IMAGE))
+        part = naming.LEVEL_NAMES.get(catalog.level, catalog.level)
+        if catalog.job_id is not None:
+            part += f" job {catalog.job_id}"
+        self._current.tracker = progress.Tracker(
+            f"{vol.volume_id} ({part})", self.verb, size, progress.emitter(self.ctx.reporter)
+        )
         return True
 
     def _start_file(self, ns: safefs.Dir, name: str, catalog: naming.CatalogPath, mtime: int) -> bool:
@@ -514,6 +527,8 @@ class LocalRestore:
 
     def _write(self, t: _Target, chunk: memoryview) -> None:
         t.received += len(chunk)
+        if t.tracker is not None:
+            t.tracker.add(len(chunk))
         if t.kind == "discard":
             return
         if t.kind == "file":
@@ -585,7 +600,12 @@ class LocalRestore:
             t.decoder.close()
         if t.kind == "bimg":
             assert t.part is not None
-            self._volume(_vid(t)).parts.append(t.part)
+            vol = self._volume(_vid(t))
+            vol.parts.append(t.part)
+            if t.tracker is not None:
+                done = t.tracker.stop()
+                vol.received += done.done
+                vol.seconds += done.elapsed
             return
         cat = t.catalog
         described = self._describes(t)
@@ -731,6 +751,9 @@ class LocalRestore:
                     done.append((vol.image, chain))
                     self.restored.append(vol.image.path)
                     self._install_companions(vol, chain[-1])
+                    progress.emitter(self.ctx.reporter)(
+                        progress.Progress.summary(vol.volume_id, self.verb, vol.received, vol.seconds)
+                    )
             except (OSError, JobError) as exc:
                 _log_io_error(f"installing the image of {vol.volume_id}", exc)
                 problems.append(str(exc))
