@@ -68,10 +68,10 @@ RELEASE_HINT = (
     "/usr/share/doc/bacula-ec2-plugin/INSTALL.md.gz)"
 )
 COALESCE = 64 << 10
-
 #: Appended to every A: the FD always follows our Fatal line with its own "PTCOMM cannot get
 #: packet header from backend." (docs/TROUBLESHOOTING.md, "One error, then PTCOMM").
 PTCOMM_NOTE = "(the FD's following 'PTCOMM cannot get packet header' line is a consequence of this error)"
+
 log = logging.getLogger("bacula-ec2.backend")
 
 
@@ -396,13 +396,6 @@ class Backend:
         self.session.wait_for_end()
 
 
-def _quietly(fn: Callable[[], object]) -> None:
-    """Last-resort paths: nothing may escape (it would reach fd 2 or a non-zero exit)."""
-    with contextlib.suppress(Exception):
-        fn()
-
-
-def _abort_and_drain(session: BackendSession | None, text: str) -> None:
 #: The installed documentation (packaging/build-deb.sh; files over 4 KiB are gzipped).
 DOC_DIR = "/usr/share/doc/bacula-ec2-plugin"
 
@@ -429,6 +422,13 @@ Parameters of the Plugin line, IAM permissions, restores and error messages:
 """
 
 
+def _quietly(fn: Callable[[], object]) -> None:
+    """Last-resort paths: nothing may escape (it would reach fd 2 or a non-zero exit)."""
+    with contextlib.suppress(Exception):
+        fn()
+
+
+def _abort_and_drain(session: BackendSession | None, text: str) -> None:
     """A with `text` (secrets masked), then read stdin to EOF (§4.10)."""
     if session is None:
         return
@@ -448,6 +448,9 @@ def main() -> int:
     if sys.argv[1:] == ["--version"]:
         print(f"ec2-backend {__version__}")
         return 0
+    if sys.argv[1:] and sys.argv[1] in ("--help", "-h"):
+        print(HELP_TEXT.format(version=__version__), end="")
+        return 0
     _quietly(quiet_until_configured)
     set_message_scrubber(REDACTOR.scrub)  # every message packet, from any module
     session: BackendSession | None = None
@@ -459,9 +462,6 @@ def main() -> int:
             plugin_api=PLUGIN_API,
             mismatch_hint=RELEASE_HINT,
             abort_note=PTCOMM_NOTE,
-    if sys.argv[1:] and sys.argv[1] in ("--help", "-h"):
-        print(HELP_TEXT.format(version=__version__), end="")
-        return 0
         )
         session.install_signal_handlers()
         Backend(session).run()

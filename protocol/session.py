@@ -22,7 +22,7 @@ from .framing import Connection, Packet, PacketBatch
 from .jobinfo import EndReason, JobInfo, Mode, parse_job_lines, split_line
 from .query import QueryStream
 from .restore import RestoreHandler, RestoreLoop
-from .text import encode_command, encode_message, scrub_secrets
+from .text import encode_command, encode_message, encode_message_with_note, scrub_secrets
 
 log = logging.getLogger("protocol")
 
@@ -37,15 +37,27 @@ class BackendSession:
     """
 
     def __init__(
-        self, conn: Connection, plugin_name: str, plugin_api: str, *, mismatch_hint: str = ""
+        self,
+        conn: Connection,
+        plugin_name: str,
+        plugin_api: str,
+        *,
+        mismatch_hint: str = "",
+        abort_note: str = "",
     ) -> None:
         """`plugin_api` is the Hello's second word. It may be `<api>/<release>` (the plugin
         and the backend of one release): a plugin of another release is then refused with
-        both releases named, and `mismatch_hint` (what to do) appended."""
+        both releases named, and `mismatch_hint` (what to do) appended.
+
+        `abort_note` is appended (after one space) to the text of every `A`: the FD always
+        follows an `A`'s Fatal line with its own Fatal "PTCOMM cannot get packet header from
+        backend." (ptcomm.cpp handle_read_header, whatever the packets around it), and the
+        note can tell the reader that line is a consequence."""
         self.conn = conn
         self.plugin_name = plugin_name
         self.plugin_api = plugin_api
         self.mismatch_hint = mismatch_hint
+        self.abort_note = abort_note
         #: Set (from a relay thread) when SIGUSR1/SIGTERM arrives (§2.5).
         self.cancelled = threading.Event()
         #: The signal number that cancelled the session, set inside the handler itself.
@@ -207,13 +219,16 @@ class BackendSession:
 
     def abort(self, text: str) -> None:
         """`A`: Fatal; the FD stops reading this backend (§4.10). Idempotent, never raises
-        for a vanished FD. Afterwards call `wait_for_end` (it drains) and exit 0."""
+        for a vanished FD. Afterwards call `wait_for_end` (it drains) and exit 0.
+
+        The text is sent with `abort_note` appended; the FD then logs its own Fatal "PTCOMM
+        cannot get packet header from backend." in every case (§1.4)."""
         with self.conn.writer.lock:
             if self.aborted:
                 return
             self.aborted = True
         with contextlib.suppress(EndOfStream, OSError):
-            self.conn.send("A", encode_message(text))
+            self.conn.send("A", encode_message_with_note(text, self.abort_note))
 
     # ------------------------------------------------------------------ modes
 

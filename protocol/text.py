@@ -143,3 +143,16 @@ def encode_message(text: str) -> bytes:
         cut = raw[: limit - len(_ELLIPSIS)].decode(ENCODING, "ignore").encode(ENCODING)
         raw = cut + _ELLIPSIS
     return raw + b"\n"
+
+
+def encode_message_with_note(text: str, note: str) -> bytes:
+    """`encode_message(text)` with ` <note>` after it; when the whole is too long, the text
+    is shortened (with `...`) so that the note always arrives whole."""
+    if not note:
+        return encode_message(text)
+    body = encode_message(text)[:-1]
+    tail = b" " + encode_message(note)[:-1]
+    limit = MAX_MESSAGE_BYTES - 1 - len(tail)
+    if len(body) > limit:
+        body = body[: limit - len(_ELLIPSIS)].decode(ENCODING, "ignore").encode(ENCODING) + _ELLIPSIS
+    return body + tail + b"\n"

@@ -29,7 +29,7 @@ from .errors import AwsError as AwsError  # defined in errors.py, imported from 
 from .errors import classify as classify
 from .model import Instance, Snapshot, Volume
 from .restore_ops import RestoreCalls
-from .settings import AwsSettings
+from .settings import AwsSettings, credentials_file_problem
 from .shapes import tag_list as tag_list  # upload.py's TagSpecifications
 from .transfer import paced_request
 from .wait import WaitParams
@@ -70,6 +70,13 @@ def verified_block(
 
 
 def _session(settings: AwsSettings) -> boto3.Session:
+    if settings.credentials_file:
+        # Before botocore reads it: its own answer would be a bare NoCredentials.
+        problem = credentials_file_problem(
+            settings.credentials_file, settings.profile, keys_given=bool(settings.access_key)
+        )
+        if problem:
+            raise AwsError("credentials", "CredentialsFile", problem)
     core = botocore.session.Session(profile=settings.profile)
     if settings.credentials_file:
         core.set_config_variable("credentials_file", settings.credentials_file)

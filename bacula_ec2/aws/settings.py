@@ -7,7 +7,10 @@ Built once per region from the job's parameters, outside this package
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
+import os
+import stat
 from dataclasses import dataclass, field
 
 
@@ -55,3 +58,73 @@ class AwsSettings:
     def in_region(self, region: str | None) -> AwsSettings:
         """The same settings for another region (None: unchanged)."""
         return dataclasses.replace(self, region=region) if region and region != self.region else self
+
+
+def _sections(path: str) -> set[str] | None:
+    """Section names of an INI file, or None if it cannot be parsed (never its content:
+    a parser error quotes the line, which may hold a key)."""
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError, OSError):
+        return None
+    return set(parser.sections())
+
+
+def _keys_of(path: str, section: str) -> set[str]:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.read(path, encoding="utf-8")
+    return {k.lower() for k in parser[section]} if parser.has_section(section) else set()
+
+
+def credentials_file_problem(
+    path: str, profile: str | None, *, keys_given: bool, config_file: str | None = None
+) -> str | None:
+    """What is wrong with `credentials_file=`, checked before the first AWS call, or None.
+
+    Missing, not a file, unreadable, open to other users, not parseable, no such profile
+    (unless the AWS config file defines it), or the profile has no keys (only when no
+    `access_key=` was given). The text names the file and what to do; never its content."""
+    shown = f"credentials_file={path}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{shown}: no such file (check the path; the FD reads it as its own user)"
+    except OSError as exc:
+        return f"{shown}: cannot be checked: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{shown}: not a regular file"
+    if st.st_mode & 0o007:
+        return (
+            f"{shown}: other users may read or write it (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"it holds secrets, make it 0600 (or 0640 for the FD's group): chmod 600 {path}"
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"{shown}: cannot be read by this user (uid {os.getuid()}): {exc.strerror}"
+    sections = _sections(path)
+    if sections is None:
+        return f"{shown}: not an INI file of [profile] sections with aws_access_key_id= lines"
+    name = profile or "default"
+    if name not in sections:
+        config = config_file or os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+        in_config = (_sections(config) or set()) if os.path.isfile(config) else set()
+        if name in in_config or f"profile {name}" in in_config:
+            return None
+        if keys_given:
+            return None if profile is None else f"{shown}: has no profile [{name}]" + _listing(sections)
+        return f"{shown}: has no profile [{name}]" + _listing(sections)
+    if not keys_given and not {"aws_access_key_id", "aws_secret_access_key"} <= _keys_of(path, name):
+        has_other = _keys_of(path, name) & {"role_arn", "credential_process", "sso_session", "sso_start_url"}
+        if not has_other:
+            return (
+                f"{shown}: profile [{name}] has no aws_access_key_id and aws_secret_access_key "
+                "(both are needed)"
+            )
+    return None
+
+
+def _listing(sections: set[str]) -> str:
+    return f" (it has: {', '.join(sorted(sections))})" if sections else " (it has no profiles)"
