@@ -499,7 +499,8 @@ def parse_parameters(pairs: Iterable[tuple[str, str]]) -> Parameters:
             hint = lowered.get(name.lower())
             suggestion = f" (did you mean '{hint}'?)" if hint else ""
             raise ParameterError(
-                f"unknown parameter '{name}'{suggestion}; see docs/PARAMETERS.md for the list"
+                f"unknown parameter '{name}'{suggestion}; the list: "
+                "/usr/share/doc/bacula-ec2-plugin/PARAMETERS.md.gz"
             )
         values[name] = value
     try:

@@ -31,6 +31,7 @@ from .backup import BackupJob
 from .context import JobContext, JobError, connect
 from .restore_aws import AwsRestore
 from .restore_local import LocalRestore
+from .selection import Failure
 from .sink import BackupSink
 
 log = logging.getLogger("bacula-ec2.runner")
@@ -125,6 +126,17 @@ class BackupRun:
     def estimate(self, sink: BackupSink) -> None:
         self.open().estimate(sink)
 
+    @property
+    def failures(self) -> list[Failure]:
+        """What the backup could not back up (abort_on_error=0; jobs/backup.py): the job
+        still committed the rest, and the front reports it (bec2: exit 1)."""
+        return list(getattr(self.job, "failures", []))
+
+    @property
+    def backed_up(self) -> list[str]:
+        """What the backup did back up: instance labels, "volume vol-..." for standalone ones."""
+        return list(getattr(self.job, "backed_up", []))
+
     def backup(
         self,
         sink: BackupSink,
@@ -181,7 +193,8 @@ class BackupRun:
         raise CommitFailed(
             f"the snapshots of this job ({named}) could not be committed as bases for the next "
             f"backups, so the job fails: {cause}. {after[0].upper()}{after[1:]}. Check that the job's AWS "
-            "credentials may call ec2:CreateTags on snapshots (docs/IAM.md), then run the job again."
+            "credentials may call ec2:CreateTags on snapshots (/usr/share/doc/bacula-ec2-plugin/IAM.md), "
+            "then run the job again."
         ) from error
 
     def rollback(self, quiet: bool = False) -> list[str]:
