@@ -168,7 +168,7 @@ class Interrupts:
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else "interrupt"
+        return signal.Signals(self.signum).name if self.signum is not None else "KeyboardInterrupt"
 
     @property
     def code(self) -> int:
