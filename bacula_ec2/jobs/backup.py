@@ -186,9 +186,8 @@ class BackupJob:
                 f"{v.volume_id} ({naming.device_short_name(v.device)}, {v.size_gib} GiB)" for v in t.volumes
             )
             skipped = ", ".join(v.volume_id for v in t.excluded)
-            ctx.reporter.info(
-                f"instance {t.label}: volumes {vols or 'none'}" + (f"; excluded {skipped}" if skipped else "")
-            )
+            what = f"{t.label}: " if t.standalone else f"instance {t.label}: volumes "
+            ctx.reporter.info(f"{what}{vols or 'none'}" + (f"; excluded {skipped}" if skipped else ""))
         targets = self._skip_covered(targets)
         self.ledger.clean_stale(targets)
         self.bases = self._choose_bases(targets)
@@ -242,8 +241,12 @@ class BackupJob:
             raise JobError("nothing was backed up: " + "; ".join(str(f) for f in self.failures))
         elapsed = time.monotonic() - started
         mib = self.total.data_bytes / (1 << 20)
+        volumes = sum(b.startswith("volume ") for b in self.backed_up)
+        counted = f"{len(self.backed_up) - volumes} instance(s)" + (
+            f" and {volumes} standalone volume(s)" if volumes else ""
+        )
         ctx.reporter.info(
-            f"backed up {len(self.backed_up)} instance(s): {self.total.blocks} blocks, "
+            f"backed up {counted}: {self.total.blocks} blocks, "
             f"{mib:.1f} MiB of data, "
             f"{self.total.zero_blocks} empty blocks in {elapsed:.1f} s; "
             f"{self.aws.stats.retries} AWS retries ({self.aws.stats.throttled} throttled)"
