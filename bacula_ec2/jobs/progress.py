@@ -41,15 +41,20 @@ GIB = 1 << 30
 Clock = Callable[[], float]
 
 
-def log_interval() -> float:
-    """The job-log interval: `LOG_EVERY`, or `BACULA_EC2_PROGRESS_EVERY` if it is a
-    positive number of seconds."""
+def interval(default: float) -> float:
+    """A job-log interval: `default`, or `BACULA_EC2_PROGRESS_EVERY` if that is a positive
+    number of seconds (it shortens every progress interval of the job log at once)."""
     raw = os.environ.get(LOG_EVERY_ENV, "")
     try:
         value = float(raw)
     except ValueError:
-        return LOG_EVERY
-    return value if math.isfinite(value) and value > 0 else LOG_EVERY
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
+def log_interval() -> float:
+    """The job-log interval of a transfer: `LOG_EVERY` (or the environment's, `interval`)."""
+    return interval(LOG_EVERY)
 
 
 @dataclass(frozen=True, slots=True)

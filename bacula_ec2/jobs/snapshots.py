@@ -39,7 +39,7 @@ from ..aws.errors import Kind
 from ..aws.model import Snapshot
 from ..aws.wait import SnapshotPoll, Waiter, WaitParams, failed_snapshots
 from ..retry import Cancelled
-from . import chain
+from . import chain, progress
 from .chain import BASE, PENDING, STATE_TAG, TAG, Kept
 from .context import JobContext
 from .lease import LEASE_TAG, OWNER_TAG, LeaseKeeper, Owner, judge, lease_until, this_process
@@ -103,7 +103,8 @@ def confirm_deletes(window: float) -> WaitParams:
     )
 
 
-#: How often the job log shows the progress of the snapshots it waits for.
+#: How often the job log shows the progress of the snapshots it waits for (tests shorten it
+#: with BACULA_EC2_PROGRESS_EVERY, jobs/progress.py).
 PROGRESS_EVERY = 30.0
 
 
@@ -580,7 +581,7 @@ class SnapshotLedger:
                             ),
                         )
                     continue
-            if now - shown >= PROGRESS_EVERY:
+            if now - shown >= progress.interval(PROGRESS_EVERY):
                 shown = now
                 for k, members in left.items():
                     states = ", ".join(f"{sid} {self._percent(sid)}" for sid in members)
