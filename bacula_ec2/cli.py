@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Parameters have the names of the FileSet's Plugin line (--name=value).",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # the names are the FileSet's: --inst=... must not pass for --instances=
     )
     what = parser.add_argument_group("operation")
     what.add_argument(
