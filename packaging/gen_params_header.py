@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bacula_ec2 import __version__
 from bacula_ec2.backend import PLUGIN_API
-from bacula_ec2.params import restore_option_items, valid_param_names
+from bacula_ec2.params import Parameters, restore_option_items, valid_param_names
 
 # Only these three ini handlers work for restore "Plugin Options" (protocol spec 3.4.5).
 HANDLERS: dict[str, str] = {
@@ -58,6 +58,49 @@ def _check_name(name: str) -> None:
         raise ValueError(f"invalid plugin parameter name: {name!r}")
 
 
+#: What an unset restore option means, for the options whose model default is "none"
+#: (bconsole shows it in the "Default Value" column of Plugin Options; display only: the
+#: Director sends only what the user set, and these items are not `required`).
+UNSET_MEANS: dict[str, str] = {
+    "restore_to": "where=/ aws, else local",
+    "local_path": "the where= directory",
+    "restore_region": "the backup's",
+    "restore_availability_zone": "the original's",
+    "restore_volume_type": "the original's",
+    "restore_iops": "the original's",
+    "restore_throughput": "the original's",
+    "restore_kms_key": "the original's (same region)",
+    "restore_tags": "none",
+    "restore_attach_instance": "none",
+    "restore_attach_device": "none",
+    "restore_instance_type": "the original's",
+    "restore_subnet": "the original's (same region)",
+    "restore_security_groups": "the original's (same region)",
+    "restore_key_name": "the original's (same region)",
+    "restore_private_ip": "one AWS picks",
+    "restore_name": "the original's",
+    "restore_workdir": "the FD's working directory",
+}
+
+
+def option_default(name: str, given: str = "") -> str:
+    """The text of a restore option's default: the one given, else the parameter model's
+    default (booleans as yes/no), else what leaving it unset means (UNSET_MEANS)."""
+    if given:
+        return given
+    field = Parameters.model_fields.get(name)
+    if field is None:
+        raise ValueError(f"restore option {name!r} is not a parameter of bacula_ec2.params")
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value not in (None, "", [], {}):
+        return ",".join(value) if isinstance(value, list) else str(value)
+    if name not in UNSET_MEANS:
+        raise ValueError(f"restore option {name!r} has no default: add it to UNSET_MEANS")
+    return UNSET_MEANS[name]
+
+
 def render_header(
     names: list[str], items: list[tuple[str, str, str, str]], release: str, hello_api: str
 ) -> str:
@@ -81,7 +124,7 @@ def render_header(
         _check_name(name)
         if kind not in HANDLERS:
             raise ValueError(f"restore option {name!r}: unsupported kind {kind!r}")
-        default_c = c_string(default) if default else "NULL"
+        default_c = c_string(option_default(name, default))
         lines.append(f"   {{{c_string(name)}, {HANDLERS[kind]}, {c_string(prompt)}, 0, {default_c}}},")
     lines += [
         "   {NULL, NULL, NULL, 0, NULL}",

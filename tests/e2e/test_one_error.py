@@ -6,20 +6,35 @@ the PTCOMM line is its consequence; docs/TROUBLESHOOTING.md, "One error, then PT
 One stack and one simulator for every failure point: before the first file (a bad
 parameter, a credentials file that does not exist), mid-backup (AWS refuses a block read),
 at the commit (AWS refuses the base tag), in a restore (the target is a file), in an
-estimate and in a listing (`.ls`).
+estimate and in a listing (`.ls`). The same stack then shows bconsole's Plugin Options
+list, which gives every restore option's default (plugin_items_dump[] of ec2-fd.c).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from bacula_ec2.backend import PTCOMM_NOTE
+from bacula_ec2.params import restore_option_items
 
 from .common import BLOCK, plugin_line
 
 PTCOMM = "ec2: PTCOMM cannot get packet header from backend."
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _option_default() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "gen_params_header", REPO / "packaging" / "gen_params_header.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.option_default
 
 
 def _fatal_lines(log: str) -> list[str]:
@@ -47,6 +62,21 @@ def _assert_one_console_error(out: str, reason: str) -> None:
     theirs = [n for n, line in enumerate(lines) if "PTCOMM" in line and PTCOMM_NOTE not in line]
     assert len(ours) == 1 and lines[ours[0]].endswith(PTCOMM_NOTE), out
     assert len(theirs) == 1 and lines[theirs[0]] == PTCOMM and ours[0] < theirs[0], out
+
+
+def _assert_plugin_options_show_defaults(stack: Any, jobid: int) -> None:
+    """bconsole `restore` -> mod -> Plugin Options: "Option  Current Value  Default Value";
+    the list is left with `no`, and the restore is not run."""
+    out = stack.bconsole(
+        f"restore jobid={jobid} client={stack.client} all done where=/", "mod", "13", "no", "no"
+    )
+    assert "Default Value" in out, out
+    default_of = _option_default()
+    for name, _kind, _prompt, given in restore_option_items():
+        match = re.search(rf"^{name}:\s+\*None\*\s+\((.+)\)\s*$", out, re.M)
+        assert match, f"{name}: no default shown\n{out}"
+        assert match.group(1) == default_of(name, given), out
+    assert "Job queued" not in out, out
 
 
 def test_a_failing_job_shows_its_reason_once_first(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -95,6 +125,7 @@ def test_a_failing_job_shows_its_reason_once_first(sim, bacula_stack, tmp_path: 
     # In a restore: the target is a regular file.
     ok = stack.run_job(level="Full", timeout=120)
     assert stack.job_status(ok) == "T", stack.job_log(ok)
+    _assert_plugin_options_show_defaults(stack, ok)
     target = tmp_path / "a-file"
     target.write_text("not a directory")
     rjobid, status = stack.restore(ok, where=target)
