@@ -29,7 +29,9 @@ from .bec2_common import BLOCK, SECRET
 BLOCKS = 16  # 8 MiB of data
 LATENCY_MS = 150  # per block, one at a time: about 2.4 s of transfer
 SUMMARY = r"bec2: (vol-[0-9a-f]+): ([0-9.]+) MiB (backed up|restored) in [0-9.]+ s \(([0-9.]+) MiB/s\)"
-LIVE = re.compile(r"bec2: vol-[0-9a-f]+ backed up +(\d+)%  [0-9.]+ MiB / 8\.0 MiB  [0-9.]+ MiB/s  ETA \d+:\d\d")
+LIVE = re.compile(
+    r"bec2: vol-[0-9a-f]+ backed up +(\d+)%  [0-9.]+ MiB / 8\.0 MiB  [0-9.]+ MiB/s  ETA \d+:\d\d"
+)
 
 
 def sim_args(sim: Any) -> list[str]:

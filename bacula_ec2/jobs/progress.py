@@ -164,7 +164,8 @@ class Tracker:
             return
         now = self._clock()
         self._due = now + self._live_every
-        log = now >= self._log_due
+        # a job-log line only while something is left: the job's own line ends each volume
+        log = now >= self._log_due and (self.total is None or self.done < self.total)
         if log:
             self._log_due = now + self._log_every
         self.emit(self.view(now, log=log))
