@@ -3,7 +3,8 @@
 # dependencies are installed by build-bacula.sh). Installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in python3 python3-venv python3-pip make openssl; do  # openssl: the simulator's TLS CA
+# openssl: the simulator's TLS CA; tmux: the terminal of tests/test_bec2_progress.py
+for pkg in python3 python3-venv python3-pip make openssl tmux; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # A Python other than Debian's (pyenv, a container image) brings venv and pip itself.
