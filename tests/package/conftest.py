@@ -89,6 +89,20 @@ class TrixieRoot:
         return [str(IN_ROOT), str(self.path), str(bind), *assigns, fd]
 
 
+def doc_block(marker: str) -> str:
+    """The shell block of docs/INSTALL.md right after the doc-test comment naming ``marker``
+    (the package tests run the document's commands as written)."""
+    text = (REPO / "docs" / "INSTALL.md").read_text()
+    found = re.search(rf"<!-- doc-test: skip \([^)]*{re.escape(marker)}[^)]*\) -->\n```sh\n(.*?)```", text, re.S)
+    assert found, f"docs/INSTALL.md has no block marked with {marker!r}"
+    return found.group(1)
+
+
+def without_systemctl(block: str) -> str:
+    """A root has no init: the block's `systemctl ...` lines (FD restarts) are left out."""
+    return "\n".join(line for line in block.splitlines() if not line.startswith("systemctl "))
+
+
 def _read_info(tarball: Path) -> dict[str, str]:
     info = tarball.with_name(tarball.name.replace(".tar.zst", ".info"))
     pairs = (line.split("=", 1) for line in info.read_text().splitlines() if "=" in line)

@@ -20,22 +20,13 @@ from pathlib import Path
 from devkit.helpers import sha256_file
 
 from ..e2e.common import BLOCK, plugin_line
-from .conftest import REPO, TrixieRoot, find_deb, project_version
+from .conftest import REPO, TrixieRoot, doc_block, find_deb, project_version, without_systemctl
 
-INSTALL_MD = REPO / "docs" / "INSTALL.md"
 FLAGS = REPO / "packaging" / "opt-bacula" / "configure-flags"
 TARBALL = Path(os.environ.get("BACULA_EC2_CACHE", Path.home() / ".cache/bacula-ec2")) / (
     "downloads/bacula_15.0.3.orig.tar.gz"
 )
 OPT_FD = "/opt/bacula/bin/bacula-fd"
-
-
-def doc_block(marker: str) -> str:
-    """The fenced block right after the doc-test comment that names ``marker``."""
-    text = INSTALL_MD.read_text()
-    found = re.search(rf"<!-- doc-test: skip \([^)]*{re.escape(marker)}[^)]*\) -->\n```sh\n(.*?)```", text, re.S)
-    assert found, f"docs/INSTALL.md has no block marked with {marker!r}"
-    return found.group(1)
 
 
 def test_opt_bacula_recipe_as_written(trixie_root: TrixieRoot, root_stack, sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -69,8 +60,7 @@ def test_opt_bacula_recipe_as_written(trixie_root: TrixieRoot, root_stack, sim, 
     (root.path / "tmp/ec2-plugin").mkdir(parents=True)
     shutil.copy2(so, root.path / "tmp/ec2-plugin/ec2-fd.so")
     shutil.copy2(deb, root.path / "tmp" / deb.name)
-    lines = [ln for ln in install.splitlines() if not ln.startswith("systemctl ")]
-    script = "\n".join(lines).replace("bacula-ec2-plugin_0.1.0_amd64.deb", deb.name)
+    script = without_systemctl(install).replace("bacula-ec2-plugin_0.1.0_amd64.deb", deb.name)
     root.run("/usr/bin/apt-get", "update")
     root.run("/bin/sh", "-ec", script)
     assert (root.path / "opt/bacula/plugins/ec2-fd.so").is_file()

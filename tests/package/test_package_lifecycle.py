@@ -1,14 +1,17 @@
 """The .deb's life on a Debian 13 host with Debian's bacula-fd: `apt install ./…deb`, an upgrade
-to a later version over it, and `apt remove` / `apt purge`, each checked on the files dpkg
-knows about and on the disk (a root of its own: this module's `trixie_root`)."""
+to the next release over it, and `apt remove` / `apt purge`, each checked on the files dpkg
+knows about and on the disk (a root of its own: this module's `trixie_root`). Install, upgrade
+and remove are docs/INSTALL.md's own blocks, run as written (but for `systemctl`), with apt
+answering yes as the admin would at its prompt."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
-from .conftest import Release, TrixieRoot, apt_install, find_deb, project_version
+from .conftest import Release, TrixieRoot, doc_block, find_deb, project_version, without_systemctl
 
 PACKAGE = "bacula-ec2-plugin"
 #: What the issue asks the package to put at Debian's paths.
@@ -30,13 +33,27 @@ def _deb_version(deb: Path) -> str:
     ).stdout.strip()
 
 
+def _doc_step(root: TrixieRoot, step: str, deb: Path | None = None, name: str = "") -> str:
+    """Run INSTALL.md's block for ``step`` in the root's /tmp, apt answering yes; ``deb`` is
+    copied there and put in place of ``name``, the file name the block shows (as an admin
+    types the name of the file they have)."""
+    block = without_systemctl(doc_block(f"test_package_lifecycle.py in a Debian 13 root, systemctl left out: {step}"))
+    if deb is not None:
+        assert f"./{name}" in block, (name, block)
+        block = block.replace(name, deb.name)
+        shutil.copy2(deb, root.path / "tmp" / deb.name)
+    (root.path / "tmp/assume-yes.conf").write_text('APT::Get::Assume-Yes "true";\n')
+    return root.run("APT_CONFIG=/tmp/assume-yes.conf", "/bin/sh", "-ec", f"cd /tmp\n{block}")
+
+
 def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, next_release: Release) -> None:
     root = trixie_root
     first = find_deb()
     version = _deb_version(first)
     assert version == project_version()
 
-    apt_install(root, first)
+    root.run("/usr/bin/apt-get", "update")  # the cached root has no package lists
+    _doc_step(root, "install", first, "bacula-ec2-plugin_0.1.0_amd64.deb")
     assert _status(root, PACKAGE).startswith(f"{version} ii"), _status(root, PACKAGE)
     owned = _owned(root)
     for path in REQUIRED:
@@ -49,7 +66,7 @@ def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, next_release: Rel
     # Release N+1 over N: apt upgrades in place; every file on disk under the package's own
     # tree belongs to the new version (nothing stale left from N), and all three programs
     # now report N+1 (the .so carries it in its Hello, see test_packaged_fd).
-    out = apt_install(root, next_release.deb)
+    out = _doc_step(root, "upgrade", next_release.deb, next_release.deb.name.replace(next_release.version, "<new version>"))
     assert f"over ({version})" in out, out
     assert _status(root, PACKAGE).startswith(f"{next_release.version} ii"), _status(root, PACKAGE)
     owned = set(_owned(root))
@@ -67,7 +84,7 @@ def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, next_release: Rel
 
     files = [p for p in owned if present(p) and not (root.path / p.lstrip("/")).is_dir()]
     assert len(files) > 100, files  # the frozen tree's files, the .so, links, docs
-    root.run("/usr/bin/apt-get", "remove", "-y", PACKAGE)
+    _doc_step(root, "remove")
     for path in (*REQUIRED, "/usr/lib/bacula-ec2"):
         assert not present(path), f"{path} left after apt remove"
     # Left now at most its conffiles (a package without any is gone already; dpkg only warns).
