@@ -93,7 +93,8 @@ def doc_block(marker: str) -> str:
     """The shell block of docs/INSTALL.md right after the doc-test comment naming ``marker``
     (the package tests run the document's commands as written)."""
     text = (REPO / "docs" / "INSTALL.md").read_text()
-    found = re.search(rf"<!-- doc-test: skip \([^)]*{re.escape(marker)}[^)]*\) -->\n```sh\n(.*?)```", text, re.S)
+    pattern = rf"<!-- doc-test: skip \([^)]*{re.escape(marker)}[^)]*\) -->\n```sh\n(.*?)```"
+    found = re.search(pattern, text, re.S)
     assert found, f"docs/INSTALL.md has no block marked with {marker!r}"
     return found.group(1)
 

@@ -37,7 +37,8 @@ def _doc_step(root: TrixieRoot, step: str, deb: Path | None = None, name: str = 
     """Run INSTALL.md's block for ``step`` in the root's /tmp, apt answering yes; ``deb`` is
     copied there and put in place of ``name``, the file name the block shows (as an admin
     types the name of the file they have)."""
-    block = without_systemctl(doc_block(f"test_package_lifecycle.py in a Debian 13 root, systemctl left out: {step}"))
+    marker = f"test_package_lifecycle.py in a Debian 13 root, systemctl left out: {step}"
+    block = without_systemctl(doc_block(marker))
     if deb is not None:
         assert f"./{name}" in block, (name, block)
         block = block.replace(name, deb.name)
@@ -66,7 +67,8 @@ def test_install_upgrade_remove_purge(trixie_root: TrixieRoot, next_release: Rel
     # Release N+1 over N: apt upgrades in place; every file on disk under the package's own
     # tree belongs to the new version (nothing stale left from N), and all three programs
     # now report N+1 (the .so carries it in its Hello, see test_packaged_fd).
-    out = _doc_step(root, "upgrade", next_release.deb, next_release.deb.name.replace(next_release.version, "<new version>"))
+    shown = next_release.deb.name.replace(next_release.version, "<new version>")
+    out = _doc_step(root, "upgrade", next_release.deb, shown)
     assert f"over ({version})" in out, out
     assert _status(root, PACKAGE).startswith(f"{next_release.version} ii"), _status(root, PACKAGE)
     owned = set(_owned(root))
