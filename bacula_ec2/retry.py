@@ -69,10 +69,27 @@ class RetryStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def note(self, exc: Retryable) -> None:
+        self.count(throttled=exc.throttled)
+
+    def count(self, *, throttled: bool = False) -> None:
+        """One failed request the job tried again (or recovered from) outside
+        `call_with_retry`, e.g. a snapshot creation waiting out a quota."""
         with self._lock:
             self.retries += 1
-            if exc.throttled:
+            if throttled:
                 self.throttled += 1
+
+    def add(self, other: RetryStats) -> None:
+        """Add another client's counts (a job with AWS clients of several regions)."""
+        with other._lock:
+            retries, throttled = other.retries, other.throttled
+        with self._lock:
+            self.retries += retries
+            self.throttled += throttled
+
+    def text(self) -> str:
+        """The job log's words: "N AWS retries (M throttled)"."""
+        return f"{self.retries} AWS retries ({self.throttled} throttled)"
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from ..aws.upload import SnapshotWriter, file_reader, start_timeout_minutes, upl
 from ..formats import config
 from ..formats.blockimage import BLOCK_SIZE, ImageHeader
 from ..params import MAX_TAGS, kms_key_region, zone_region
-from ..retry import Cancelled, RetriesExhausted
+from ..retry import Cancelled, RetriesExhausted, RetryStats
 from . import progress
 from .chain import TAG
 from .context import JobContext, connect
@@ -176,7 +176,14 @@ class AwsRestore:
 
     def summary(self) -> str:
         what = "; ".join(self.results) if self.results else "nothing"
-        return f"restore into AWS finished: {self.files} file(s) read; {what}"
+        return f"restore into AWS finished: {self.files} file(s) read; {what}; {self.retry_stats().text()}"
+
+    def retry_stats(self) -> RetryStats:
+        """The retries of every region's AWS clients this restore used."""
+        total = RetryStats()
+        for aws in self.ledger.regions.values():
+            total.add(aws.stats)
+        return total
 
     # ------------------------------------------------------------------ AWS
     def _default_aws(self, region: str | None) -> Aws:

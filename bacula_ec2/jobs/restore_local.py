@@ -839,7 +839,10 @@ class LocalRestore:
 
     def summary(self) -> str:
         images = len(self.restored)
-        return f"restore finished: {self.files} file(s), {images} disk image(s) under {self.base_dir}"
+        return (
+            f"restore finished: {self.files} file(s), {images} disk image(s) under {self.base_dir}; "
+            "0 AWS retries (a local restore makes no AWS request)"
+        )
 
 
 def _log_io_error(what: str, exc: BaseException) -> None:

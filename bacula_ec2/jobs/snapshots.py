@@ -343,10 +343,12 @@ class SnapshotLedger:
                             f"AWS refuses more snapshots of {label} now ({code}): "
                             f"trying again in {delay:.0f} s"
                         )
+                    self.aws.stats.count(throttled=throttled(exc))
                     self._pause(delay)
                     continue
                 if not ambiguous(exc):
                     raise
+                self.aws.stats.count()  # a failed request; looked up, then adopted or made again
                 lost += 1
                 self.unsure = True
                 log.warning("%s of %s: no clear answer: %s", operation, label, exc, exc_info=exc)
