@@ -201,7 +201,7 @@ class AwsRestore:
     def keepalive(self, text: str | Callable[[], str], force: bool = False) -> None:
         """An info message at most once a minute: the FD waits up to an hour per read."""
         now = time.monotonic()
-        if force or now - self._last_keepalive >= KEEPALIVE_SECONDS:
+        if force or now - self._last_keepalive >= progress.interval(KEEPALIVE_SECONDS):
             self._last_keepalive = now
             self.ctx.reporter.info(text() if callable(text) else text)
 
@@ -437,8 +437,11 @@ class AwsRestore:
             aws.wait_snapshots(
                 ids,
                 timeout=float(self.params.snapshot_timeout),
-                progress=lambda _s, ids=ids: self.keepalive(  # type: ignore[misc]
-                    f"waiting for snapshot(s) {', '.join(ids)} to complete"
+                progress=lambda snaps: self.keepalive(
+                    lambda: (
+                        "waiting for the new snapshot(s) to complete: "
+                        + ", ".join(f"{s.snapshot_id} {s.progress or s.state or '?'}" for s in snaps)
+                    )
                 ),
             )
             self.ledger.seen.update(ids)

@@ -62,5 +62,6 @@ def test_the_job_log_shows_snapshot_and_volume_progress(sim, bacula_stack, tmp_p
     pattern = PERCENT.format(vid=rf"{vid} -> snap-[0-9a-f]+", verb="uploaded")
     uploaded = [int(m.group(1)) for m in re.finditer(pattern, rlog)]
     assert len(uploaded) >= 2 and uploaded == sorted(uploaded), rlog
+    assert re.search(r"waiting for the new snapshot\(s\) to complete: snap-[0-9a-f]+ \d+%", rlog), rlog
     [new] = [s for s in sim.client.snapshots() if s.get("tags", {}).get("bacula-ec2:restored-from") == vid]
     assert sim.client.snapshot_sha256(new["id"]) == want
