@@ -224,9 +224,11 @@ def _dialog(line: str, option_names: Sequence[str], block: Block) -> list[str]:
 
 def substitute(text: str, table: Mapping[str, str]) -> str:
     """Replace each placeholder of ``table`` (longest first) where it stands as a whole
-    token: not inside a longer word, path or id."""
+    token: not inside a longer word or id, and a path (``/...``) only where a path starts
+    (after a blank, ``=`` or a quote), never as the tail of a longer path."""
     for key in sorted(table, key=len, reverse=True):
-        pattern = rf"(?<![\w/.-]){re.escape(key)}(?![\w-])"
+        before = r"(?<![^\s=\"'])" if key.startswith("/") else r"(?<![\w.-])"
+        pattern = rf"{before}{re.escape(key)}(?![\w-])"
         text = re.sub(pattern, lambda _m, v=table[key]: v, text)
     return text
 

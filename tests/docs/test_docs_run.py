@@ -12,7 +12,6 @@ name. Nothing else of a block is changed.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import os
 import re
@@ -31,6 +30,7 @@ import pytest
 from bacula_ec2.params import restore_option_items
 from devkit import doctest_md as md
 from devkit.harness.bacula import STORAGE_NAME
+from devkit.helpers import sha256_file
 from devkit.simulator.fixtures import ACCESS_KEY, SECRET_KEY
 
 BLOCK = 524288
@@ -121,15 +121,30 @@ class World:
         for image in images:
             vid = "-".join(image.name.split("-")[:2])
             want = self.sim.client.volume_sha256(vid, region=self.regions[vid])
-            assert _sha256(image) == want, f"{what}: {image} differs from {vid}"
+            assert sha256_file(image) == want, f"{what}: {image} differs from {vid}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def check_created(world: World, text: str, what: str) -> int:
+    """Every volume, instance or snapshot a restore says it created (`volume vol-N in <zone>
+    (from vol-S)`, `instance i-N (..., <zone>, ...; volumes /dev/x=vol-N) from i-S`,
+    `snapshot snap-N (from vol-S)`) holds its source's bytes; returns how many."""
+    c, count = world.sim.client, 0
+    by_instance = {world.ids[k]: world.ids[k + ":vol"] for k in ("my-instance", "web-1", "web-2")}
+    for new, zone, src in re.findall(r"\bvolume (vol-\w+) in (\S+) \(from (vol-\w+)\)", text):
+        assert c.volume_sha256(new, region=zone[:-1]) == c.volume_sha256(src, region=world.regions[src]), what
+        count += 1
+    for new, zone, vols, src in re.findall(r"\binstance (i-\w+) \(\S+, (\S+), \w+; volumes ([^)]*)\) from (i-\w+)", text):
+        (vol,) = [v.split("=")[1] for v in vols.split(", ")]  # the world's instances have one volume
+        want = c.volume_sha256(by_instance[src], region=world.regions[by_instance[src]])
+        assert c.volume_sha256(vol, region=zone[:-1]) == want, f"{what}: instance {new}"
+        count += 1
+    for new, src in re.findall(r"\bsnapshot (snap-\w+) \(from (vol-\w+)\)", text):
+        want = c.volume_sha256(src, region=world.regions[src])
+        got = {c.snapshot_sha256(new, region=r) for r in set(world.regions.values())
+               if any(x["id"] == new for x in c.snapshots(region=r))}
+        assert got == {want}, f"{what}: snapshot {new}"
+        count += 1
+    return count
 
 
 def _bec2(world: World, command: str, where: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -179,6 +194,8 @@ def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
             local = _option(command, "local_path")
             if "--operation=restore" in command and local and _option(command, "restore_to") != "aws":
                 world.check_images(Path(local), f"{block.where}: `{raw}`")
+            if _option(command, "restore_to") == "aws":
+                assert check_created(world, proc.stdout, f"{block.where}: `{raw}`"), proc.stdout
             if "--operation=list" in command:
                 assert re.search(r"^\s+1\s.*complete", proc.stdout, re.M), f"{block.where}:\n{proc.stdout}"
     assert ran
@@ -219,7 +236,7 @@ def _console_check(stack: Any, world: World, command: str, out: str, where: str)
         if verb == "restore" and target and target.group(1) != "/":
             world.check_images(Path(target.group(1)), f"{where}: `{command}`")
         if verb == "restore" and target and target.group(1) == "/":
-            assert re.search(r"created (volume|instance|snapshot)", log), f"{where}: nothing created:\n{log}"
+            assert check_created(world, log, f"{where}: `{command}`"), f"{where}: nothing created:\n{log}"
     elif verb == "estimate":
         assert re.search(r"files=\d+ bytes=[\d,]+", out), f"{where}: `{command}`:\n{out}"
     else:
