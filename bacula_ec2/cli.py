@@ -720,7 +720,10 @@ def _source_regions(plan: RestorePlan) -> set[str | None]:
 
 def _restore(params: Parameters, source: str, reporter: ConsoleReporter, before: float | None) -> int:
     now = time.time()
-    ctx = JobContext(params, _unique_name("bec2", now, os.getpid() % 100), int(now), "F", reporter, source)
+    # The restore's ClientTokens come from its job name and id: unique to this run, also for
+    # two restores in one second (the same tokens would hand back the other run's snapshots).
+    job_id = time.time_ns() // 1000 % 1_000_000_000
+    ctx = JobContext(params, _unique_name("bec2", now, os.getpid() % 100), job_id, "F", reporter, source)
     _INTERRUPTS.watch(ctx.cancel)
     target = params.local_path
     if params.restore_to != "aws":
