@@ -101,3 +101,17 @@ def test_connect_fails_before_any_aws_call_naming_the_file(tmp_path: Path, no_co
         connect(params)
     assert err.value.code == "CredentialsFile"
     assert f"credentials_file={missing}: no such file" in str(err.value)
+
+
+def test_bec2_exits_2_naming_the_file(
+    tmp_path: Path, no_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bacula_ec2.cli import main
+
+    missing = tmp_path / "nonexistent"
+    rc = main(
+        ["--operation=estimate", "--region=us-east-1", f"--credentials_file={missing}", "--instances=x"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"credentials_file={missing}: no such file" in err
