@@ -81,6 +81,7 @@ CONFIGURATION_CODES = frozenset(
     {
         "NoRegion",
         "NoCredentials",
+        "CredentialsFile",
         "ProfileNotFound",
         "InvalidParameter",
         "AuthFailure",
@@ -228,7 +229,7 @@ exit codes:
        created (snapshots, its backup directory, staged files, new AWS resources) is removed.
 
 Relative paths (--output, --local_path, --restore_workdir) are taken from the current directory.
-Every parameter, its default and meaning: docs/PARAMETERS.md.
+Every parameter, its default and meaning: /usr/share/doc/bacula-ec2-plugin/PARAMETERS.md.gz.
 """
 
 #: Where each FileSet parameter is listed in --help (by operation); anything not named here

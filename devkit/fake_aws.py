@@ -150,6 +150,7 @@ class FakeAws(Aws):
         self._snaps: dict[str, _Snap] = {}
         self._failures: dict[str, list[tuple[str, str, int]]] = {}  # (code, message, status)
         self._fail_volumes: set[str] = set()
+        self._refused_blocks: dict[tuple[str, int], str] = {}  # (volume, block index) -> code
         #: (operation, argument) of every call, in order.
         self.calls: list[tuple[str, str]] = []
         self.deleted: list[str] = []
@@ -300,6 +301,11 @@ class FakeAws(Aws):
     def stall_snapshots_of(self, volume_id: str) -> None:
         """Snapshots created of this volume from now on stay pending at 40% for ever."""
         self._stall_volumes.add(volume_id)
+
+    def refuse_block(self, volume_id: str, index: int, code: str = "AccessDeniedException") -> None:
+        """GetSnapshotBlock of block `index` of any snapshot of this volume is refused (a
+        final error, not retried: 403) from now on: a volume that fails while it is read."""
+        self._refused_blocks[(volume_id, index)] = code
 
     def ambiguous(
         self,
@@ -781,6 +787,11 @@ class FakeAws(Aws):
         if err is not None:
             raise err
         snap = self._ebs_snapshot("GetSnapshotBlock", snapshot_id)
+        refused = self._refused_blocks.get((snap.volume_id, ref.index))
+        if refused is not None:
+            self._refuse(
+                "GetSnapshotBlock", refused, f"block {ref.index} of {snapshot_id} is refused (injected)", 403
+            )
         block = snap.blocks.get(ref.index)
         if block is None or self._token(snapshot_id, ref.index, block[0]) != ref.token:
             self._refuse(

@@ -175,7 +175,7 @@ class BackupJob:
         abort_on_error=1 the first such failure fails the job (docs/PARAMETERS.md)."""
         ctx = self.ctx
         started = time.monotonic()
-        sel = select(self.aws, ctx.params, strict=ctx.params.abort_on_error)
+        sel = select(self.aws, ctx.params)  # read-only: abort_on_error=1 stops at `_failed`
         for note in sel.skipped:
             ctx.reporter.info(note)
         for failure in sel.failures:
@@ -204,20 +204,40 @@ class BackupJob:
                 ids = ", ".join(s.snapshot_id for s in taken.values())
                 ctx.reporter.info(f"created crash-consistent snapshots of {t.label}: {ids}")
         self.ledger.flush_tags()
-        groups = {k: [s.snapshot_id for s in per.values()] for k, per in snapshots.items()}
-        labels = {str(n): t.label for n, t in enumerate(targets)}
+        # What is waited for and read as one: an instance (key "n"), or one standalone
+        # volume (key "n:vol-..."), which fails on its own.
+        groups: dict[str, list[str]] = {}
+        labels: dict[str, str] = {}
+        for k, per in snapshots.items():
+            t = targets[int(k)]
+            for vid, snap in per.items() if t.standalone else []:
+                groups[f"{k}:{vid}"], labels[f"{k}:{vid}"] = [snap.snapshot_id], f"volume {vid}"
+            if not t.standalone:
+                groups[k], labels[k] = [s.snapshot_id for s in per.values()], t.label
+
+        def part(key: str) -> tuple[InstanceTarget, VolumeTarget | None, dict[str, Snapshot]]:
+            n, _, vid = key.partition(":")
+            t = targets[int(n)]
+            latest = self.ledger.latest
+            per = {v: latest.get(s.snapshot_id, s) for v, s in snapshots.get(n, {}).items()}
+            if not vid:
+                return t, None, per
+            (vol,) = [v for v in t.volumes if v.volume_id == vid]
+            return InstanceTarget(t.instance, [vol], standalone=True), vol, {vid: per[vid]}
 
         def lost(key: str, exc: AwsError) -> None:
             dead.add(key)
-            self._part_failed(targets[int(key)], exc, list(snapshots.get(key, {}).values()))
+            t, vol, per = part(key)
+            self._part_failed(t, exc, list(per.values()), vol)
 
         ready = self.ledger.completed(groups, labels, failed=lost)
         if self.wait_all_first:
-            ready = iter(sorted(ready, key=int))
+            ready = iter(sorted(ready, key=lambda k: (int(k.partition(":")[0]), k)))
         # Nothing to wait for first (an instance with every volume excluded), then each
         # instance as soon as its snapshots are completed.
         order = itertools.chain((str(n) for n, t in enumerate(targets) if not t.volumes), ready)
         done: set[str] = set()
+        standalone: list[Snapshot] = []  # the standalone volumes backed up
         while True:
             try:
                 key = next(order)
@@ -229,14 +249,17 @@ class BackupJob:
                 for key in groups:
                     if key not in done and key not in dead:
                         dead.add(key)
-                        self._part_failed(targets[int(key)], exc, list(snapshots[key].values()))
+                        t, vol, per = part(key)
+                        self._part_failed(t, exc, list(per.values()), vol)
                 break
             done.add(key)
-            t = targets[int(key)]
-            latest = self.ledger.latest
-            per = {v: latest.get(s.snapshot_id, s) for v, s in snapshots.get(key, {}).items()}
+            t, vol, per = part(key)
             self.read_order.append(t.instance_id)
-            self._backup_target(sink, t, per)
+            if self._backup_target(sink, t, per, vol) and vol is not None:
+                standalone.append(per[vol.volume_id])
+        if standalone and naming.STANDALONE not in self.covered:
+            mtime = max(_epoch(s.start_time) for s in standalone)
+            sink.directory(naming.instance_dir(naming.STANDALONE), mtime)
         if self.failures and not self.backed_up:
             raise JobError("nothing was backed up: " + "; ".join(str(f) for f in self.failures))
         elapsed = time.monotonic() - started
@@ -330,33 +353,23 @@ class BackupJob:
             self._part_failed(target, exc, snaps, vol, "no snapshot of it is kept")
             return {}
 
-    def _backup_target(self, sink: BackupSink, target: InstanceTarget, snaps: dict[str, Snapshot]) -> None:
-        """One instance (or the standalone volumes, each on its own); a failure of it is
-        reported and the job goes on (see `run`)."""
-        if target.standalone:
-            done = []
-            for vol in target.volumes:
-                one = InstanceTarget(target.instance, [vol], target.excluded, standalone=True)
-                part = _PartSink(sink)
-                try:
-                    self._backup_instance(part, one, {vol.volume_id: snaps[vol.volume_id]}, directory=False)
-                except PART_FAILURES as exc:
-                    self._part_failed(one, exc, [snaps[vol.volume_id]], vol, part.abandon())
-                    continue
-                done.append(vol.volume_id)
-            if done:
-                if target.instance_id not in self.covered:
-                    mtime = max(_epoch(snaps[v].start_time) for v in done)
-                    sink.directory(naming.instance_dir(target.instance_id), mtime)
-                self.backed_up.extend(f"volume {v}" for v in done)
-            return
+    def _backup_target(
+        self,
+        sink: BackupSink,
+        target: InstanceTarget,
+        snaps: dict[str, Snapshot],
+        vol: VolumeTarget | None = None,
+    ) -> bool:
+        """One instance (or, `vol`, one standalone volume); a failure of it is reported and
+        the job goes on (see `run`). Returns whether it was backed up."""
         part = _PartSink(sink)
         try:
-            self._backup_instance(part, target, snaps)
+            self._backup_instance(part, target, snaps, directory=False)
         except PART_FAILURES as exc:
-            self._part_failed(target, exc, list(snaps.values()), None, part.abandon())
-            return
-        self.backed_up.append(target.label)
+            self._part_failed(target, exc, list(snaps.values()), vol, part.abandon())
+            return False
+        self.backed_up.append(f"volume {vol.volume_id}" if vol is not None else target.label)
+        return True
 
     def _skip_covered(self, targets: list[InstanceTarget]) -> list[InstanceTarget]:
         """Volumes another Plugin line of this very job already snapshotted are not backed up

@@ -128,8 +128,10 @@ def test_bad_parameter_fails_the_job_naming_it(sim, tmp_path: Path) -> None:  # 
 
 
 def test_unknown_instance_fails_and_leaves_no_snapshot(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With abort_on_error=1 (by default it is a Q and web-1 is backed up: tests/e2e/test_partial_failure.py)."""
     make_instance(sim)
-    with backend(Mode.BACKUP, params(sim.endpoint, "instances=web-1,i-0123456789abcdef0"), tmp_path) as be:
+    line = "instances=web-1,i-0123456789abcdef0 abort_on_error=1"
+    with backend(Mode.BACKUP, params(sim.endpoint, *line.split()), tmp_path) as be:
         with pytest.raises(BackendError) as err:
             be.peer.read_items(data_phase=True)
         be.peer.close()
@@ -254,4 +256,4 @@ def test_unknown_standalone_volume_is_named(sim, tmp_path: Path) -> None:  # typ
         with pytest.raises(BackendError) as err:
             be.peer.read_items(data_phase=True)
         be.peer.close()
-    assert err.value.status == "A" and "vol-0123456789abcdef0 not found" in err.value.text
+    assert err.value.status == "A" and "volume vol-0123456789abcdef0: not found" in err.value.text
