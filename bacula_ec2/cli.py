@@ -573,6 +573,13 @@ def _backup_locked(
     except KeyboardInterrupt:
         reporter.warning(retire_failed("interrupted"))
         raise
+    if run.failures:  # abort_on_error=0: the rest is backed up and stored; exit 1 all the same
+        reporter.error(
+            f"{what} stored under {bdir.path} is incomplete. Backed up: "
+            f"{', '.join(run.backed_up) or 'nothing'}. NOT backed up ({len(run.failures)}): "
+            + "; ".join(str(f) for f in run.failures)
+        )
+        return EXIT_FAILED
     reporter.info(f"{what} stored under {bdir.path}")
     return EXIT_OK
 
