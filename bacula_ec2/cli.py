@@ -707,6 +707,8 @@ def select_restore(plan: RestorePlan, params: Parameters) -> RestorePlan:
 def _check_aws_selection(plan: RestorePlan, params: Parameters) -> None:
     """What the restore into AWS would refuse at its end, said before anything is read, in
     bec2's words (the job logic checks the same again)."""
+    if bool(params.restore_attach_instance) != bool(params.restore_attach_device):
+        raise UsageError("--restore_attach_instance and --restore_attach_device go together")
     if params.restore_attach_instance and len(plan.chains) != 1:
         raise UsageError(
             f"--restore_attach_instance attaches one volume; the restore holds {len(plan.chains)} "
