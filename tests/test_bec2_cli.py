@@ -215,3 +215,24 @@ def test_restore_into_aws_goes_where_region_says(
     assert re.match(
         rf"instance i-\w+ \(t3.micro, us-east-1\w, stopped; .*\) from {f['web']}$", out.strip()
     ), out
+
+
+def test_backend_refuses_a_zone_of_another_region_before_the_first_block(sim: Any, tmp_path: Path) -> None:
+    """The same check in the job logic, through the backend as Bacula drives it (where=/):
+    at the end of the restore stream, before StartSnapshot, naming both regions."""
+    from .backend.common import FakeBacula
+    from .backend.restore_aws_kit import restore_aws, world
+
+    sim.client.set_options(snapshot_delay=0.02)
+    inst = sim.client.create_instance("web-1", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    sim.client.write_volume(inst["volume_ids"][0], 0, os.urandom(2 * BLOCK))
+    jobs = [FakeBacula(sim, tmp_path, ("instances=web-1",)).backup("F")]
+    before = {"us-east-1": world(sim), "eu-west-1": world(sim, "eu-west-1")}
+    sim.client.reset_stats()
+    messages = restore_aws(sim, tmp_path, jobs, "restore_availability_zone=eu-west-1b")
+    fatal = [t for s, t in messages if s == "A"]
+    assert fatal and "restore_availability_zone eu-west-1b is a zone of eu-west-1, but the restore goes to " \
+        "us-east-1" in fatal[0] and "restore_region=eu-west-1" in fatal[0], messages  # fmt: skip
+    requests = sim.client.stats()["requests"]
+    assert not {"StartSnapshot", "PutSnapshotBlock", "CreateVolume"} & set(requests), requests
+    assert {"us-east-1": world(sim), "eu-west-1": world(sim, "eu-west-1")} == before
