@@ -1,0 +1,330 @@
+"""Select guest files by pattern and extract them into a directory as
+`<dest>/<partition>/<path>`, written only inside `dest` and never through a link
+(`jobs.safefs`): regular files streamed in chunks under a temporary name and renamed into
+place, holes kept as holes, symbolic links as links, mode, owner (as root) and times kept;
+hard links become copies; devices, FIFOs and sockets are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..jobs import safefs
+from .disk import GuestDisk, GuestError, Partition
+from .fs import SUPPORTED, Entry, GuestFS, open_fs
+from .paths import Pattern
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Match:
+    fs: GuestFS
+    entry: Entry
+    node: Any
+
+
+@dataclass
+class Selection:
+    """What the patterns selected, per partition in walk order (parents first), and what
+    could not be selected (a pattern that matched nothing, a partition that does not
+    exist or cannot be read)."""
+
+    matches: list[Match] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    filesystems: dict[str, str] = field(default_factory=dict)  # partition -> type, of those read
+
+    def partitions(self) -> list[str]:
+        return sorted({m.fs.partition.name for m in self.matches})
+
+
+def _filesystems(disk: GuestDisk, sel: Selection, cache: dict[str, GuestFS]) -> Iterator[GuestFS]:
+    for p in disk.partitions:
+        if p.fstype not in SUPPORTED:
+            continue
+        fs = _open(p, cache)
+        sel.filesystems[p.name] = fs.fstype
+        yield fs
+
+
+def _open(p: Partition, cache: dict[str, GuestFS]) -> GuestFS:
+    if p.name not in cache:
+        cache[p.name] = open_fs(p)
+    return cache[p.name]
+
+
+def select(disk: GuestDisk, patterns: list[Pattern]) -> Selection:
+    """Resolve each pattern; a pattern without partition searches every readable
+    filesystem. Problems are collected, not raised (the caller decides: nothing selected
+    at all is an error, a partial selection a warning)."""
+    sel = Selection()
+    cache: dict[str, GuestFS] = {}
+    seen: set[tuple[str, str]] = set()
+    for pat in patterns:
+        try:
+            if pat.partition is not None:
+                targets = [_open(disk.partition(pat.partition), cache)]
+                sel.filesystems[pat.partition] = targets[0].fstype
+            else:
+                targets = list(_filesystems(disk, sel, cache))
+                if not targets:
+                    have = ", ".join(p.describe() for p in disk.partitions) or "no partitions"
+                    raise GuestError(f"the disk holds no filesystem this reader can read ({have})")
+        except GuestError as exc:
+            sel.problems.append(f"{pat.text}: {exc}")
+            continue
+        found = 0
+        for fs in targets:
+            try:
+                found += _select_in(fs, pat, sel, seen)
+            except GuestError as exc:
+                sel.problems.append(f"{pat.text}: {exc}")
+                found = -1
+        if found == 0:
+            where = (
+                f"partition {pat.partition}"
+                if pat.partition
+                else "partitions " + ", ".join(f"{fs.partition.name} ({fs.fstype})" for fs in targets)
+            )
+            sel.problems.append(f"{pat.text} matches nothing on {where}")
+    return sel
+
+
+def _select_in(fs: GuestFS, pat: Pattern, sel: Selection, seen: set[tuple[str, str]]) -> int:
+    try:
+        start, node = fs.lookup(pat.prefix)
+    except GuestError:
+        return 0  # the fixed part of the path does not exist on this filesystem
+    ent = fs.entry(node, start)
+    if ent.kind == "symlink" and pat.prefix != pat.path:  # /bin/** on a merged-/usr guest
+        start, node = fs.lookup(_follow(start, ent.target or ""))
+    base = "" if pat.prefix == "/" else pat.prefix
+    found = 0
+    inside: str | None = None  # a matched directory: everything below it is selected
+    for e, n in fs.walk(start):
+        if inside is not None and e.path.startswith(inside.rstrip("/") + "/"):
+            hit = True
+        else:
+            inside = None
+            rel = e.path[len(start) :] if start != "/" else e.path
+            hit = pat.matches((base + rel) or "/")
+            if hit and e.kind == "dir":
+                inside = e.path
+        if not hit:
+            continue
+        found += 1
+        key = (fs.partition.name, e.path)
+        if key not in seen:
+            seen.add(key)
+            sel.matches.append(Match(fs, e, n))
+    return found
+
+
+def _follow(linkpath: str, target: str) -> str:
+    import posixpath
+
+    if target.startswith("/"):
+        return target
+    return posixpath.normpath(posixpath.join(posixpath.dirname(linkpath), target))
+
+
+# ---------------------------------------------------------------------- extraction
+
+
+@dataclass
+class ExtractReport:
+    files: int = 0
+    directories: int = 0
+    symlinks: int = 0
+    hardlinks_copied: int = 0
+    bytes: int = 0  # bytes of file data written (holes not counted)
+    skipped: list[str] = field(default_factory=list)  # devices, FIFOs, sockets
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # from the selection
+    partitions: dict[str, str] = field(default_factory=dict)  # partition -> filesystem, of those read
+    owners_kept: bool = True
+
+    def summary(self) -> str:
+        fs = ", ".join(f"{k} ({v})" for k, v in sorted(self.partitions.items())) or "none"
+        return (
+            f"{self.files} files, {self.directories} directories, {self.symlinks} symbolic links, "
+            f"{self.bytes} bytes restored from partitions {fs}"
+            + (f"; {len(self.skipped)} special files skipped" if self.skipped else "")
+        )
+
+
+class _Writer:
+    def __init__(self, dest: str, report: ExtractReport, chunk: int) -> None:
+        self.root = safefs.open_target(dest)
+        self.report = report
+        self.chunk = chunk
+        self.dirs: dict[tuple[str, ...], safefs.Dir] = {(): self.root}
+        self.meta: dict[tuple[str, ...], Entry] = {}
+        self.as_root = os.geteuid() == 0
+        self.links: dict[tuple[str, int], tuple[str, ...]] = {}
+
+    def close(self) -> None:
+        for key in sorted(self.meta, key=len, reverse=True):  # deepest first: children are done
+            d = self.dirs.get(key)
+            if d is not None:
+                self._apply(d.fd, None, self.meta[key])
+        for d in self.dirs.values():
+            d.close()
+        self.dirs = {}
+
+    def directory(self, key: tuple[str, ...], guest: Callable[[int], Entry | None]) -> safefs.Dir:
+        """Open or create every directory of `key` below the target; `guest(i)` is the
+        guest's entry of the i-th component (None for the partition's own level)."""
+        for i in range(1, len(key) + 1):
+            sub = key[:i]
+            if sub in self.dirs:
+                continue
+            parent = self.dirs[sub[:-1]]
+            d = parent.subdir(sub[-1])
+            assert d is not None
+            self.dirs[sub] = d
+            ent = guest(i)
+            if ent is not None:
+                self.meta[sub] = ent
+        return self.dirs[key]
+
+    def _apply(self, fd: int | None, at: tuple[safefs.Dir, str] | None, e: Entry) -> None:
+        """Owner, mode and times of a written entry (fd) or of a link (dir, name)."""
+        if e.uid is not None and e.gid is not None and self.as_root:
+            if fd is not None:
+                os.fchown(fd, e.uid, e.gid)
+            elif at is not None:
+                os.chown(at[1], e.uid, e.gid, dir_fd=at[0].fd, follow_symlinks=False)
+        if e.mode is not None and fd is not None:
+            os.fchmod(fd, e.mode)
+        if e.mtime_ns is not None:
+            times = (e.atime_ns if e.atime_ns is not None else e.mtime_ns, e.mtime_ns)
+            if fd is not None:
+                os.utime(fd, ns=times)
+            elif at is not None:
+                os.utime(at[1], ns=times, dir_fd=at[0].fd, follow_symlinks=False)
+
+    def file(self, m: Match, parent: safefs.Dir, name: str) -> None:
+        e = m.entry
+        fh, ranges = m.fs.data(m.node, e)
+        fd, tmp = parent.create_temp(name)
+        try:
+            written = 0
+            for off, length in ranges:
+                pos = 0
+                fh.seek(off)
+                while pos < length:
+                    want = min(self.chunk, length - pos)
+                    try:
+                        data = fh.read(want)
+                    except Exception as exc:
+                        raise GuestError(
+                            f"cannot read {m.fs.where(e.path)} at byte {off + pos}: "
+                            f"{type(exc).__name__}: {exc}"
+                        ) from exc
+                    if len(data) != want:
+                        raise GuestError(
+                            f"{m.fs.where(e.path)} ends after {off + pos + len(data)} bytes, its size is "
+                            f"{e.size} (damaged filesystem structure?)"
+                        )
+                    if data.count(0) != len(data):  # an all-zero chunk stays a hole
+                        _pwrite_all(fd, data, off + pos)
+                        written += len(data)
+                    pos += want
+            os.ftruncate(fd, e.size)
+            self._apply(fd, None, e)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            parent.unlink(tmp)
+            raise
+        os.close(fd)
+        try:
+            parent.replace(tmp, parent, name)
+        except BaseException:
+            parent.unlink(tmp)
+            raise
+        self.report.files += 1
+        self.report.bytes += written
+
+    def symlink(self, e: Entry, parent: safefs.Dir, name: str) -> None:
+        tmp = safefs.check_name(f".{name}.{secrets.token_hex(6)}.tmp")
+        os.symlink(e.target or "", tmp, dir_fd=parent.fd)
+        try:
+            self._apply(None, (parent, tmp), e)
+            parent.replace(tmp, parent, name)
+        except BaseException:
+            parent.unlink(tmp)
+            raise
+        self.report.symlinks += 1
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def extract(sel: Selection, dest: str, chunk: int = CHUNK) -> ExtractReport:
+    """Write the selection under `dest` (created if missing). GuestError if the selection
+    is empty (naming every problem); otherwise the problems are in the report, and an
+    entry that fails to be written raises (what was written stays; the caller decides)."""
+    report = ExtractReport(problems=list(sel.problems), partitions=dict(sel.filesystems))
+    if not sel.matches:
+        raise GuestError("; ".join(sel.problems) or "nothing selected")
+    w = _Writer(dest, report, chunk)
+    if not w.as_root:
+        report.owners_kept = False
+        report.notes.append(
+            "not running as root: files are owned by the restoring user, not by their guest owners"
+        )
+    try:
+        for m in sel.matches:
+            _one(w, m)
+    finally:
+        w.close()
+    return report
+
+
+def _one(w: _Writer, m: Match) -> None:
+    e = m.entry
+    part = m.fs.partition.name.split("/")  # vg/lv: two levels
+    comps = [c for c in e.path.split("/") if c]
+    key = (*part, *comps) if e.kind == "dir" else (*part, *comps[:-1])
+
+    def guest(i: int) -> Entry | None:
+        depth = i - len(part)
+        if depth < 0:
+            return None
+        path = "/" + "/".join(comps[:depth])
+        if e.kind == "dir" and path == e.path:
+            return e
+        try:
+            return m.fs.stat(path)
+        except GuestError:
+            return None
+
+    try:
+        parent = w.directory(key, guest)
+        if e.kind == "dir":
+            w.report.directories += 1
+            return
+        name = comps[-1]
+        safefs.check_name(name)
+        if e.kind == "file":
+            if e.nlink > 1 and e.inode is not None:
+                first = w.links.setdefault((m.fs.partition.name, e.inode), (*key, name))
+                if first != (*key, name):
+                    w.report.hardlinks_copied += 1
+            w.file(m, parent, name)
+        elif e.kind == "symlink":
+            w.symlink(e, parent, name)
+        else:
+            w.report.skipped.append(f"{m.fs.where(e.path)} ({e.kind}) is not restored")
+    except safefs.UnsafePath as exc:
+        raise GuestError(f"cannot restore {m.fs.where(e.path)}: {exc}") from exc

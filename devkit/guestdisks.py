@@ -1,0 +1,237 @@
+"""Real guest disks made in user space (no mount, no loop device, no root needed except to
+keep owners): the disks the file-level restore is tested on.
+
+- `gpt_disk`: a GPT disk, p1 an EFI vfat partition (FAT16 at this size; mkfs.vfat --offset + mcopy), p2 an
+  ext4 root populated from a directory tree (mkfs.ext4 -d -E offset=);
+- `mbr_xfs_disk`: an MBR disk whose p1 is XFS as today's mkfs.xfs makes it (v5, bigtime,
+  inobtcount, reflink), populated with a protofile (-p);
+- `ntfs_disk`: a disk without a partition table holding one NTFS (mkntfs + ntfscp).
+
+`make_tree` writes the source tree (nested directories, symlinks, a large sparse file,
+non-ASCII names, permissions, owners, fixed times) that tests compare the extracted files
+with. Tools: sfdisk (fdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g
+(packaging/install-deps.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1 << 20
+TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mmd", "mkfs.ext4", "mkfs.xfs", "mkntfs", "ntfscp")
+MTIME = 1_700_000_000  # 2023-11-14T22:13:20Z: every file of the source trees
+SPARSE_SIZE = 24 * MIB
+SPARSE_DATA = ((0, b"head" * 1024), (20 * MIB, b"tail" * 2048))  # the only data of the sparse file
+
+
+def missing_tools() -> list[str]:
+    return [t for t in TOOLS if shutil.which(t) is None]
+
+
+def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, capture_output=True, env=env)
+
+
+def _pattern(seed: int, size: int) -> bytes:
+    """Deterministic bytes that compress badly (no zero runs)."""
+    out = bytearray()
+    x = seed * 2654435761 + 1
+    while len(out) < size:
+        x = (x * 6364136223846793005 + 1442695040888963407) & ((1 << 64) - 1)
+        out += x.to_bytes(8, "little")
+    return bytes(out[:size])
+
+
+def make_tree(root: Path, version: int = 1, owners: bool = True) -> None:
+    """The source tree of a guest's root filesystem; `version` 2 is the same tree after a
+    day of changes (one file edited, one added, one removed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    files: dict[str, tuple[bytes, int, int, int]] = {  # path: (content, mode, uid, gid)
+        "etc/hostname": (b"web-1\n", 0o644, 0, 0),
+        "etc/nginx/nginx.conf": (b"worker_processes %d;\n" % version + b"# nginx\n" * 200, 0o644, 0, 0),
+        "etc/nginx/sites-enabled/default.conf": (b"server { listen 80; }\n", 0o640, 0, 33),
+        "etc/ssh/sshd_config": (b"PermitRootLogin no\n", 0o600, 0, 0),
+        "home/app/.env": (b"TOKEN=not-a-secret-just-a-test\n", 0o600, 1000, 1000),
+        "home/app/data/one-mib.bin": (_pattern(7, MIB), 0o644, 1000, 1000),
+        "home/app/data/empty": (b"", 0o644, 1000, 1000),
+        "srv/donn\u00e9es/caf\u00e9 \u00fc \u65e5\u672c.txt": ("\u00e9t\u00e9\n".encode(), 0o664, 1000, 100),
+        "usr/bin/tool": (b"#!/bin/sh\necho tool\n", 0o755, 0, 0),
+    }
+    if version == 2:
+        files["etc/nginx/conf.d/new.conf"] = (b"# added on day 2\n", 0o644, 0, 0)
+        del files["etc/ssh/sshd_config"]
+    for rel, (data, mode, uid, gid) in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
+        if owners:
+            os.chown(path, uid, gid)
+    sparse = root / "var/lib/sparse.img"
+    sparse.parent.mkdir(parents=True, exist_ok=True)
+    with open(sparse, "wb") as fh:
+        fh.truncate(SPARSE_SIZE)
+        for off, data in SPARSE_DATA:
+            fh.seek(off)
+            fh.write(data)
+    (root / "etc/nginx/sites-available").mkdir(exist_ok=True)
+    os.symlink("../sites-enabled/default.conf", root / "etc/nginx/sites-available/default.conf")
+    os.symlink("/etc/hostname", root / "home/app/hostname-link")
+    os.link(root / "usr/bin/tool", root / "usr/bin/tool-hardlink")
+    os.mkfifo(root / "home/app/fifo")
+    if owners:
+        os.chown(root / "home/app", 1000, 1000)
+    (root / "home/app").chmod(0o750)
+    for top, dirs, names in os.walk(root, topdown=False):
+        for name in [*names, *dirs]:
+            os.utime(os.path.join(top, name), (MTIME, MTIME + version), follow_symlinks=False)
+    os.utime(root, (MTIME, MTIME + version))
+
+
+def make_efi_tree(root: Path) -> None:
+    (root / "EFI/BOOT").mkdir(parents=True, exist_ok=True)
+    (root / "EFI/BOOT/BOOTX64.EFI").write_bytes(_pattern(3, 300_000))
+    (root / "EFI/BOOT/grub.cfg").write_bytes(b"set timeout=1\n")
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: Path
+    size: int
+    partitions: dict[str, tuple[int, int]]  # name -> (offset, size) in bytes
+
+
+def _sparse_copy(src: Path, dst: Path, offset: int) -> None:
+    """Write `src` into `dst` at `offset`, leaving its holes as holes."""
+    with open(src, "rb") as fi, open(dst, "r+b") as fo:
+        size = os.fstat(fi.fileno()).st_size
+        pos = 0
+        while pos < size:
+            try:
+                data_at = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
+            except OSError:
+                break
+            hole_at = os.lseek(fi.fileno(), data_at, os.SEEK_HOLE)
+            fi.seek(data_at)
+            left = hole_at - data_at
+            fo.seek(offset + data_at)
+            while left:
+                chunk = fi.read(min(left, 4 * MIB))
+                fo.write(chunk)
+                left -= len(chunk)
+            pos = hole_at
+
+
+def gpt_disk(path: Path, tree: Path, efi_tree: Path, size_mib: int = 64) -> Disk:
+    """GPT: p1 EFI vfat (8 MiB at 1 MiB), p2 ext4 (the rest) populated from `tree`."""
+    with open(path, "wb") as fh:
+        fh.truncate(size_mib * MIB)
+    script = (
+        "label: gpt\n"
+        "start=2048, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=EFI\n"
+        "start=18432, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n"
+    )
+    subprocess.run(["sfdisk", "-q", str(path)], input=script.encode(), check=True, capture_output=True)
+    p1 = (2048 * 512, 16384 * 512)
+    p2_end = (size_mib * MIB // 512 - 34) // 2048 * 2048  # sfdisk leaves the backup GPT's room
+    p2 = (18432 * 512, p2_end * 512 - 18432 * 512)
+    out = subprocess.run(["sfdisk", "-d", str(path)], check=True, capture_output=True, text=True).stdout
+    p2_sectors = int(out.split("size=")[2].split(",")[0])
+    p2 = (p2[0], p2_sectors * 512)
+    _run("mkfs.vfat", "-n", "EFI", "--offset", "2048", path, str(p1[1] // 1024))
+    img = f"{path}@@{p1[0]}"
+    for top, dirs, names in os.walk(efi_tree):
+        rel = os.path.relpath(top, efi_tree)
+        for d in dirs:
+            _run("mmd", "-i", img, "::/" + os.path.normpath(os.path.join(rel, d)))
+        for n in names:
+            _run(
+                "mcopy", "-m", "-i", img, os.path.join(top, n), "::/" + os.path.normpath(os.path.join(rel, n))
+            )
+    _run(
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-d",
+        tree,
+        "-E",
+        f"offset={p2[0]}",
+        "-O",
+        "metadata_csum,64bit,extent",
+        "-L",
+        "root",
+        path,
+        f"{p2[1] // 1024}k",
+    )
+    return Disk(path, size_mib * MIB, {"p1": p1, "p2": p2})
+
+
+def _proto_lines(src: Path, indent: int) -> list[str]:
+    out = []
+    pad = " " * indent
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        if any(c.isspace() for c in entry.name):
+            continue  # a protofile separates fields by white space
+        st = entry.stat(follow_symlinks=False)
+        suid = "u" if st.st_mode & 0o4000 else "-"
+        sgid = "g" if st.st_mode & 0o2000 else "-"
+        perm = f"{suid}{sgid}{st.st_mode & 0o777:03o}"
+        if entry.is_symlink():
+            out.append(f"{pad}{entry.name} l{perm} {st.st_uid} {st.st_gid} {os.readlink(entry.path)}")
+        elif entry.is_dir():
+            out.append(f"{pad}{entry.name} d{perm} {st.st_uid} {st.st_gid}")
+            out += _proto_lines(Path(entry.path), indent + 1)
+            out.append(f"{pad}$")
+        elif entry.is_file():
+            out.append(f"{pad}{entry.name} -{perm} {st.st_uid} {st.st_gid} {entry.path}")
+        elif entry.name == "fifo":
+            out.append(f"{pad}{entry.name} p{perm} {st.st_uid} {st.st_gid}")
+    return out
+
+
+def mbr_xfs_disk(path: Path, tree: Path, size_mib: int = 64) -> Disk:
+    """MBR: p1 XFS (from 1 MiB to the end) populated from `tree` with a protofile. The
+    protofile cannot carry names with spaces, so such entries are left out."""
+    with open(path, "wb") as fh:
+        fh.truncate(size_mib * MIB)
+    subprocess.run(
+        ["sfdisk", "-q", str(path)],
+        input=b"label: dos\nstart=2048, type=83\n",
+        check=True,
+        capture_output=True,
+    )
+    p1 = (MIB, size_mib * MIB - MIB)
+    st = tree.stat()
+    lines = ["/dev/null", "0 0", f"d--{st.st_mode & 0o777:03o} {st.st_uid} {st.st_gid}"]
+    lines += [*_proto_lines(tree, 1), "$"]
+    proto = path.with_suffix(".proto")
+    proto.write_text("\n".join(lines) + "\n")
+    fs = path.with_suffix(".xfs")
+    with open(fs, "wb") as fh:
+        fh.truncate(p1[1])
+    env = {**os.environ, "TEST_DIR": "/tmp", "TEST_DEV": "/dev/null", "QA_CHECK_FS": "1"}
+    _run("mkfs.xfs", "-q", "-f", "-L", "data", "-p", proto, fs, env=env)
+    _sparse_copy(fs, path, p1[0])
+    fs.unlink()
+    proto.unlink()
+    return Disk(path, size_mib * MIB, {"p1": p1})
+
+
+def ntfs_disk(path: Path, files: dict[str, bytes], size_mib: int = 16) -> Disk:
+    """A disk without a partition table: one NTFS, files copied into its root with ntfscp
+    (ntfscp creates no directories)."""
+    with open(path, "wb") as fh:
+        fh.truncate(size_mib * MIB)
+    _run("mkntfs", "-F", "-Q", "-q", "-L", "win", path)
+    stage = path.with_suffix(".src")
+    stage.mkdir(exist_ok=True)
+    for name, data in files.items():
+        src = stage / "f"
+        src.write_bytes(data)
+        _run("ntfscp", path, src, "/" + name)
+    shutil.rmtree(stage)
+    return Disk(path, size_mib * MIB, {"disk": (0, size_mib * MIB)})
