@@ -32,15 +32,13 @@ KINDS = (*RUNNABLE, "output", "skip")
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<body>.*?)\s*-->\s*$")
-_MARKER_BODY = re.compile(
-    r"^(?P<kind>[a-z0-9]+)(?:\s+exit=(?P<exit>\d+))?(?:\s*\((?P<reason>.*)\))?$", re.S
-)
+_MARKER_BODY = re.compile(r"^(?P<kind>[a-z0-9]+)(?:\s+exit=(?P<exit>\d+))?(?:\s*\((?P<reason>.*)\))?$", re.S)
 
 #: A line a user would type: a bec2, bconsole or shell command (after an optional prompt).
 _COMMAND_LINE = re.compile(
     r"^\s*(?:[$*#]\s*)?(?:bec2|\.venv/bin/bec2|restore|estimate|run|\.ls|\.query|status|"
     r"apt|apt-get|systemctl|make|curl|sudo|packaging/\S+|\.venv/bin/python|python3?)(?=\s|$)"
-    r"|^\s*Plugin\s*="
+    r"|^\s*Plugin\s*=|^\s*ec2:\s"
 )
 
 
@@ -229,7 +227,8 @@ def substitute(text: str, table: Mapping[str, str]) -> str:
     for key in sorted(table, key=len, reverse=True):
         before = r"(?<![^\s=\"'])" if key.startswith("/") else r"(?<![\w.-])"
         pattern = rf"{before}{re.escape(key)}(?![\w-])"
-        text = re.sub(pattern, lambda _m, v=table[key]: v, text)
+        value = table[key]
+        text = re.sub(pattern, lambda _m: value, text)  # noqa: B023 - used at once, in this iteration
     return text
 
 

@@ -55,8 +55,12 @@ class World:
 
     def seed(self) -> None:
         c = self.sim.client
-        for name, region, blocks in (("my-instance", "us-east-1", 4), ("web-1", "eu-west-1", 4),
-                                     ("web-2", "eu-west-1", 1), ("attach-target", "us-west-2", 0)):
+        for name, region, blocks in (
+            ("my-instance", "us-east-1", 4),
+            ("web-1", "eu-west-1", 4),
+            ("web-2", "eu-west-1", 1),
+            ("attach-target", "us-west-2", 0),
+        ):
             inst = c.create_instance(name, [{"size_gib": 1, "device": "/dev/sda1"}], region=region)
             self.ids[name] = inst["instance_id"]
             (vid,) = inst["volume_ids"]
@@ -77,8 +81,12 @@ class World:
         """A host whose default and `backup` profiles are the simulator's credentials."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         aws = self.folder / "home" / ".aws"
-        env.update(AWS_CONFIG_FILE=str(aws / "config"), AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
-                   AWS_ENDPOINT_URL=self.sim.endpoint, HOME=str(self.folder / "home"))
+        env.update(
+            AWS_CONFIG_FILE=str(aws / "config"),
+            AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
+            AWS_ENDPOINT_URL=self.sim.endpoint,
+            HOME=str(self.folder / "home"),
+        )
         return env
 
     def mark_backup(self) -> None:
@@ -133,15 +141,20 @@ def check_created(world: World, text: str, what: str) -> int:
     for new, zone, src in re.findall(r"\bvolume (vol-\w+) in (\S+) \(from (vol-\w+)\)", text):
         assert c.volume_sha256(new, region=zone[:-1]) == c.volume_sha256(src, region=world.regions[src]), what
         count += 1
-    for new, zone, vols, src in re.findall(r"\binstance (i-\w+) \(\S+, (\S+), \w+; volumes ([^)]*)\) from (i-\w+)", text):
+    for new, zone, vols, src in re.findall(
+        r"\binstance (i-\w+) \(\S+, (\S+), \w+; volumes ([^)]*)\) from (i-\w+)", text
+    ):
         (vol,) = [v.split("=")[1] for v in vols.split(", ")]  # the world's instances have one volume
         want = c.volume_sha256(by_instance[src], region=world.regions[by_instance[src]])
         assert c.volume_sha256(vol, region=zone[:-1]) == want, f"{what}: instance {new}"
         count += 1
     for new, src in re.findall(r"\bsnapshot (snap-\w+) \(from (vol-\w+)\)", text):
         want = c.volume_sha256(src, region=world.regions[src])
-        got = {c.snapshot_sha256(new, region=r) for r in set(world.regions.values())
-               if any(x["id"] == new for x in c.snapshots(region=r))}
+        got = {
+            c.snapshot_sha256(new, region=r)
+            for r in set(world.regions.values())
+            if any(x["id"] == new for x in c.snapshots(region=r))
+        }
         assert got == {want}, f"{what}: snapshot {new}"
         count += 1
     return count
@@ -150,8 +163,16 @@ def check_created(world: World, text: str, what: str) -> int:
 def _bec2(world: World, command: str, where: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     argv = shlex.split(command)
     assert argv[0] == "bec2", f"{where}: not a bec2 command: {command}"
-    proc = subprocess.run([str(BEC2), *argv[1:]], env=world.env(), cwd=world.folder, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [str(BEC2), *argv[1:]],
+        env=world.env(),
+        cwd=world.folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert proc.returncode == code, (
         f"{where}: `{command}` exited {proc.returncode}, the doc says {code}\n{proc.stdout}\n{proc.stderr}"
     )
@@ -172,13 +193,13 @@ def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
     blocks = [b for b in ALL if b.path == doc and b.kind == "bec2"]
     first = md.shell_commands(blocks[0])[0]
     if "--operation=backup" not in first:
-        # The document starts from backups it does not show how to make: a Full and an
-        # Incremental of web-1, as the README's bec2 section makes them.
-        setup = "bec2 --operation=backup --region=eu-west-1 --profile=backup --instances=web-1 --output=/backups"
+        # The document starts from a backup it does not show how to make: a Full of
+        # web-1, as the README's bec2 section makes it.
+        setup = (
+            "bec2 --operation=backup --region=eu-west-1 --profile=backup --instances=web-1 --output=/backups"
+        )
         _bec2(world, md.substitute(setup, world.table()), f"{doc.name} setup")
         world.mark_backup()
-        _bec2(world, md.substitute(setup.replace("backup --region", "backup --level=I --region"),
-                                   world.table()), f"{doc.name} setup")
     ran = 0
     for block in blocks:
         for raw in md.shell_commands(block):
@@ -247,9 +268,11 @@ def _console_check(stack: Any, world: World, command: str, out: str, where: str)
 def test_bconsole_blocks(sim: Any, bacula_stack: Callable[..., Any], tmp_path: Path) -> None:
     world = World(sim, tmp_path)
     world.seed()
-    stack = bacula_stack([], fileset_files=[str(tmp_path / "home")], fd_env={
-        k: v for k, v in world.env().items() if k.startswith("AWS_")
-    })
+    stack = bacula_stack(
+        [],
+        fileset_files=[str(tmp_path / "home")],
+        fd_env={k: v for k, v in world.env().items() if k.startswith("AWS_")},
+    )
     table = world.table()
     # Every FileSet snippet goes into the Director's configuration as written (one per
     # name); the first of each document is backed up for real.
