@@ -128,7 +128,7 @@ def test_bad_parameter_fails_the_job_naming_it(sim, tmp_path: Path) -> None:  # 
 
 
 def test_unknown_instance_fails_and_leaves_no_snapshot(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """With abort_on_error=1 (by default it is a Q and web-1 is backed up: tests/e2e/test_partial_failure.py)."""
+    """With abort_on_error=1 (by default: a Q, and web-1 is backed up; tests/e2e/test_partial_failure.py)."""
     make_instance(sim)
     line = "instances=web-1,i-0123456789abcdef0 abort_on_error=1"
     with backend(Mode.BACKUP, params(sim.endpoint, *line.split()), tmp_path) as be:

@@ -92,7 +92,7 @@ def test_an_instance_whose_snapshot_fails_is_dropped_with_its_snapshots() -> Non
     aws, ids = fleet()
     bad = aws.volume_of(ids["web-2"], "/dev/xvdf")
     aws.fail_snapshots_of(bad)
-    backup, sink, rec, exc = run(aws, ("instances", "web-1,web-2"))
+    backup, sink, _rec, exc = run(aws, ("instances", "web-1,web-2"))
     assert exc is None
     assert_exact(aws, sink, ids["web-1"])
     assert not [p for p in sink.order if ids["web-2"] in p]  # nothing of web-2 in the job
@@ -123,7 +123,9 @@ def test_a_refused_listing_fails_the_instance_before_any_of_its_files() -> None:
     def refuse_web2(snapshot_id: str, page_size: int = 10000):  # type: ignore[no-untyped-def]
         (snap,) = aws.describe_snapshots(ids=[snapshot_id])
         if snap.volume_id in web2:
-            raise aws_error("ListSnapshotBlocks", "AccessDeniedException", "no ebs:ListSnapshotBlocks", status=403)
+            raise aws_error(
+                "ListSnapshotBlocks", "AccessDeniedException", "no ebs:ListSnapshotBlocks", status=403
+            )
         return original(snapshot_id, page_size)
 
     aws.list_snapshot_blocks = refuse_web2  # type: ignore[method-assign]
@@ -227,7 +229,8 @@ def test_restored_resources_are_skipped_unless_named_by_id() -> None:
     sel = select(aws, parse_parameters([("instances", "web-1")]))
     [target] = sel.targets
     assert target.instance_id == ids["web-1"]
-    assert extra not in [v.volume_id for v in target.volumes] and extra in [v.volume_id for v in target.excluded]
+    assert extra not in [v.volume_id for v in target.volumes]
+    assert extra in [v.volume_id for v in target.excluded]
     assert len(sel.skipped) == 2
     assert any(copy in s and "skipped" in s and ids["web-1"] in s for s in sel.skipped)
     assert any(extra in s and "include_restored=yes" in s for s in sel.skipped)
@@ -243,12 +246,12 @@ def test_restored_resources_are_skipped_unless_named_by_id() -> None:
     assert sorted(t.instance_id for t in sel.targets) == sorted([ids["web-1"], copy])
     assert extra in [v.volume_id for t in sel.targets for v in t.volumes] and sel.skipped == []
     # Only restored ones match: an error that says why.
-    with pytest.raises(JobError, match="matched no instance.*skipped, a bacula-ec2 restore created it"):
+    with pytest.raises(JobError, match=r"matched no instance.*skipped, a bacula-ec2 restore created it"):
         select(aws, parse_parameters([("instance_tags", f"{RESTORED_TAG}={ids['web-1']}")]))
 
 
 def test_a_backup_logs_what_it_skipped_and_does_not_snapshot_it() -> None:
-    aws, ids, copy, extra = restored_world()
+    aws, _ids, copy, extra = restored_world()
     backup, sink, rec, exc = run(aws, ("instances", "web-1"))
     assert exc is None and backup.failures == []
     assert not [p for p in sink.order if copy in p or extra in p]
