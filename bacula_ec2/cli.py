@@ -481,7 +481,7 @@ def _estimate(params: Parameters, job: str, reporter: ConsoleReporter) -> int:
     for vol in result.volumes:
         print(vol.text())
     print(result.summary)
-    return EXIT_OK
+    return EXIT_FAILED if result.failures else EXIT_OK  # each named on stderr (a warning)
 
 
 def _backup(

@@ -26,7 +26,7 @@ import datetime as dt
 import enum
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import naming, timefmt
 from ..aws import Aws
@@ -36,7 +36,7 @@ from ..formats.blockimage import BLOCK_SIZE, RECORD_SIZE
 from . import chain
 from .chain import Kept
 from .context import JobContext
-from .selection import InstanceTarget, VolumeTarget, select_instances
+from .selection import InstanceTarget, VolumeTarget, select
 from .sink import BackupSink, FileInfo
 
 MIB = 1 << 20
@@ -115,6 +115,8 @@ class EstimateResult:
     volumes: list[VolumeEstimate]
     files: int = 0  # entries sent to the sink (directories included)
     bytes: int = 0  # the sum of their sizes, as bconsole adds them up
+    #: What the selection could not resolve (abort_on_error=0), as the backup would name it.
+    failures: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -151,6 +153,8 @@ class Estimate:
     ListChangedBlocks and nothing else)."""
 
     def __init__(self, ctx: JobContext, aws: Aws, *, report: bool = True) -> None:
+        """`report`: each volume's figure and the total as job messages (bec2 prints them
+        itself); what the selection skipped or could not resolve is reported either way."""
         self.ctx = ctx
         self.aws = aws
         self.report = report
@@ -191,11 +195,19 @@ class Estimate:
 
     def run(self, sink: BackupSink) -> EstimateResult:
         ctx = self.ctx
-        targets = select_instances(self.aws, ctx.params)
+        # As the backup selects: with abort_on_error=1 what cannot be found fails the
+        # estimate, else it is named and the others are estimated.
+        sel = select(self.aws, ctx.params, strict=ctx.params.abort_on_error)
+        targets = sel.targets
+        for note in sel.skipped:
+            ctx.reporter.info(note)
+        for failure in sel.failures:
+            ctx.reporter.warning(f"{failure}; a backup would report it as an Error and back up the others")
+        result_failures = [str(f) for f in sel.failures]
         volume_ids = [v.volume_id for t in targets for v in t.volumes]
         snaps = self.aws.describe_snapshots(volume_ids=volume_ids) if volume_ids else []
         job = chain_job(ctx)
-        result = EstimateResult([])
+        result = EstimateResult([], failures=result_failures)
         now = int(time.time())
         counted = _Counting(sink, result)
         for target in targets:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bacula_ec2.aws import AwsError
 from bacula_ec2.formats.blockimage import BLOCK_SIZE, RECORD_SIZE
 from bacula_ec2.jobs.backup import BackupJob
-from bacula_ec2.jobs.context import JobContext
+from bacula_ec2.jobs.context import JobContext, JobError
 from bacula_ec2.jobs.estimate import Basis, chain_job, estimate, size_text
 from bacula_ec2.params import parse_parameters
 from devkit.fake_aws import FakeAws
@@ -228,3 +228,33 @@ def test_totals_add_up_as_bconsole_adds_them() -> None:
 )
 def test_size_text(n: int, text: str) -> None:
     assert size_text(n) == text
+
+
+def test_what_the_selection_cannot_find_is_named_and_the_rest_estimated_as_the_backup_would() -> None:
+    aws, _iid, vid = world()
+    params = parse_parameters([("instances", "web-1,nope-1")])
+    rec = Recorder()
+    result = estimate(JobContext(params, CONSOLE, 0, "F", rec, ""), aws, RecordingSink())
+    assert [v.volume_id for v in result.volumes] == [vid]
+    assert len(result.failures) == 1 and "nope-1" in result.failures[0]
+    (warning,) = rec.texts("W")
+    assert "nope-1" in warning and "a backup would report it as an Error" in warning
+    strict = parse_parameters([("instances", "web-1,nope-1"), ("abort_on_error", "1")])
+    with pytest.raises(JobError, match="nope-1"):
+        estimate(JobContext(strict, CONSOLE, 0, "F", Recorder(), ""), aws, RecordingSink())
+
+
+def test_volumes_selected_on_their_own_are_estimated_under_the_volumes_folder() -> None:
+    aws = FakeAws()
+    vid = aws.add_volume(2)
+    for i in range(6):
+        aws.write(vid, i, 2)
+    aws.put_snapshot(vid, {})
+    aws.advance(5)
+    params = parse_parameters([("volumes", vid)])
+    sink = RecordingSink()
+    result = estimate(JobContext(params, CONSOLE, 0, "F", Recorder(), ""), aws, sink)
+    assert [(v.basis, v.bytes) for v in result.volumes] == [(Basis.ALLOCATED, 3 << 20)]
+    (path,) = sink.ending(".bimg")
+    assert path.startswith("/@amazon-ec2/volumes/") and sink.files[path][0].size == 3 << 20
+    assert not sink.ending(f"{'volumes'}.json")
