@@ -14,7 +14,8 @@
 #   /usr/lib/bacula/ec2-fd.so       built by build-plugin.sh against Debian's bacula source
 #                                   package 15.0.3-3 (dpkg-source -x: Debian's patches
 #                                   applied) with debian/rules' configure flags
-#                                   (packaging/debian/configure-flags) and dpkg-buildflags
+#                                   (packaging/debian/configure-flags) and Debian 13's
+#                                   dpkg-buildflags (packaging/debian/buildflags-<arch>)
 #   /usr/lib/bacula-ec2/            ec2-backend and bec2 frozen by PyInstaller (one-dir: the
 #                                   Python runtime, bacula_ec2 and its pinned dependencies
 #                                   from packaging/debian/bundle-requirements.txt)
@@ -130,19 +131,28 @@ unpack_debian_source() {
     exec 7>&-
 }
 
-# Debian's configure flags: packaging/debian/configure-flags plus dpkg-buildflags with
-# debian/rules' settings (the hardening flags; -ffile-prefix-map only names the build
-# directory, so it is dropped to keep the cache key independent of it).
+# Debian's configure flags: packaging/debian/configure-flags plus the compiler flags of
+# Debian 13's dpkg-buildflags with debian/rules' settings, as recorded in
+# packaging/debian/buildflags-<arch> (-ffile-prefix-map only names the build directory and
+# is left out, which keeps the cache key independent of it); an architecture without a
+# recorded file gets this machine's dpkg-buildflags.
 debian_configure_flags() {
     local gnu multiarch flags name value
     gnu=$(dpkg-architecture -qDEB_HOST_GNU_TYPE)
     multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
     flags=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e "s/@DEB_HOST_GNU_TYPE@/$gnu/" \
                 -e "s/@DEB_HOST_MULTIARCH@/$multiarch/" "$DEB/configure-flags" | tr '\n' ' ')
+    local recorded=$DEB/buildflags-$(dpkg --print-architecture)
+    [[ -f $recorded ]] || note "no $recorded: using this machine's dpkg-buildflags (not Debian 13's)"
     for name in CFLAGS CXXFLAGS CPPFLAGS LDFLAGS; do
-        value=$(cd / && env -u "$name" DEB_BUILD_MAINT_OPTIONS=hardening=+all \
-                DEB_LDFLAGS_MAINT_STRIP=-Wl,-Bsymbolic-functions dpkg-buildflags --get "$name" \
-                | sed -e 's/-ffile-prefix-map=[^ ]*//g' -e 's/  */ /g' -e 's/^ //' -e 's/ $//')
+        if [[ -f $recorded ]]; then
+            value=$(sed -n "s/^$name=//p" "$recorded")
+            [[ -n $value ]] || die "$recorded has no $name= line"
+        else
+            value=$(cd / && env -u "$name" DEB_BUILD_MAINT_OPTIONS=hardening=+all \
+                    DEB_LDFLAGS_MAINT_STRIP=-Wl,-Bsymbolic-functions dpkg-buildflags --get "$name" \
+                    | sed -e 's/-ffile-prefix-map=[^ ]*//g' -e 's/  */ /g' -e 's/^ //' -e 's/ $//')
+        fi
         [[ $value != *[\'\"\\]* ]] || die "dpkg-buildflags $name has a quote or backslash: $value"
         flags+=" '$name=$value'"
     done
@@ -366,6 +376,7 @@ NAME="${PKG}_${VERSION}_${ARCH}.deb"
 DEB_KEY=$( { printf 'format=%s version=%s arch=%s\n' "$FORMAT" "$VERSION" "$ARCH"
              sha256sum <"$SO"; echo "$FROZEN"
              cat "$0" "$DEB"/{control.in,copyright,changelog,postinst,lintian-overrides,logrotate,ec2-backend.8,bec2.1}
+             cat "$DEB"/buildflags-* 2>/dev/null
              for f in "${DOCS[@]}"; do [[ -f $f ]] && { echo "$f"; cat "$f"; }; done
            } | sha)
 CACHED="$CACHE_ROOT/deb/$DEB_KEY"
