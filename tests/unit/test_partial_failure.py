@@ -6,11 +6,17 @@ abort_on_error itself: only spellings both read alike are accepted."""
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bacula_ec2.aws.errors import aws_error
+from bacula_ec2.cli import main
 from bacula_ec2.formats.blockimage import BLOCK_SIZE, FormatError
 from bacula_ec2.jobs.backup import BackupJob
 from bacula_ec2.jobs.context import JobContext, JobError
@@ -18,7 +24,9 @@ from bacula_ec2.jobs.runner import BackupRun
 from bacula_ec2.jobs.selection import RESTORED_TAG, select
 from bacula_ec2.params import ParameterError, parse_parameters
 from devkit.fake_aws import FakeAws
+from devkit.helpers import sha256_file
 from devkit.jobkit import Recorder, RecordingSink, image_blocks
+from devkit.simulator.fixtures import ACCESS_KEY
 
 JOB = "backup-web.2026-12-01_10.00.00_4"
 DISKS = [("/dev/xvda", 1), ("/dev/xvdf", 1)]
@@ -138,22 +146,28 @@ def test_a_refused_listing_fails_the_instance_before_any_of_its_files() -> None:
     assert base_volumes(aws) == {aws.volume_of(ids["web-1"], d) for d, _ in DISKS}
 
 
-def test_a_volume_failing_mid_stream_leaves_an_image_that_never_restores_as_complete() -> None:
+@pytest.mark.parametrize(("failing", "good"), [("web-2", "web-1"), ("web-1", "web-2")])
+def test_a_volume_failing_mid_stream_leaves_an_image_that_never_restores_as_complete(
+    failing: str, good: str
+) -> None:
+    """web-1 is read first: a failure there must not disturb the reading of web-2 either."""
     aws, ids = fleet()
-    bad = aws.volume_of(ids["web-2"], "/dev/xvdf")
+    bad = aws.volume_of(ids[failing], "/dev/xvdf")
     aws.refuse_block(bad, 5)  # its second allocated block: the first is already handed over
     backup, sink, _rec, exc = run(aws, ("instances", "web-1,web-2"))
     assert exc is None
-    assert_exact(aws, sink, ids["web-1"])
+    assert_exact(aws, sink, ids[good])
     (failure,) = backup.failures
-    assert failure.what == f"instance {ids['web-2']} (web-2)" and "AccessDeniedException" in failure.reason
-    (truncated,) = [p for p in images_of(sink, ids["web-2"]) if bad in p]
+    assert (
+        failure.what == f"instance {ids[failing]} ({failing})" and "AccessDeniedException" in failure.reason
+    )
+    (truncated,) = [p for p in images_of(sink, ids[failing]) if bad in p]
     assert f"its image {truncated} in this job is incomplete" in failure.reason
     with pytest.raises(FormatError):
         image_blocks(sink.data(truncated))
     assert len(sink.data(truncated)) > BLOCK_SIZE  # the first block went out before the failure
     assert not [p for p in sink.order if bad in p and p.endswith((".bmp", ".abmp"))]
-    assert base_volumes(aws) == {aws.volume_of(ids["web-1"], d) for d, _ in DISKS}
+    assert base_volumes(aws) == {aws.volume_of(ids[good], d) for d, _ in DISKS}
 
 
 def test_standalone_volumes_fail_one_by_one() -> None:
@@ -285,3 +299,38 @@ def test_abort_on_error_spellings() -> None:
     for value in ("no", "false", "off", "n", ""):
         with pytest.raises(ParameterError, match="File Daemon reads abort_on_error as on"):
             parse_parameters([("abort_on_error", value)])
+
+
+# ---------------------------------------------------------------- bec2
+
+
+def test_bec2_stores_a_partly_failed_backup_says_what_is_missing_and_exits_1(
+    sim: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.client.set_options(snapshot_delay=0.02)
+    inst = sim.client.create_instance("cli-web", volumes=[{"size_gib": 1, "device": "/dev/sda1"}])
+    iid, vid = inst["instance_id"], inst["volume_ids"][0]
+    sim.client.write_volume(vid, 0, os.urandom(3 * BLOCK_SIZE))
+    want = sim.client.volume_sha256(vid)
+    store = tmp_path / "store"
+    args = [
+        "--region=us-east-1",
+        f"--access_key={ACCESS_KEY}",
+        "--secret_key=partial/SECRET/key/1234567",
+        f"--endpoint_url={sim.endpoint}",
+        f"--output={store}",
+    ]
+    rc = main(["--operation=backup", "--instances=cli-web,nope-1", *args])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert re.search(
+        rf"stored under .* is incomplete\. Backed up: {iid} \(cli-web\)\. NOT backed up \(1\): ", err
+    )
+    assert "instance nope-1: no instance named 'nope-1'" in err
+    # What is stored is a complete backup of cli-web: it restores exactly.
+    sim.client.write_volume(vid, 0, b"changed")
+    target = tmp_path / "restored"
+    rc = main(["--operation=restore", f"--output={store}", f"--local_path={target}"])
+    assert rc == 0, capsys.readouterr().err
+    (image,) = target.rglob("*.img")
+    assert sha256_file(image) == want
