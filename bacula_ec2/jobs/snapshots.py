@@ -144,6 +144,10 @@ class SnapshotLedger:
     unsure: bool = False
     #: Tags `take(..., defer_tags=True)` left for `flush_tags()`: (snapshot, tags).
     untagged: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    #: Seconds this job has paused for refused CreateSnapshot(s) calls, all instances
+    #: together: once an instance has used up `QUOTA_BUDGET`, the next one (abort_on_error=0
+    #: goes on with the others) is not waited out for as long again.
+    quota_waited: float = 0.0
 
     @property
     def job(self) -> str:
@@ -314,8 +318,9 @@ class SnapshotLedger:
     ) -> list[Snapshot]:
         """`make()` (one CreateSnapshot(s) call) until it answers, each snapshot it made
         recorded at once. A quota refusal is tried again after 15-30 s for `QUOTA_BUDGET`
-        seconds, throttling after the retry policy's delay; after a lost answer, this job's
-        own snapshots of `wanted` are looked up and adopted before anything is tried again."""
+        seconds (for the whole job: `quota_waited`), throttling after the retry policy's
+        delay; after a lost answer, this job's own snapshots of `wanted` are looked up and
+        adopted before anything is tried again."""
         clock = self.aws.clock
         started = clock.now()
         lost = 0
@@ -329,11 +334,17 @@ class SnapshotLedger:
                 elapsed = clock.now() - started
                 if quota(exc) or throttled(exc):
                     delay = random.uniform(*QUOTA_DELAY) if quota(exc) else self.aws.policy.delay(attempt)
-                    if elapsed + delay > QUOTA_BUDGET:
+                    if max(elapsed, self.quota_waited) + delay > QUOTA_BUDGET:
+                        before = (
+                            f" (this job waited {self.quota_waited:.0f} s in all for AWS's snapshot quotas, "
+                            f"at most {QUOTA_BUDGET:.0f} s)"
+                            if self.quota_waited > elapsed
+                            else ""
+                        )
                         raise AwsError(
                             operation,
                             code or "Throttled",
-                            f"AWS still refuses to snapshot {label} after {elapsed:.0f} s: {exc} "
+                            f"AWS still refuses to snapshot {label} after {elapsed:.0f} s{before}: {exc} "
                             "(too many snapshots in progress in the region or of a volume: see "
                             "/usr/share/doc/bacula-ec2-plugin/TROUBLESHOOTING.md.gz)",
                             resource=instance_id,
@@ -345,6 +356,7 @@ class SnapshotLedger:
                         )
                     self.aws.stats.count(throttled=throttled(exc))
                     self._pause(delay)
+                    self.quota_waited += delay
                     continue
                 if not ambiguous(exc):
                     raise

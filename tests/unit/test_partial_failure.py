@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from bacula_ec2.aws.errors import aws_error
 from bacula_ec2.cli import main
 from bacula_ec2.formats.blockimage import BLOCK_SIZE, FormatError
+from bacula_ec2.jobs import snapshots as snapshots_mod
 from bacula_ec2.jobs.backup import BackupJob
 from bacula_ec2.jobs.context import JobContext, JobError
 from bacula_ec2.jobs.runner import BackupRun
@@ -121,6 +122,29 @@ def test_a_stuck_snapshot_fails_only_its_instance() -> None:
     assert [f.what for f in backup.failures] == [f"instance {ids['web-1']} (web-1)"]
     assert "no progress" in backup.failures[0].reason
     assert base_volumes(aws) == {aws.volume_of(ids["web-2"], d) for d, _ in DISKS}
+
+
+def test_a_snapshot_quota_that_does_not_lift_is_waited_out_once_per_job() -> None:
+    """Two instances refused by a region-wide quota: the job waits QUOTA_BUDGET seconds in
+    all, not once per instance, and backs up the third."""
+    aws, ids = fleet(("web-1", "web-2", "web-3"))
+    original = aws.create_snapshots
+    refused = {ids["web-2"], ids["web-3"]}
+
+    def quota(instance_id, *args):  # type: ignore[no-untyped-def]
+        if instance_id in refused:
+            aws.fail("CreateSnapshots", "PendingSnapshotLimitExceeded", "too many pending")
+        return original(instance_id, *args)
+
+    aws.create_snapshots = quota  # type: ignore[method-assign]
+    started = aws.clock.now()
+    backup, sink, _rec, exc = run(aws, ("instances", "web-1,web-2,web-3"))
+    assert exc is None
+    assert_exact(aws, sink, ids["web-1"])
+    assert [f.what for f in backup.failures] == [f"instance {ids[n]} ({n})" for n in ("web-2", "web-3")]
+    assert all("PendingSnapshotLimitExceeded" in f.reason for f in backup.failures)
+    assert "waited" in backup.failures[1].reason and "in all" in backup.failures[1].reason
+    assert aws.clock.now() - started <= snapshots_mod.QUOTA_BUDGET + 60
 
 
 def test_a_refused_listing_fails_the_instance_before_any_of_its_files() -> None:
