@@ -282,8 +282,8 @@ def _level(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bec2",
-        usage="bec2 --operation={backup,estimate,list,restore} [--name=value ...]",
-        description="Back up EC2 instances at block level into a local folder, and restore them. "
+        usage=f"bec2 --operation={{{','.join(OPERATIONS)}}} [--name=value ...]",
+        description="Back up EC2 instances at block level into a local folder, and restore them.\n"
         "Parameters have the names of the FileSet's Plugin line (--name=value).",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -317,12 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     selection = parser.add_argument_group(
         "selection",
-        "backup and estimate select in AWS; restore selects among the folder's backups with "
+        "backup and estimate select in AWS; restore selects among the folder's backups with\n"
         "--instances (id or Name), --volumes, --exclude_instances and --exclude_volumes",
     )
     restore = parser.add_argument_group(
         "restore",
-        "into local raw images (--local_path) or, with --restore_to=aws, into AWS: there --region "
+        "into local raw images (--local_path) or, with --restore_to=aws, into AWS: there --region\n"
         "(or --restore_region) is where the new resources go (default: the backup's region)",
     )
     restore.add_argument(
@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default, text in parameter_docs():
         if name in _NOT_ON_COMMAND_LINE:
             continue
-        help_text = f"{text} (default: {default})" if default else text
+        shown = {"True": "yes", "False": "no"}.get(default, default)
+        help_text = f"{text} (default: {shown})" if shown else text
         groups[_parameter_group(name)].add_argument(
             f"--{name}", dest=f"p_{name}", metavar="VALUE", nargs="?", const="1", help=help_text
         )
@@ -379,7 +380,7 @@ def _pairs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], str | None]
                 "to restore into; give one"
             )
         given["restore_region"] = region
-        note = "on a restore, --region is the region to restore into (as --restore_region)"
+        note = "on a restore --region is the region to restore into, as --restore_region"
     return list(given.items()), note
 
 
