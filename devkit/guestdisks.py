@@ -15,13 +15,31 @@ with. Tools: sfdisk (fdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bacula_ec2 import naming
+from bacula_ec2.formats.blockimage import (
+    BLOCK_SIZE,
+    ZERO_BLOCK_SHA256,
+    BlockRecord,
+    FileKind,
+    ImageHeader,
+    RecordEncoder,
+    RecordKind,
+    block_sha256,
+)
+from bacula_ec2.jobs import folder as jfolder
+from bacula_ec2.jobs.chain import job_resource
+from bacula_ec2.jobs.sink import FileInfo
+
 MIB = 1 << 20
+DEVICE = "/dev/xvdf"
 TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mmd", "mkfs.ext4", "mkfs.xfs", "mkntfs", "ntfscp")
 MTIME = 1_700_000_000  # 2023-11-14T22:13:20Z: every file of the source trees
 SPARSE_SIZE = 24 * MIB
@@ -235,3 +253,112 @@ def ntfs_disk(path: Path, files: dict[str, bytes], size_mib: int = 16) -> Disk:
         _run("ntfscp", path, src, "/" + name)
     shutil.rmtree(stage)
     return Disk(path, size_mib * MIB, {"disk": (0, size_mib * MIB)})
+
+
+# ---------------------------------------------------------------------- disks as bec2 parts
+
+
+def image_blocks(path: Path, block_size: int) -> Iterator[tuple[int, bytes]]:
+    """(index, data) of every block of a raw image that holds a non-zero byte, ascending;
+    holes are skipped without being read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos < size:
+            try:
+                data_at = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            hole_at = os.lseek(fd, data_at, os.SEEK_HOLE)
+            first = data_at // block_size
+            for index in range(first, -(-hole_at // block_size)):
+                block = os.pread(fd, block_size, index * block_size)
+                if block.count(0) != len(block):
+                    yield index, block
+            pos = -(-hole_at // block_size) * block_size
+    finally:
+        os.close(fd)
+
+
+def changed_blocks(old: Path, new: Path, block_size: int) -> Iterator[tuple[int, bytes | None]]:
+    """(index, data, or None where the block became zeros) of the blocks that differ."""
+    before = dict(image_blocks(old, block_size))
+    for index, block in image_blocks(new, block_size):
+        if before.pop(index, None) != block:
+            yield index, block
+    for index in sorted(before):
+        yield index, None
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """The header of one synthetic part (what a backup of the volume would have written)."""
+
+    volume_id: str
+    volume_size: int
+    snapshot_id: str
+    created: str
+    level: str = "F"
+    base_snapshot_id: str | None = None
+    base_created: str | None = None
+    job_id: int = 1
+    job_name: str = "guest-test.2026-12-01_10.00.00_01"
+    chain_position: int = 0
+    block_size: int = BLOCK_SIZE
+    instance_id: str = "i-0guest0000000001"
+
+
+def encode_part(
+    spec: PartSpec, blocks: Iterable[tuple[int, bytes | None]], write: Callable[[bytes], object]
+) -> int:
+    """Encode a `.bimg` with the product's codec: a data record per block with data, a zero
+    record per None; `blocks` ascending. Returns the number of records."""
+    header = ImageHeader(
+        kind=FileKind.IMAGE, volume_id=spec.volume_id, volume_size=spec.volume_size,
+        snapshot_id=spec.snapshot_id, level=spec.level, created=spec.created,
+        base_snapshot_id=spec.base_snapshot_id, base_created=spec.base_created, block_size=spec.block_size,
+        instance_id=spec.instance_id, device=DEVICE, job_name=spec.job_name, job_id=spec.job_id,
+        chain_position=spec.chain_position,
+    )  # fmt: skip
+    enc = RecordEncoder(header)
+    write(enc.start())
+    for index, data in blocks:
+        offset = index * spec.block_size
+        length = min(spec.block_size, spec.volume_size - offset)
+        if data is None:
+            write(enc.record(BlockRecord(offset, length, RecordKind.ZERO, ZERO_BLOCK_SHA256)))
+        else:
+            data = data[:length].ljust(length, b"\0")
+            write(enc.record(BlockRecord(offset, length, RecordKind.DATA, block_sha256(data))))
+            write(data)
+    write(enc.end())
+    return enc.count
+
+
+def write_part(path: Path, spec: PartSpec, blocks: Iterable[tuple[int, bytes | None]]) -> int:
+    """A `.bimg` file (see encode_part)."""
+    with open(path, "wb") as fh:
+        return encode_part(spec, blocks, fh.write)
+
+
+def folder_backup(
+    root: Path, spec: PartSpec, blocks: Iterable[tuple[int, bytes | None]], started: float
+) -> str:
+    """One complete backup of one volume in a bec2 folder (created if needed), written
+    through the folder's own writer and manifest as `bec2 --operation=backup` writes it;
+    the part's job id is the one the folder gives. Returns the part's local path."""
+    folder = jfolder.create_folder(str(root), started)
+    bdir = jfolder.BackupDirectory(folder, spec.level, started, jfolder.scan(folder))
+    spec = dataclasses.replace(spec, job_id=bdir.job_id)
+    gib = -(-spec.volume_size // naming.GIB)
+    path = naming.volume_image(spec.instance_id, spec.volume_id, DEVICE, gib, spec.level, bdir.job_id)
+    w = bdir.open_file(FileInfo(path, spec.volume_size, int(started)))
+    encode_part(spec, blocks, w.write)
+    w.close()
+    doc = jfolder.manifest(
+        folder, bdir, job=job_resource(spec.job_name), job_name=spec.job_name, level=spec.level,
+        requested_level=spec.level, finished=started + 1, reference=None, region="us-east-1", version="test",
+    )  # fmt: skip
+    bdir.write_manifest(doc)
+    return bdir.local(path)

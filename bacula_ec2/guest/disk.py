@@ -21,6 +21,17 @@ class GuestError(Exception):
     names the partition and path and says what was found."""
 
 
+class SourceFailure(Exception):
+    """Raised by a Source that cannot return exact bytes (a damaged backup). The guest
+    reader never turns it into a GuestError; where a parser swallowed it (dissect tries one
+    partition scheme after another), the source's `failure` attribute is raised instead."""
+
+
+def source_failure(source: object) -> SourceFailure | None:
+    failure = getattr(source, "failure", None)
+    return failure if isinstance(failure, SourceFailure) else None
+
+
 class Source(Protocol):
     """What a disk is read from: a size and random reads (exact: `length` bytes, or less
     only at the end)."""
@@ -159,6 +170,8 @@ class Partition:
     fstype: str | None  # what detect() found
     kind: str = ""  # the partition table's type name, for listings
     label: str | None = None
+    source: Source | None = field(default=None, repr=False)
+    note: str | None = None  # why its content cannot be listed
     opener: Callable[[], BinaryIO] | None = field(default=None, repr=False)
 
     def open(self) -> BinaryIO:
@@ -167,6 +180,8 @@ class Partition:
 
     def describe(self) -> str:
         what = self.fstype or "no filesystem recognised"
+        if self.note:
+            what += f": {self.note}"
         kind = f", {self.kind}" if self.kind else ""
         return f"{self.name} ({what}, {self.size} bytes{kind})"
 
@@ -203,7 +218,20 @@ class GuestDisk:
 def open_disk(source: Source) -> GuestDisk:
     """Find the partitions of a disk and the filesystem type of each. A disk that holds a
     filesystem at offset 0 is one partition named `disk`; LVM2 physical volumes are opened
-    and their logical volumes listed as `vg/lv`."""
+    and their logical volumes listed as `vg/lv` (an LVM2 volume group spread over several
+    disks cannot be read from one: the partition says so in its `note`)."""
+    try:
+        return _open_disk(source)
+    except SourceFailure:
+        raise
+    except GuestError as exc:
+        failure = source_failure(source)
+        if failure is not None:
+            raise failure from exc
+        raise
+
+
+def _open_disk(source: Source) -> GuestDisk:
     whole = stream(source)
     head = _head(whole)
     if head.strip(b"\0") == b"":
@@ -212,25 +240,23 @@ def open_disk(source: Source) -> GuestDisk:
         )
     found = detect(head)
     if found is not None and found != "lvm2":
-        return GuestDisk(
-            source,
-            "none",
-            [Partition(WHOLE_DISK, 0, source.size, found, opener=lambda: stream(source))],
-        )
+        disk = Partition(WHOLE_DISK, 0, source.size, found, source=source, opener=lambda: stream(source))
+        return GuestDisk(source, "none", [disk])
     parts: list[Partition] = []
     scheme = "none"
     if found == "lvm2":
-        parts += _lvm(WHOLE_DISK, lambda: stream(source))
+        pv = Partition(WHOLE_DISK, 0, source.size, found, source=source, opener=lambda: stream(source))
+        parts += [pv, *_lvm(pv)]
     else:
         try:
             whole.seek(0)
-            disk = Disk(whole)
+            table = Disk(whole)
         except Exception as exc:
             raise GuestError(
                 f"the disk has no partition table dissect.volume reads (GPT, MBR) and no filesystem: {exc}"
             ) from exc
-        scheme = type(disk.scheme).__name__.lower()
-        for p in disk.partitions:
+        scheme = type(table.scheme).__name__.lower()
+        for p in table.partitions:
             if p.size <= 0 or getattr(p, "type", None) in (0x05, 0x0F, 0x85):  # extended containers
                 continue
             offset, size = int(p.offset), int(p.size)
@@ -238,20 +264,20 @@ def open_disk(source: Source) -> GuestDisk:
             def opener(offset: int = offset, size: int = size) -> BinaryIO:
                 return stream(source, offset, size)
 
-            fstype = detect(_head(opener()))
-            name = f"p{p.number}"
-            kind = str(getattr(p, "type_name", "") or "")
-            part = Partition(name, offset, size, fstype, kind, getattr(p, "name", None), opener)
+            part = Partition(
+                f"p{p.number}", offset, size, detect(_head(opener())), str(getattr(p, "type_name", "") or ""),
+                getattr(p, "name", None), source=source, opener=opener,
+            )  # fmt: skip
             parts.append(part)
-            if fstype == "lvm2":
-                parts += _lvm(name, opener)
+            if part.fstype == "lvm2":
+                parts += _lvm(part)
     return GuestDisk(source, scheme, parts)
 
 
-def _lvm(where: str, opener: Callable[[], BinaryIO]) -> list[Partition]:
-    """The logical volumes of an LVM2 physical volume (on one disk)."""
+def _lvm(pv: Partition) -> list[Partition]:
+    """The logical volumes of an LVM2 physical volume (on this disk)."""
     try:
-        lvm = LVM2(opener())
+        lvm = LVM2(pv.open())
         out = []
         for lv in lvm.vg.lv:
             if not lv.is_visible:
@@ -264,7 +290,20 @@ def _lvm(where: str, opener: Callable[[], BinaryIO]) -> list[Partition]:
             fh.seek(0, io.SEEK_END)
             size = fh.tell()
             name = f"{lvm.vg.name}/{lv.name}"
-            out.append(Partition(name, 0, size, detect(_head(fh)), "LVM2 logical volume", None, lv_opener))
+            out.append(
+                Partition(
+                    name,
+                    0,
+                    size,
+                    detect(_head(fh)),
+                    "LVM2 logical volume",
+                    source=pv.source,
+                    opener=lv_opener,
+                )
+            )
         return out
+    except SourceFailure:
+        raise
     except Exception as exc:
-        raise GuestError(f"partition {where} is an LVM2 physical volume that cannot be read: {exc}") from exc
+        pv.note = f"an LVM2 physical volume whose logical volumes cannot be read: {type(exc).__name__}: {exc}"
+        return []

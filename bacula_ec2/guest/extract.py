@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..jobs import safefs
-from .disk import GuestDisk, GuestError, Partition
+from .disk import GuestDisk, GuestError, Partition, SourceFailure, source_failure
 from .fs import SUPPORTED, Entry, GuestFS, open_fs
 from .paths import Pattern
 
@@ -221,7 +221,12 @@ class _Writer:
                     want = min(self.chunk, length - pos)
                     try:
                         data = fh.read(want)
+                    except SourceFailure:
+                        raise
                     except Exception as exc:
+                        failure = source_failure(m.fs.partition.source)
+                        if failure is not None:
+                            raise failure from exc
                         raise GuestError(
                             f"cannot read {m.fs.where(e.path)} at byte {off + pos}: "
                             f"{type(exc).__name__}: {exc}"

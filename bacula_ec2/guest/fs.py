@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from dissect.util.stream import RunlistStream  # type: ignore[import-untyped]
 
-from .disk import GuestError, Partition
+from .disk import GuestError, Partition, SourceFailure, source_failure
 
 SUPPORTED = ("ext2", "ext3", "ext4", "xfs", "ntfs", "vfat", "btrfs")
 MAX_LINKS = 40  # symbolic links followed while resolving one path (as Linux)
@@ -91,7 +91,10 @@ class GuestFS:
     def where(self, path: str) -> str:
         return f"{self.partition.name}:{path}"
 
-    def _wrap(self, path: str, exc: Exception) -> GuestError:
+    def _wrap(self, path: str, exc: Exception) -> Exception:
+        failure = source_failure(self.partition.source)
+        if failure is not None:  # the backup cannot give the bytes: that, not the filesystem
+            return failure
         return GuestError(
             f"cannot read {self.where(path)} on the {self.fstype} filesystem of partition "
             f"{self.partition.name}: {type(exc).__name__}: {exc} (damaged filesystem structure?)"
@@ -100,7 +103,7 @@ class GuestFS:
     def children(self, node: Any, path: str) -> dict[str, Any]:
         try:
             kids = self._children(node)
-        except GuestError:
+        except (GuestError, SourceFailure):
             raise
         except Exception as exc:
             raise self._wrap(path, exc) from exc
@@ -109,7 +112,7 @@ class GuestFS:
     def entry(self, node: Any, path: str) -> Entry:
         try:
             return self._entry(node, path)
-        except GuestError:
+        except (GuestError, SourceFailure):
             raise
         except Exception as exc:
             raise self._wrap(path, exc) from exc
@@ -191,7 +194,7 @@ class GuestFS:
         """A regular file's stream and its data ranges (holes are everything else)."""
         try:
             fh, runs = self._runs(node, ent.size)
-        except GuestError:
+        except (GuestError, SourceFailure):
             raise
         except Exception as exc:
             raise self._wrap(ent.path, exc) from exc
@@ -492,9 +495,12 @@ def open_fs(partition: Partition) -> GuestFS:
         )
     try:
         return adapter(partition, partition.open())
-    except GuestError:
+    except (GuestError, SourceFailure):
         raise
     except Exception as exc:
+        failure = source_failure(partition.source)
+        if failure is not None:
+            raise failure from exc
         raise GuestError(
             f"partition {partition.name} looks like {partition.fstype} but cannot be opened: "
             f"{type(exc).__name__}: {exc} (damaged or unsupported filesystem)"
