@@ -97,12 +97,14 @@ def test_full_backup_and_local_restore_through_real_bacula(sim, bacula_stack, tm
 
 
 def test_missing_instance_fails_the_job_and_leaves_nothing(sim, bacula_stack) -> None:  # type: ignore[no-untyped-def]
+    """With abort_on_error=1 (by default the others are backed up: tests/e2e/test_partial_failure.py)."""
     seed_instance(sim)
-    stack = bacula_stack([plugin_line(sim.endpoint, "instances=e2e-web,i-00000000deadbeef0")])
+    line = plugin_line(sim.endpoint, "instances=e2e-web,i-00000000deadbeef0", "abort_on_error=1")
+    stack = bacula_stack([line])
     jobid = stack.run_job(level="Full", wait=True, timeout=120)
     assert stack.job_status(jobid) == "f"
     log = stack.job_log(jobid)
-    assert "i-00000000deadbeef0 not found" in log, log
+    assert "i-00000000deadbeef0: not found" in log, log
     assert sim.client.snapshots() == []
 
 
