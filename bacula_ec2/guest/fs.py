@@ -406,7 +406,7 @@ class _FAT(GuestFS):
         return self.fs.root
 
     def _children(self, node: Any) -> dict[str, Any]:
-        return {e.name: e for e in node.iterdir() if not e.is_volume_id()}
+        return {_fat_name(e): e for e in node.iterdir() if not e.is_volume_id()}
 
     def _entry(self, node: Any, path: str) -> Entry:
         is_dir = node is self.fs.root or node.is_directory()
@@ -428,6 +428,17 @@ class _FAT(GuestFS):
 
     def _open(self, node: Any) -> BinaryIO:
         return node.open()  # type: ignore[no-any-return]
+
+
+def _fat_name(e: Any) -> str:
+    """The name as Linux and Windows show it: a short name alone is shown in the case its
+    entry's NT flags say (0x08 lower-case base, 0x10 lower-case extension)."""
+    name = str(e.name)
+    if e.ldirents:
+        return name
+    flags = int(e.dirent.DIR_NTRes)
+    base, dot, ext = name.partition(".")
+    return (base.lower() if flags & 0x08 else base) + dot + (ext.lower() if flags & 0x10 else ext)
 
 
 class _Btrfs(GuestFS):
