@@ -3,8 +3,10 @@
 # dependencies are installed by build-bacula.sh). Installs only what is missing.
 set -euo pipefail
 need=()
-# openssl: the simulator's TLS CA; tmux: the terminal of tests/test_bec2_progress.py
-for pkg in python3 python3-venv python3-pip make openssl tmux; do
+# openssl: the simulator's TLS CA; tmux: the terminal of tests/test_bec2_progress.py;
+# fdisk (sfdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g: the guest disks of the
+# file-level restore tests, made in user space (devkit/guestdisks.py)
+for pkg in python3 python3-venv python3-pip make openssl tmux fdisk dosfstools mtools e2fsprogs xfsprogs ntfs-3g; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # A Python other than Debian's (pyenv, a container image) brings venv and pip itself.
