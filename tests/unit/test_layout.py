@@ -121,3 +121,31 @@ def test_the_scanner_catches_each_kind_of_violation(path: str, source: str, culp
 )
 def test_the_scanner_allows_the_intended_imports(path: str, source: str) -> None:
     assert violations(REPO / path, source) == []
+
+
+GUEST_MAY_IMPORT = {"bacula_ec2.jobs", "bacula_ec2.jobs.safefs"}
+
+
+def guest_violations(path: Path, source: str) -> list[str]:
+    """`bacula_ec2.guest` knows nothing of AWS or Bacula: the stdlib, dissect, itself and
+    `jobs.safefs` only (docs/ARCHITECTURE.md)."""
+    import sys
+
+    found = []
+    for line, target, _relative in imports(source, module_name(path), path.name == "__init__.py"):
+        head = target.split(".")[0]
+        if head in sys.stdlib_module_names or head in ("__future__", "dissect"):
+            continue
+        if target.startswith("bacula_ec2.guest") or target in GUEST_MAY_IMPORT:
+            continue
+        found.append(f"{path.relative_to(REPO)}:{line}: bacula_ec2.guest must not import {target}")
+    return found
+
+
+def test_the_guest_reader_imports_only_the_stdlib_dissect_and_safefs() -> None:
+    guest = sorted((REPO / "bacula_ec2" / "guest").glob("*.py"))
+    assert guest
+    found = [v for path in guest for v in guest_violations(path, path.read_text())]
+    assert not found, "\n".join(found)
+    bad = guest_violations(REPO / "bacula_ec2/guest/x.py", "from ..jobs import backup\nimport boto3\n")
+    assert len(bad) == 2, bad
