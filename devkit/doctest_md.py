@@ -182,6 +182,12 @@ class ConsoleCommand:
 
     line: str
     dialog: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()  # the Plugin Options the dialog sets, by name
+
+    @property
+    def text(self) -> str:
+        """The command and its dialog as the document writes them (option names kept)."""
+        return " ".join([self.line, *(f"{k}={v}" for k, v in self.options)])
 
 
 def console_commands(block: Block, option_names: Sequence[str]) -> list[ConsoleCommand]:
@@ -198,15 +204,17 @@ def console_commands(block: Block, option_names: Sequence[str]) -> list[ConsoleC
             result.append(ConsoleCommand(line[1:].strip()))
         elif prompted and line[:1].isspace() and result:
             last = result[-1]
-            result[-1] = ConsoleCommand(last.line, (*last.dialog, *_dialog(line, option_names, block)))
+            typed, options = _dialog(line, option_names, block)
+            result[-1] = ConsoleCommand(last.line, (*last.dialog, *typed), (*last.options, *options))
         elif not prompted:
             result.append(ConsoleCommand(line.strip()))
     return result
 
 
-def _dialog(line: str, option_names: Sequence[str], block: Block) -> list[str]:
+def _dialog(line: str, option_names: Sequence[str], block: Block) -> tuple[list[str], list[tuple[str, str]]]:
     steps = [s.strip() for s in re.split(r"→|\s{2,}", line) if s.strip()]
     typed: list[str] = []
+    options: list[tuple[str, str]] = []
     for step in steps:
         if "=" in step and not step.startswith(("restore ", "mark ", "cd ")):
             name, _, value = (p.strip() for p in step.partition("="))
@@ -215,9 +223,10 @@ def _dialog(line: str, option_names: Sequence[str], block: Block) -> list[str]:
             if not typed or typed[-1] != "mod":
                 raise MarkerError(f"{block.where}: option {name!r} not preceded by `mod`")
             typed += [str(list(option_names).index(name) + 1), value]
+            options.append((name, value))
         else:
             typed.append(step)
-    return typed
+    return typed, options
 
 
 def substitute(text: str, table: Mapping[str, str]) -> str:
@@ -250,3 +259,53 @@ def plugin_pairs(line: str) -> list[tuple[str, str]]:
             raise MarkerError(f"{word!r} in {line!r} is not key=value")
         pairs.append((key, value))
     return pairs
+
+
+_INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+_INLINE_CONSOLE = re.compile(r"^(?:restore|\.ls|\.query|estimate|run)\s.*\bclient=\S")
+_PLACEHOLDER = re.compile(r"\.\.\.|<[^>]*>|\[|\|")
+
+
+@dataclass(frozen=True)
+class Inline:
+    """A complete bconsole command or FileSet Plugin line written inline (`` `...` ``)."""
+
+    path: Path
+    line: int
+    text: str
+
+    @property
+    def where(self) -> str:
+        try:
+            name = self.path.resolve().relative_to(REPO)
+        except ValueError:
+            name = self.path
+        return f"{name}:{self.line}"
+
+
+def inline_commands(path: Path, text: str | None = None) -> tuple[list[Inline], list[Inline]]:
+    """The inline bconsole commands (naming a ``client=``) and inline ``Plugin = "ec2: ..."``
+    lines outside fenced blocks, without placeholders (``...``, ``<x>``, ``[x]``, ``a|b``):
+    those are patterns, not commands. Returns (console commands, plugin lines)."""
+    console: list[Inline] = []
+    plugins: list[Inline] = []
+    fence: str | None = None
+    for n, line in enumerate((path.read_text(encoding="utf-8") if text is None else text).splitlines(), 1):
+        opening = _FENCE.match(line)
+        if opening:
+            if fence is None:
+                fence = opening["fence"]
+            elif opening["fence"].startswith(fence) and not opening["info"].strip():
+                fence = None
+            continue
+        if fence is not None:
+            continue
+        for span in _INLINE.findall(line):
+            span = span.strip()
+            if _PLACEHOLDER.search(span):
+                continue
+            if _INLINE_CONSOLE.match(span):
+                console.append(Inline(path, n, span))
+            elif re.match(r'^Plugin\s*=\s*"ec2:', span):
+                plugins.append(Inline(path, n, span))
+    return console, plugins

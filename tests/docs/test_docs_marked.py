@@ -84,6 +84,33 @@ def test_fileset_lines_parse() -> None:
             pytest.fail(f"{block.where}: {line!r}: {exc}")
 
 
+def test_inline_plugin_lines_parse() -> None:
+    """A complete `Plugin = "ec2: ..."` written inline in the text is valid too."""
+    lines = [i for p in md.documents() for i in md.inline_commands(p)[1]]
+    assert lines
+    for inline in lines:
+        for line in md.plugin_lines(inline.text):
+            try:
+                parse_parameters(md.plugin_pairs(line))
+            except Exception as exc:
+                pytest.fail(f"{inline.where}: {line!r}: {exc}")
+
+
+def test_inline_commands_are_found() -> None:
+    text = (
+        "Run `restore jobid=1 client=fd all done yes where=/x` or `restore ... before=`;\n"
+        '`.ls client=fd plugin="ec2: region=r" path=/r` `estimate job=<job>` `status dir`\n'
+        "<!-- doc-test: bconsole -->\n```\n`restore client=fd all done`\n```\n"
+        'As a line: `Plugin = "ec2: region=r instances=a"`, not `Plugin = "ec2: ..."`.\n'
+    )
+    console, plugins = md.inline_commands(Path("made-up.md"), text)
+    assert [(i.line, i.text) for i in console] == [
+        (1, "restore jobid=1 client=fd all done yes where=/x"),
+        (2, '.ls client=fd plugin="ec2: region=r" path=/r'),
+    ]
+    assert [(i.line, i.text) for i in plugins] == [(7, 'Plugin = "ec2: region=r instances=a"')]
+
+
 def test_json_blocks_are_policies() -> None:
     blocks = [b for b in md.all_blocks() if b.kind == "json"]
     assert blocks
@@ -161,6 +188,11 @@ def test_console_dialog() -> None:
         "mod", number["restore_region"], "us-west-2", "mod", number["restore_iops"], "8000",
         "mod", number["restore_start"], "no", "yes", "yes",
     )  # fmt: skip
+    assert first.options == (
+        ("restore_region", "us-west-2"),
+        ("restore_iops", "8000"),
+        ("restore_start", "no"),
+    )
     assert second == md.ConsoleCommand("messages")
     (block,) = _blocks(
         "<!-- doc-test: bconsole -->\n```\n* restore all\n  mod → 13 → mod → restore_color = red\n```\n"

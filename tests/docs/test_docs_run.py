@@ -51,23 +51,30 @@ class World:
     folder: Path
     ids: dict[str, str] = field(default_factory=dict)
     regions: dict[str, str] = field(default_factory=dict)  # volume id -> region
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)  # instance -> device -> volume
     before: float | None = None  # a time after the first backup, before the next ones
 
     def seed(self) -> None:
+        """Instances named as in the documents; web-1 has a data volume at sdf (RESTORE.md
+        excludes it by device); one to attach to in each region an example restores into."""
         c = self.sim.client
-        for name, region, blocks in (
-            ("my-instance", "us-east-1", 4),
-            ("web-1", "eu-west-1", 4),
-            ("web-2", "eu-west-1", 1),
-            ("attach-target", "us-west-2", 0),
+        for name, region, devices in (
+            ("my-instance", "us-east-1", {"/dev/sda1": 4}),
+            ("web-1", "eu-west-1", {"/dev/sda1": 4, "/dev/sdf": 1}),
+            ("web-2", "eu-west-1", {"/dev/sda1": 1}),
+            ("attach-target", "eu-west-1", {"/dev/sda1": 0}),
+            ("attach-target", "us-west-2", {"/dev/sda1": 0}),
         ):
-            inst = c.create_instance(name, [{"size_gib": 1, "device": "/dev/sda1"}], region=region)
-            self.ids[name] = inst["instance_id"]
-            (vid,) = inst["volume_ids"]
-            self.ids[name + ":vol"] = vid
-            self.regions[vid] = region
-            for i in range(blocks):
-                c.write_volume(vid, (3 * i + 1) * BLOCK + 17, os.urandom(BLOCK), region=region)
+            spec = [{"size_gib": 1, "device": dev} for dev in devices]
+            inst = c.create_instance(name, spec, region=region)
+            key = f"{name}@{region}" if name == "attach-target" else name
+            self.ids[key] = inst["instance_id"]
+            self.devices[inst["instance_id"]] = dict(zip(devices, inst["volume_ids"], strict=True))
+            for vid, (dev, blocks) in zip(inst["volume_ids"], devices.items(), strict=True):
+                self.ids[f"{key}:{dev.rsplit('/', 1)[1]}"] = vid
+                self.regions[vid] = region
+                for i in range(blocks):
+                    c.write_volume(vid, (3 * i + 1) * BLOCK + 17, os.urandom(BLOCK), region=region)
         ec2 = boto3.client("ec2", **self.sim.boto3_kwargs("eu-west-1"))
         (web,) = ec2.describe_instances(InstanceIds=[self.ids["web-1"]])["Reservations"][0]["Instances"]
         self.ids["subnet"] = web["SubnetId"]  # the simulator has no DescribeSubnets
@@ -95,22 +102,27 @@ class World:
             self.before = math.ceil(time.time()) + 1.0
             time.sleep(max(0.0, self.before - time.time()) + 0.05)
 
-    def table(self) -> dict[str, str]:
-        """What a user substitutes in the documents' commands (placeholders -> this world)."""
+    def table(self, command: str = "") -> dict[str, str]:
+        """What a user substitutes in the documents' commands (placeholders -> this world).
+        `i-0def...` is an instance in the region ``command`` restores into."""
         d = self.folder
+        target = re.search(r"restore_region=([\w-]+)|--region=([\w-]+)", command)
+        region = next((g for g in target.groups() if g), "eu-west-1") if target else "eu-west-1"
         table = {
             "/backups": str(d / "backups"),
             "/restores": str(d / "restores"),
             "/srv/restores": str(d / "srv-restores"),
             "i-0123456789abcdef0": self.ids["web-2"],  # README's FileSet: a second instance by id
             "i-0abc": self.ids["web-1"],
-            "vol-0123": self.ids["web-1:vol"],
-            "i-0def...": self.ids["attach-target"],
+            "vol-0123": self.ids["web-1:sda1"],
+            "vol-0123...": self.ids["web-1:sda1"],
             "subnet-0abc": self.ids["subnet"],
             "arn:aws:kms:eu-west-1:111122223333:key/...": KMS_KEY,
             "client=fd": "client=ec2test-fd",
             "client=ec2-fd": "client=ec2test-fd",
         }
+        if f"attach-target@{region}" in self.ids:
+            table["i-0def..."] = self.ids[f"attach-target@{region}"]
         if self.before is not None:
             utc = dt.datetime.fromtimestamp(self.before, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             local = dt.datetime.fromtimestamp(self.before).strftime("%Y-%m-%d %H:%M:%S")
@@ -137,16 +149,17 @@ def check_created(world: World, text: str, what: str) -> int:
     (from vol-S)`, `instance i-N (..., <zone>, ...; volumes /dev/x=vol-N) from i-S`,
     `snapshot snap-N (from vol-S)`) holds its source's bytes; returns how many."""
     c, count = world.sim.client, 0
-    by_instance = {world.ids[k]: world.ids[k + ":vol"] for k in ("my-instance", "web-1", "web-2")}
     for new, zone, src in re.findall(r"\bvolume (vol-\w+) in (\S+) \(from (vol-\w+)\)", text):
         assert c.volume_sha256(new, region=zone[:-1]) == c.volume_sha256(src, region=world.regions[src]), what
         count += 1
-    for new, zone, vols, src in re.findall(
-        r"\binstance (i-\w+) \(\S+, (\S+), \w+; volumes ([^)]*)\) from (i-\w+)", text
-    ):
-        (vol,) = [v.split("=")[1] for v in vols.split(", ")]  # the world's instances have one volume
-        want = c.volume_sha256(by_instance[src], region=world.regions[by_instance[src]])
-        assert c.volume_sha256(vol, region=zone[:-1]) == want, f"{what}: instance {new}"
+    pattern = r"\binstance (i-\w+) \(\S+, (\S+), \w+; volumes ([^)]*)\) from (i-\w+)"
+    for new, zone, vols, src in re.findall(pattern, text):
+        made = dict(v.split("=") for v in vols.split(", "))
+        assert made.keys() == world.devices[src].keys(), f"{what}: instance {new}: {vols}"
+        for dev, vol in made.items():
+            old = world.devices[src][dev]
+            want = c.volume_sha256(old, region=world.regions[old])
+            assert c.volume_sha256(vol, region=zone[:-1]) == want, f"{what}: instance {new} {dev}"
         count += 1
     for new, src in re.findall(r"\bsnapshot (snap-\w+) \(from (vol-\w+)\)", text):
         want = c.volume_sha256(src, region=world.regions[src])
@@ -205,7 +218,7 @@ def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
         for raw in md.shell_commands(block):
             needs_time = "2026-" in raw and world.before is None
             assert not needs_time, f"{block.where}: `{raw}` names a time before any backup was made"
-            command = md.substitute(raw, world.table())
+            command = md.substitute(raw, world.table(raw))
             proc = _bec2(world, command, block.where, block.exit)
             ran += 1
             if block.exit:
@@ -262,6 +275,12 @@ def _console_check(stack: Any, world: World, command: str, out: str, where: str)
         assert re.search(r"files=\d+ bytes=[\d,]+", out), f"{where}: `{command}`:\n{out}"
     else:
         assert not re.search(r"(?i)\berror\b|not found|failed", out), f"{where}: `{command}`:\n{out}"
+        answer = out.split(command, 1)[-1]
+        if verb == ".ls":  # a listing names what is there: an instance, a volume or a region
+            names = [*world.ids.values(), *world.regions.values()]
+            assert any(name in answer for name in names), f"{where}: `{command}` lists nothing:\n{out}"
+        if verb == ".query":
+            assert len([ln for ln in answer.splitlines() if "=" in ln]) >= 2, f"{where}: `{command}`:\n{out}"
 
 
 @pytest.mark.skipif(not _docs_with("bconsole"), reason="no bconsole block in the docs")
@@ -292,19 +311,26 @@ def test_bconsole_blocks(sim: Any, bacula_stack: Callable[..., Any], tmp_path: P
     assert jobs, "no FileSet snippet to back up"
     out = stack.bconsole("reload")
     assert "rror" not in out, out
+    full: list[str] = []
     for job, where in jobs:
         out = stack.bconsole(f"run job={job} level=Full yes")
         _console_check(stack, world, f"run job={job}", out, where)
+        full += re.findall(r"Job queued\. JobId=(\d+)", out)
     world.mark_backup()
-    table = world.table()
+    full_job = {"jobid=42": f"jobid={full[0]}"}  # RESTORE.md: "one job only"
     options = [name for name, *_ in restore_option_items()]
+    # The blocks, then the complete commands written inline in the text.
+    commands = [(b.where, c) for b in ALL if b.kind == "bconsole" for c in md.console_commands(b, options)]
+    commands += [
+        (i.where, md.ConsoleCommand(i.text)) for p in md.documents() for i in md.inline_commands(p)[0]
+    ]
     seen: set[tuple[str, tuple[str, ...]]] = set()
-    for block in [b for b in ALL if b.kind == "bconsole"]:
-        for cmd in md.console_commands(block, options):
-            line = md.substitute(cmd.line, table)
-            dialog = tuple(md.substitute(step, table) for step in cmd.dialog)
-            if (line, dialog) in seen:  # the same command in two documents runs once
-                continue
-            seen.add((line, dialog))
-            out = stack.bconsole(line, *dialog, timeout=120)
-            _console_check(stack, world, line, out, block.where)
+    for where, cmd in commands:
+        table = world.table(cmd.text) | full_job
+        line = md.substitute(cmd.line, table)
+        dialog = tuple(md.substitute(step, table) for step in cmd.dialog)
+        if (line, dialog) in seen:  # the same command in two documents runs once
+            continue
+        seen.add((line, dialog))
+        out = stack.bconsole(line, *dialog, timeout=120)
+        _console_check(stack, world, line, out, where)
