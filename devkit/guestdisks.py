@@ -5,11 +5,13 @@ keep owners): the disks the file-level restore is tested on.
   ext4 root populated from a directory tree (mkfs.ext4 -d -E offset=);
 - `mbr_xfs_disk`: an MBR disk whose p1 is XFS as today's mkfs.xfs makes it (v5, bigtime,
   inobtcount, reflink), populated with a protofile (-p);
-- `ntfs_disk`: a disk without a partition table holding one NTFS (mkntfs + ntfscp).
+- `ntfs_disk`: a disk without a partition table holding one NTFS (mkntfs + ntfscp);
+- `btrfs_disk`: a disk without a partition table holding one btrfs (mkfs.btrfs --rootdir,
+  mixed block groups to stay small).
 
 `make_tree` writes the source tree (nested directories, symlinks, a large sparse file,
 non-ASCII names, permissions, owners, fixed times) that tests compare the extracted files
-with. Tools: sfdisk (fdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g
+with. Tools: sfdisk (fdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g, btrfs-progs
 (packaging/install-deps.sh).
 """
 
@@ -40,7 +42,7 @@ from bacula_ec2.jobs.sink import FileInfo
 
 MIB = 1 << 20
 DEVICE = "/dev/xvdf"
-TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mmd", "mkfs.ext4", "mkfs.xfs", "mkntfs", "ntfscp")
+TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mmd", "mkfs.ext4", "mkfs.xfs", "mkntfs", "ntfscp", "mkfs.btrfs")
 MTIME = 1_700_000_000  # 2023-11-14T22:13:20Z: every file of the source trees
 SPARSE_SIZE = 24 * MIB
 SPARSE_DATA = ((0, b"head" * 1024), (20 * MIB, b"tail" * 2048))  # the only data of the sparse file
@@ -252,6 +254,14 @@ def ntfs_disk(path: Path, files: dict[str, bytes], size_mib: int = 16) -> Disk:
         src.write_bytes(data)
         _run("ntfscp", path, src, "/" + name)
     shutil.rmtree(stage)
+    return Disk(path, size_mib * MIB, {"disk": (0, size_mib * MIB)})
+
+
+def btrfs_disk(path: Path, tree: Path, size_mib: int = 48) -> Disk:
+    """A disk without a partition table: one btrfs populated from `tree`."""
+    with open(path, "wb") as fh:
+        fh.truncate(size_mib * MIB)
+    _run("mkfs.btrfs", "-q", "-M", "-L", "data", "--rootdir", tree, path)
     return Disk(path, size_mib * MIB, {"disk": (0, size_mib * MIB)})
 
 

@@ -4,9 +4,10 @@
 set -euo pipefail
 need=()
 # openssl: the simulator's TLS CA; tmux: the terminal of tests/test_bec2_progress.py;
-# fdisk (sfdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g: the guest disks of the
-# file-level restore tests, made in user space (devkit/guestdisks.py)
-for pkg in python3 python3-venv python3-pip make openssl tmux fdisk dosfstools mtools e2fsprogs xfsprogs ntfs-3g; do
+# fdisk (sfdisk), dosfstools, mtools, e2fsprogs, xfsprogs, ntfs-3g, btrfs-progs: the guest
+# disks of the file-level restore tests, made in user space (devkit/guestdisks.py)
+for pkg in python3 python3-venv python3-pip make openssl tmux \
+    fdisk dosfstools mtools e2fsprogs xfsprogs ntfs-3g btrfs-progs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # A Python other than Debian's (pyenv, a container image) brings venv and pip itself.

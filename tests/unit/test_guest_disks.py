@@ -32,6 +32,7 @@ class Disks:
     gpt2: gd.Disk
     xfs: gd.Disk
     ntfs: gd.Disk
+    btrfs: gd.Disk
     ntfs_files: dict[str, bytes]
     odd: Path  # MBR: p1 swap, p2 no filesystem
     prealloc: Path  # a bare ext4 whose /prealloc is one unwritten extent over 0xAA bytes
@@ -72,7 +73,8 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     return Disks(
         base, tree, tree2, efi,
         gd.gpt_disk(base / "gpt.img", tree, efi), gd.gpt_disk(base / "gpt2.img", tree2, efi),
-        gd.mbr_xfs_disk(base / "xfs.img", tree), gd.ntfs_disk(base / "ntfs.img", ntfs_files), ntfs_files,
+        gd.mbr_xfs_disk(base / "xfs.img", tree), gd.ntfs_disk(base / "ntfs.img", ntfs_files),
+        gd.btrfs_disk(base / "btrfs.img", tree), ntfs_files,
         odd, prealloc,
     )  # fmt: skip
 
@@ -196,6 +198,14 @@ def test_xfs_extract_equals_the_source_tree(disks: Disks, tmp_path: Path) -> Non
     compare_extracted(disks.tree, tmp_path / "p1", times=False, skip_spaces=True)
     conf = fs.stat("/etc/nginx/nginx.conf")
     assert (tmp_path / "p1/etc/nginx/nginx.conf").stat().st_mtime_ns == conf.mtime_ns
+
+
+def test_btrfs_extract_equals_the_source_tree(disks: Disks, tmp_path: Path) -> None:
+    disk = open_disk(FileSource(str(disks.btrfs.path)))
+    assert [(p.name, p.fstype) for p in disk.partitions] == [("disk", "btrfs")]
+    report = extract(select(disk, parse_patterns("/**")), str(tmp_path))
+    compare_extracted(disks.tree, tmp_path / "disk", times=True)
+    assert report.skipped == ["disk:/home/app/fifo (fifo) is not restored"]
 
 
 def test_ntfs_and_vfat_files_are_read(disks: Disks, tmp_path: Path) -> None:
