@@ -283,12 +283,9 @@ class Inline:
         return f"{name}:{self.line}"
 
 
-def inline_commands(path: Path, text: str | None = None) -> tuple[list[Inline], list[Inline]]:
-    """The inline bconsole commands (naming a ``client=``) and inline ``Plugin = "ec2: ..."``
-    lines outside fenced blocks, without placeholders (``...``, ``<x>``, ``[x]``, ``a|b``):
-    those are patterns, not commands. Returns (console commands, plugin lines)."""
-    console: list[Inline] = []
-    plugins: list[Inline] = []
+def inline_spans(path: Path, text: str | None = None) -> list[Inline]:
+    """Every inline code span (`` `...` ``) outside fenced blocks."""
+    spans: list[Inline] = []
     fence: str | None = None
     for n, line in enumerate((path.read_text(encoding="utf-8") if text is None else text).splitlines(), 1):
         opening = _FENCE.match(line)
@@ -298,14 +295,22 @@ def inline_commands(path: Path, text: str | None = None) -> tuple[list[Inline], 
             elif opening["fence"].startswith(fence) and not opening["info"].strip():
                 fence = None
             continue
-        if fence is not None:
+        if fence is None:
+            spans += [Inline(path, n, span.strip()) for span in _INLINE.findall(line)]
+    return spans
+
+
+def inline_commands(path: Path, text: str | None = None) -> tuple[list[Inline], list[Inline]]:
+    """The inline bconsole commands (naming a ``client=``) and inline ``Plugin = "ec2: ..."``
+    lines outside fenced blocks, without placeholders (``...``, ``<x>``, ``[x]``, ``a|b``):
+    those are patterns, not commands. Returns (console commands, plugin lines)."""
+    console: list[Inline] = []
+    plugins: list[Inline] = []
+    for span in inline_spans(path, text):
+        if _PLACEHOLDER.search(span.text):
             continue
-        for span in _INLINE.findall(line):
-            span = span.strip()
-            if _PLACEHOLDER.search(span):
-                continue
-            if _INLINE_CONSOLE.match(span):
-                console.append(Inline(path, n, span))
-            elif re.match(r'^Plugin\s*=\s*"ec2:', span):
-                plugins.append(Inline(path, n, span))
+        if _INLINE_CONSOLE.match(span.text):
+            console.append(span)
+        elif re.match(r'^Plugin\s*=\s*"ec2:', span.text):
+            plugins.append(span)
     return console, plugins

@@ -1,0 +1,91 @@
+"""What the documents point at exists: the source tree of docs/ARCHITECTURE.md, every
+`make <target>`, and every `python -m <module> [--flags]` (with its flags) written in a code
+block or an inline code span of README.md and docs/*.md, also in blocks that do not run."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from functools import cache
+
+import pytest
+
+from devkit import doctest_md as md
+
+REPO = md.REPO
+
+
+def _code() -> list[tuple[str, str]]:
+    """(where, text) of every fenced block and inline span of every document."""
+    found = [(b.where, b.text) for b in md.all_blocks()]
+    found += [(i.where, i.text) for p in md.documents() for i in md.inline_spans(p)]
+    return found
+
+
+def test_architecture_tree_is_the_source_tree() -> None:
+    """Every name in the tree exists, and every module of protocol/, bacula_ec2/ and
+    bacula_ec2/aws/ is in it."""
+    (block,) = [
+        b
+        for b in md.all_blocks()
+        if b.where.startswith("docs/ARCHITECTURE.md") and b.reason == "the source tree"
+    ]
+    stack: list[str] = []
+    listed: set[str] = set()
+    for line in block.text.splitlines():
+        match = re.match(r"^( *)(\S.*?)(?:\s{2,}|$)", line)
+        if not match or len(match[1]) >= 20:  # a description's continuation line
+            continue
+        del stack[len(match[1]) // 2 :]
+        for name in match[2].split(", "):
+            path = "/".join([*stack, name.rstrip("/")])
+            listed.add(path)
+            assert (REPO / path).exists(), f"docs/ARCHITECTURE.md names {path}, which does not exist"
+        if match[2].endswith("/"):
+            stack.append(match[2].rstrip("/"))
+    for package in ("protocol", "bacula_ec2", "bacula_ec2/aws"):
+        for module in sorted((REPO / package).glob("*.py")):
+            rel = f"{package}/{module.name}"
+            assert module.name == "__init__.py" or rel in listed, f"docs/ARCHITECTURE.md does not list {rel}"
+
+
+def test_make_targets_exist() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+    named = [
+        (where, t) for where, text in _code() for t in re.findall(r"(?:^|[\s;`(])make ([a-z][\w-]*)", text)
+    ]
+    assert named
+    for where, target in named:
+        assert target in targets, f"{where}: `make {target}` is not a target of the Makefile"
+
+
+@cache
+def _help(module: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"python -m {module} --help exited {proc.returncode}:\n{proc.stderr}"
+    return proc.stdout
+
+
+_MODULE = re.compile(r"python3? -m ([\w.]+)([^`\n#|]*)")
+
+
+@pytest.mark.parametrize("where,module,args", [(w, *m) for w, t in _code() for m in _MODULE.findall(t)])
+def test_python_modules_and_flags_exist(where: str, module: str, args: str) -> None:
+    assert importlib.util.find_spec(module) is not None, f"{where}: no module {module}"
+    flags = re.findall(r"(?<![\w-])(--[a-z][\w-]*)", args)
+    if not flags:  # only ask for --help where the document shows flags (devkit.demo has none)
+        return
+    text = _help(module)
+    for flag in flags:
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
+            f"{where}: python -m {module} has no {flag}"
+        )
