@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from bacula_ec2.formats.blockimage import BLOCK_SIZE  # noqa: E402
 from bacula_ec2.guest import extract, open_disk, parse_patterns  # noqa: E402
-from bacula_ec2.guest.extract import select  # noqa: E402
+from bacula_ec2.guest.extraction import select  # noqa: E402
 from bacula_ec2.jobs.chainview import open_folder_chain  # noqa: E402
 from devkit import guestdisks as gd  # noqa: E402
 

@@ -11,7 +11,7 @@ of file data (holes and unwritten extents from the extent map) and safe extracti
 from __future__ import annotations
 
 from .disk import FileSource, GuestDisk, GuestError, Partition, Source, SourceFailure, open_disk
-from .extract import ExtractReport, extract
+from .extraction import ExtractReport, extract
 from .fs import Entry, GuestFS
 from .paths import Pattern, parse_patterns
 

@@ -19,6 +19,11 @@ from dissect.util.stream import RunlistStream  # type: ignore[import-untyped]
 
 from .disk import GuestError, Partition, SourceFailure, source_failure
 
+
+class NotFound(GuestError):
+    """A guest path does not exist (or a component on the way is not a directory)."""
+
+
 SUPPORTED = ("ext2", "ext3", "ext4", "xfs", "ntfs", "vfat", "btrfs")
 MAX_LINKS = 40  # symbolic links followed while resolving one path (as Linux)
 
@@ -135,14 +140,14 @@ class GuestFS:
                 continue
             ent = self.entry(node, here)
             if ent.kind != "dir":
-                raise GuestError(f"{self.where(here)} is not a directory (looking up {path})")
+                raise NotFound(f"{self.where(here)} is not a directory (looking up {path})")
             kids = self.children(node, here)
             child = kids.get(name)
             if child is None and self.fstype in ("vfat", "ntfs"):  # case-insensitive names
                 child = next((v for k, v in kids.items() if k.upper() == name.upper()), None)
                 name = next((k for k in kids if k.upper() == name.upper()), name)
             if child is None:
-                raise GuestError(f"{self.where(_join(here, name))} does not exist (looking up {path})")
+                raise NotFound(f"{self.where(_join(here, name))} does not exist (looking up {path})")
             cpath = _join(here, name)
             if todo:
                 cent = self.entry(child, cpath)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bacula_ec2.guest import FileSource, GuestError, extract, open_disk, parse_patterns
-from bacula_ec2.guest.extract import select
+from bacula_ec2.guest.extraction import select
 from bacula_ec2.jobs.chainview import ChainDamaged, ChainView
 from devkit import guestdisks as gd
 
@@ -157,7 +157,7 @@ def test_ext4_extract_everything_equals_the_source_tree(disks: Disks, tmp_path: 
     sparse = tmp_path / "p2/var/lib/sparse.img"
     assert sparse.stat().st_size == gd.SPARSE_SIZE
     assert sparse.stat().st_blocks * 512 < 2 * gd.MIB  # the holes stay holes
-    assert report.bytes < 3 * gd.MIB and report.partitions == {"p2": "ext4"}
+    assert report.data_bytes < 3 * gd.MIB and report.partitions == {"p2": "ext4"}
 
 
 def test_globs_select_files_and_directories_on_the_partition_that_has_them(
@@ -226,7 +226,7 @@ def test_an_unwritten_extent_reads_as_zeros_not_as_the_old_bytes(disks: Disks, t
     report = extract(select(disk, parse_patterns("/prealloc")), str(tmp_path))
     got = tmp_path / "disk/prealloc"
     assert got.read_bytes() == bytes(40960)
-    assert report.bytes == 0 and got.stat().st_blocks == 0
+    assert (report.bytes, report.data_bytes) == (40960, 0) and got.stat().st_blocks == 0
 
 
 def test_what_cannot_be_restored_is_named(disks: Disks, tmp_path: Path) -> None:
@@ -303,14 +303,41 @@ def test_through_a_chain_of_block_images_each_point_in_time(disks: Disks, tmp_pa
     assert not (tmp_path / "out2/p2/etc/ssh/sshd_config").exists()
     # a damaged block under a file: the restore fails naming the part, never wrong bytes
     data = full.read_bytes()
-    needle = gd._pattern(7, gd.MIB)[:4096]
+    needle = gd._pattern(7, gd.MIB)[gd.MIB // 2 : gd.MIB // 2 + 4096]  # a block of file data alone
     at = data.find(needle)
     assert at > 0
     with open(full, "r+b") as fh:
         fh.seek(at + 10)
         fh.write(b"\xff")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "kept").write_bytes(b"mine")
     with ChainView([str(full)], ["backups/1/full.bimg"]) as view:
         disk = open_disk(view)
+        sel = select(disk, parse_patterns("p2:/etc/**,p2:/home/app/data/one-mib.bin"))
+        assert len(sel.matches) > 10  # /etc is restored first, then the damaged file
         with pytest.raises(ChainDamaged, match=r"backups/1/full.bimg is damaged: block .* SHA-256"):
-            extract(select(disk, parse_patterns("p2:/home/app/data/one-mib.bin")), str(tmp_path / "bad"))
-    assert not any(p.is_file() for p in (tmp_path / "bad").rglob("*"))
+            extract(sel, str(bad))
+    assert [p.name for p in bad.iterdir()] == ["kept"]  # everything it wrote is gone
+
+
+def test_a_deep_tree_keeps_few_directories_open_and_leaks_none(
+    disks: Disks, tmp_path: Path, monkeypatch
+) -> None:
+    import bacula_ec2.guest.extraction as ex
+
+    most = 0
+    original = ex._Writer.directory
+
+    def counting(self, key, guest):  # type: ignore[no-untyped-def]
+        nonlocal most
+        got = original(self, key, guest)
+        most = max(most, len(self.dirs))
+        return got
+
+    monkeypatch.setattr(ex._Writer, "directory", counting)
+    before = len(os.listdir("/proc/self/fd"))
+    disk = open_disk(FileSource(str(disks.gpt.path)))
+    extract(select(disk, parse_patterns("p2:/**")), str(tmp_path))
+    assert most <= 1 + 1 + 5  # the target, p2, and the deepest path of the tree (etc/nginx/...)
+    assert len(os.listdir("/proc/self/fd")) <= before + 1  # the disk image's descriptor
