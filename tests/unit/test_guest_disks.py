@@ -36,6 +36,7 @@ class Disks:
     ntfs_files: dict[str, bytes]
     odd: Path  # MBR: p1 swap, p2 no filesystem
     prealloc: Path  # a bare ext4 whose /prealloc is one unwritten extent over 0xAA bytes
+    xfs_unwritten: Path  # a bare XFS whose /aa.bin's extent (0xAA bytes) is flagged unwritten
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +71,26 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", str(src), str(prealloc)], check=True)
     for cmd in ("write /dev/null prealloc", "fallocate /prealloc 0 39", "sif /prealloc size 40960"):
         subprocess.run(["debugfs", "-w", "-R", cmd, str(prealloc)], check=True, capture_output=True)
+    xsrc = base / "aa.bin"
+    xsrc.write_bytes(b"\xaa" * 65536)
+    xproto = base / "xu.proto"
+    xproto.write_text(f"/dev/null\n0 0\nd--755 0 0\n aa.bin ---644 0 0 {xsrc}\n$\n")
+    xu = base / "xu.img"
+    with open(xu, "wb") as fh:
+        fh.truncate(64 * gd.MIB)
+    env = {**os.environ, "TEST_DIR": "/tmp", "TEST_DEV": "/dev/null", "QA_CHECK_FS": "1"}
+    subprocess.run(["mkfs.xfs", "-q", "-f", "-p", str(xproto), str(xu)], check=True, env=env)
+    ls = subprocess.run(["xfs_db", "-r", "-c", "inode 128", "-c", "p u3.sfdir3.list[0].inumber.i4", str(xu)],
+                        check=True, capture_output=True, text=True).stdout  # fmt: skip
+    inum = ls.split("=")[1].strip()
+    subprocess.run(["xfs_db", "-x", "-c", f"inode {inum}", "-c", "write u3.bmx[0].extentflag 1", str(xu)],
+                   check=True, capture_output=True)  # fmt: skip
     return Disks(
         base, tree, tree2, efi,
         gd.gpt_disk(base / "gpt.img", tree, efi), gd.gpt_disk(base / "gpt2.img", tree2, efi),
         gd.mbr_xfs_disk(base / "xfs.img", tree), gd.ntfs_disk(base / "ntfs.img", ntfs_files),
         gd.btrfs_disk(base / "btrfs.img", tree), ntfs_files,
-        odd, prealloc,
+        odd, prealloc, xu,
     )  # fmt: skip
 
 
@@ -227,6 +242,16 @@ def test_an_unwritten_extent_reads_as_zeros_not_as_the_old_bytes(disks: Disks, t
     got = tmp_path / "disk/prealloc"
     assert got.read_bytes() == bytes(40960)
     assert (report.bytes, report.data_bytes) == (40960, 0) and got.stat().st_blocks == 0
+
+
+def test_an_unwritten_xfs_extent_reads_as_zeros(disks: Disks, tmp_path: Path) -> None:
+    disk = open_disk(FileSource(str(disks.xfs_unwritten)))
+    fs = disk.open_fs("disk")
+    _path, node = fs.lookup("/aa.bin")
+    assert node.dataruns and all(block is not None for block, _n in node.dataruns)  # dissect's own map
+    report = extract(select(disk, parse_patterns("/aa.bin")), str(tmp_path))
+    assert (tmp_path / "disk/aa.bin").read_bytes() == bytes(65536)
+    assert report.data_bytes == 0
 
 
 def test_what_cannot_be_restored_is_named(disks: Disks, tmp_path: Path) -> None:
