@@ -25,10 +25,12 @@ parts as Bacula would (`folder.plan_restore`).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
 import struct
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -64,6 +66,28 @@ class _Loc:
     data_at: int  # file offset of the block data (-1: reads as zeros)
     length: int
     sha256: bytes
+
+
+class _PartIndex:
+    """One part's records, compact (about 50 bytes a record, whatever the volume size):
+    block indexes ascending, where each block's data starts (-1: a zero record), its length
+    and SHA-256."""
+
+    def __init__(self) -> None:
+        self.blocks = array("q")
+        self.data_at = array("q")
+        self.lengths = array("l")
+        self.sha = bytearray()
+
+    def add(self, index: int, data_at: int, length: int, sha256: bytes) -> None:
+        self.blocks.append(index)
+        self.data_at.append(data_at)
+        self.lengths.append(length)
+        self.sha += sha256
+
+    def find(self, index: int) -> int:
+        i = bisect.bisect_left(self.blocks, index)
+        return i if i < len(self.blocks) and self.blocks[i] == index else -1
 
 
 @dataclass
@@ -105,7 +129,7 @@ class ChainView:
             self.volume_id = newest.volume_id
             self.block_size = newest.block_size
             self._size = newest.volume_size
-            self._index: dict[int, _Loc] = {}
+            self._index: list[_PartIndex] = []
             for n, part in enumerate(self.parts):
                 self._scan(n, part)
         except BaseException:
@@ -146,12 +170,26 @@ class ChainView:
     # ------------------------------------------------------------------ what is where
     def owner(self, index: int) -> ViewPart | None:
         """The part whose record rules block `index` (None: never written)."""
-        loc = self._index.get(index)
+        loc = self._locate(index)
         return self.parts[loc.part] if loc is not None else None
 
     def data_blocks(self) -> list[int]:
         """Indexes of the blocks that hold data in the chain's result, ascending."""
-        return sorted(i for i, loc in self._index.items() if loc.data_at >= 0)
+        newest: dict[int, bool] = {}
+        for idx in self._index:  # oldest first: a newer part's record replaces an older one's
+            for i, at in zip(idx.blocks, idx.data_at, strict=True):
+                newest[i] = at >= 0
+        return sorted(i for i, data in newest.items() if data)
+
+    def _locate(self, index: int) -> _Loc | None:
+        """The record that rules block `index`: the newest part's that has one."""
+        for n in range(len(self._index) - 1, -1, -1):
+            idx = self._index[n]
+            i = idx.find(index)
+            if i >= 0:
+                sha = bytes(idx.sha[32 * i : 32 * i + 32])
+                return _Loc(n, idx.data_at[i], idx.lengths[i], sha)
+        return None
 
     # ------------------------------------------------------------------ opening
     def _pread(self, fd: int, length: int, offset: int) -> bytes:
@@ -226,6 +264,8 @@ class ChainView:
         """Index one part's records (headers only) and check its end digest."""
         fd = self._fds[n]
         h = part.header
+        idx = _PartIndex()
+        self._index.append(idx)
         digest = hashlib.sha256()
         digest.update(part.raw_header)
         pos = len(part.raw_header)
@@ -270,7 +310,7 @@ class ChainView:
             index = rec.offset // h.block_size
             if rec.kind is RecordKind.DATA:
                 if index * h.block_size < self._size:
-                    self._index[index] = _Loc(n, pos, rec.length, rec.sha256)
+                    idx.add(index, pos, rec.length, rec.sha256)
                 part.data_blocks += 1
                 pos += rec.length
                 buf, buf_at = b"", pos  # the data is not read: the next header is past it
@@ -278,7 +318,7 @@ class ChainView:
             else:
                 after_zero = True
                 if index * h.block_size < self._size:
-                    self._index[index] = _Loc(n, -1, rec.length, rec.sha256)
+                    idx.add(index, -1, rec.length, rec.sha256)
         part.records = count
         end = os.fstat(fd).st_size
         if pos != end:
@@ -296,7 +336,7 @@ class ChainView:
             return cached
         bs = self.block_size
         span = min(bs, self._size - index * bs)
-        loc = self._index.get(index)
+        loc = self._locate(index)
         if loc is None or loc.data_at < 0:
             return bytes(span)
         part = self.parts[loc.part]
