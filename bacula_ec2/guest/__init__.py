@@ -11,8 +11,9 @@ of file data (holes and unwritten extents from the extent map) and safe extracti
 from __future__ import annotations
 
 from .disk import FileSource, GuestDisk, GuestError, Partition, Source, SourceFailure, open_disk
-from .extraction import ExtractReport, extract
-from .fs import Entry, GuestFS
+from .extraction import ExtractReport, Selection, extract, select
+from .fs import Entry, GuestFS, NotFound
+from .listing import Listed, list_path, ls_line
 from .paths import Pattern, parse_patterns
 
 __all__ = [
@@ -22,11 +23,17 @@ __all__ = [
     "GuestDisk",
     "GuestError",
     "GuestFS",
+    "Listed",
+    "NotFound",
     "Partition",
     "Pattern",
+    "Selection",
     "Source",
     "SourceFailure",
     "extract",
+    "list_path",
+    "ls_line",
     "open_disk",
     "parse_patterns",
+    "select",
 ]

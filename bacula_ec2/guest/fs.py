@@ -177,7 +177,7 @@ class GuestFS:
             canonical, node = self.lookup(_resolve(canonical, ent.target or ""))
             ent = self.entry(node, canonical)
         if ent.kind != "dir":
-            raise GuestError(f"{self.where(canonical)} is not a directory")
+            raise NotFound(f"{self.where(canonical)} is not a directory")
         kids = self.children(node, canonical)
         return [self.entry(kids[k], _join(canonical, k)) for k in sorted(kids)]
 

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bacula_ec2.guest import FileSource, GuestError, extract, open_disk, parse_patterns
-from bacula_ec2.guest.extraction import select
+from bacula_ec2.guest import (
+    FileSource,
+    GuestError,
+    extract,
+    list_path,
+    ls_line,
+    open_disk,
+    parse_patterns,
+    select,
+)
 from bacula_ec2.jobs.chainview import ChainDamaged, ChainView
 from devkit import guestdisks as gd
 
@@ -160,6 +168,27 @@ def test_ext4_listing_matches_the_source_tree(disks: Disks) -> None:
     assert fs.stat("/srv/donn\u00e9es/caf\u00e9 \u00fc \u65e5\u672c.txt").size == len(
         "\u00e9t\u00e9\n".encode()
     )
+
+
+def test_ls_files_lists_a_directory_on_the_filesystems_that_have_it(disks: Disks) -> None:
+    disk = open_disk(FileSource(str(disks.gpt.path)))
+    (etc,) = list_path(disk, "/etc/nginx")
+    assert (etc.partition, etc.fstype, etc.path) == ("p2", "ext4", "/etc/nginx")
+    assert [e.name for e in etc.entries] == sorted(os.listdir(disks.tree / "etc/nginx"))
+    line = ls_line(next(e for e in etc.entries if e.name == "nginx.conf"))
+    assert line.startswith("-rw-r--r--     0     0         ") and line.endswith(
+        " 2023-11-14 22:13:21 nginx.conf"
+    )
+    (link,) = list_path(disk, "p2:/home/app/hostname-link")
+    assert ls_line(link.entries[0]).endswith("hostname-link -> /etc/hostname")
+    (efi,) = list_path(disk, "/EFI/BOOT")
+    assert (efi.partition, [e.name for e in efi.entries]) == ("p1", ["BOOTX64.EFI", "grub.cfg"])
+    with pytest.raises(GuestError, match=r"/nope: p1 \(vfat\) has no /nope; p2 \(ext4\) has no /nope"):
+        list_path(disk, "/nope")
+    with pytest.raises(GuestError, match="p2:/nope does not exist"):
+        list_path(disk, "p2:/nope")
+    with pytest.raises(GuestError, match="without wildcards"):
+        list_path(disk, "/etc/*")
 
 
 def test_ext4_extract_everything_equals_the_source_tree(disks: Disks, tmp_path: Path) -> None:
