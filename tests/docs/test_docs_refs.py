@@ -5,11 +5,13 @@ block or an inline code span of README.md and docs/*.md, also in blocks that do 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
 from functools import cache
 
+import botocore.session
 import pytest
 
 from devkit import doctest_md as md
@@ -89,3 +91,29 @@ def test_python_modules_and_flags_exist(where: str, module: str, args: str) -> N
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
             f"{where}: python -m {module} has no {flag}"
         )
+
+
+def _iam_actions() -> set[str]:
+    policies = [
+        json.loads(b.text) for b in md.all_blocks() if b.where.startswith("docs/IAM.md") and b.kind == "json"
+    ]
+    actions: set[str] = set()
+    for policy in policies:
+        for statement in policy["Statement"]:
+            action = statement["Action"]
+            actions |= set(action if isinstance(action, list) else [action])
+    return actions
+
+
+def test_iam_lists_exactly_the_calls_of_the_code() -> None:
+    """docs/IAM.md's policies name every EC2 and EBS operation bacula_ec2/aws/ calls (the
+    operation names of botocore's service models found in its source), and nothing more."""
+    session = botocore.session.get_session()
+    models = {svc: set(session.get_service_model(svc).operation_names) for svc in ("ec2", "ebs")}
+    source = "".join(p.read_text() for p in sorted((REPO / "bacula_ec2" / "aws").glob("*.py")))
+    literals = set(re.findall(r'"([A-Z][A-Za-z]+)"', source))
+    called = {f"{svc}:{op}" for svc, ops in models.items() for op in literals & ops}
+    assert len(called) > 20
+    documented = {a for a in _iam_actions() if a.split(":")[0] in models}
+    assert called - documented == set(), "docs/IAM.md does not grant what the code calls"
+    assert documented - called == set(), "docs/IAM.md grants what the code never calls"

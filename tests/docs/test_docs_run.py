@@ -12,6 +12,8 @@ name. Nothing else of a block is changed.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import json
 import math
 import os
 import re
@@ -173,6 +175,40 @@ def check_created(world: World, text: str, what: str) -> int:
     return count
 
 
+_EBS = {
+    "ListSnapshotBlocks",
+    "ListChangedBlocks",
+    "GetSnapshotBlock",
+    "StartSnapshot",
+    "PutSnapshotBlock",
+    "CompleteSnapshot",
+}
+
+
+def check_iam(sim: Any, into_aws: bool, what: str) -> None:
+    """Every AWS call the simulator saw is granted by docs/IAM.md: its backup policy, plus
+    its restore policy when something was restored into AWS."""
+    policies = [json.loads(b.text) for b in ALL if b.where.startswith("docs/IAM.md") and b.kind == "json"]
+    granted = [
+        action
+        for policy in policies[: 2 if into_aws else 1]
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow"
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    ]
+    called = sim.client.stats()["requests"]
+    assert called, what
+    for operation in called:
+        action = (
+            f"{'ebs' if operation in _EBS else 'sts' if operation == 'AssumeRole' else 'ec2'}:{operation}"
+        )
+        assert any(fnmatch.fnmatchcase(action, g) for g in granted), (
+            f"{what}: docs/IAM.md does not grant {action}"
+        )
+
+
 def _bec2(world: World, command: str, where: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     argv = shlex.split(command)
     assert argv[0] == "bec2", f"{where}: not a bec2 command: {command}"
@@ -233,6 +269,8 @@ def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
             if "--operation=list" in command:
                 assert re.search(r"^\s+1\s.*complete", proc.stdout, re.M), f"{block.where}:\n{proc.stdout}"
     assert ran
+    into_aws = any("--restore_to=aws" in c for b in blocks for c in md.shell_commands(b))
+    check_iam(sim, into_aws, f"{doc.name}'s bec2 commands")
 
 
 # ---------------------------------------------------------------- bconsole, real Bacula
@@ -334,3 +372,4 @@ def test_bconsole_blocks(sim: Any, bacula_stack: Callable[..., Any], tmp_path: P
         seen.add((line, dialog))
         out = stack.bconsole(line, *dialog, timeout=120)
         _console_check(stack, world, line, out, where)
+    check_iam(sim, True, "the documents' bconsole commands")
