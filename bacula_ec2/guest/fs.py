@@ -9,6 +9,7 @@ reads them), so a sparse file's holes are known without reading them.
 
 from __future__ import annotations
 
+import datetime as dt
 import posixpath
 import stat
 from collections.abc import Iterator
@@ -484,8 +485,11 @@ class _Btrfs(GuestFS):
 
 
 def _dt_ns(when: Any) -> int | None:
+    """FAT keeps local time without a zone: read as UTC (what Linux mounts without tz=)."""
     if when is None:
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1_000_000) * 1000
 
 

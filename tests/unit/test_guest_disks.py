@@ -261,7 +261,13 @@ def test_ntfs_and_vfat_files_are_read(disks: Disks, tmp_path: Path) -> None:
         assert (tmp_path / "disk" / name).read_bytes() == data
     fat = open_disk(FileSource(str(disks.gpt.path))).open_fs("p1")
     assert fat.fstype == "vfat"
-    assert [e.name for e in fat.listdir("/efi/boot")] == ["BOOTX64.EFI", "grub.cfg"]
+    boot = fat.listdir("/efi/boot")
+    assert [e.name for e in boot] == ["BOOTX64.EFI", "grub.cfg"]
+    src = (disks.efi / "EFI/BOOT/BOOTX64.EFI").stat()
+    assert boot[0].size == src.st_size
+    assert (
+        boot[0].mtime_ns is not None and abs(boot[0].mtime_ns - src.st_mtime_ns) <= 2_000_000_000
+    )  # FAT: 2 s
 
 
 def test_an_unwritten_extent_reads_as_zeros_not_as_the_old_bytes(disks: Disks, tmp_path: Path) -> None:
