@@ -27,8 +27,8 @@ def _code() -> list[tuple[str, str]]:
 
 
 def test_architecture_tree_is_the_source_tree() -> None:
-    """Every name in the tree exists, and every module of protocol/, bacula_ec2/ and
-    bacula_ec2/aws/ is in it."""
+    """Every name in the tree exists, and every module of protocol/, bacula_ec2/,
+    bacula_ec2/aws/ and devkit/ is in it."""
     (block,) = [
         b
         for b in md.all_blocks()
@@ -47,7 +47,7 @@ def test_architecture_tree_is_the_source_tree() -> None:
             assert (REPO / path).exists(), f"docs/ARCHITECTURE.md names {path}, which does not exist"
         if match[2].endswith("/"):
             stack.append(match[2].rstrip("/"))
-    for package in ("protocol", "bacula_ec2", "bacula_ec2/aws"):
+    for package in ("protocol", "bacula_ec2", "bacula_ec2/aws", "devkit"):
         for module in sorted((REPO / package).glob("*.py")):
             rel = f"{package}/{module.name}"
             assert module.name == "__init__.py" or rel in listed, f"docs/ARCHITECTURE.md does not list {rel}"
