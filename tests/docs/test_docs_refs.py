@@ -4,7 +4,9 @@ block or an inline code span of README.md and docs/*.md, also in blocks that do 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import json
 import re
 import subprocess
@@ -15,6 +17,8 @@ import botocore.session
 import pytest
 
 from devkit import doctest_md as md
+from devkit.simulator.control import SimulatorClient
+from devkit.simulator.options import Options
 
 REPO = md.REPO
 
@@ -117,3 +121,53 @@ def test_iam_lists_exactly_the_calls_of_the_code() -> None:
     documented = {a for a in _iam_actions() if a.split(":")[0] in models}
     assert called - documented == set(), "docs/IAM.md does not grant what the code calls"
     assert documented - called == set(), "docs/IAM.md grants what the code never calls"
+
+
+def _table_rows(doc: str, header: str) -> list[list[str]]:
+    """The body rows (cells) of every table of ``doc`` whose header row starts with ``header``."""
+    rows: list[list[str]] = []
+    inside = False
+    for line in (REPO / doc).read_text().splitlines():
+        if line.startswith(header):
+            inside = True
+        elif inside and not line.startswith("|"):
+            inside = False
+        elif inside and not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_simulator_knob_tables_are_the_options() -> None:
+    """docs/SIMULATOR.md's knob tables name every knob of devkit.simulator.options.Options
+    (aws_hard is the section "Hard mode" itself), nothing else, with its default."""
+    fields = {f.name: f for f in dataclasses.fields(Options)}
+    documented: set[str] = {"aws_hard"}
+    for first, default, *_ in _table_rows("docs/SIMULATOR.md", "| Knob"):
+        for name in re.findall(r"`([a-z_0-9]+)`", first):
+            assert name in fields, f"docs/SIMULATOR.md: `{name}` is not a knob"
+            documented.add(name)
+            spec = fields[name]
+            value = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
+            shown = re.match(r"`?(-?[\d.]+|true|false)\b", default)
+            if isinstance(value, bool):
+                assert shown and shown[1] == str(value).lower(), (
+                    f"docs/SIMULATOR.md: {name} default {default!r}"
+                )
+            elif isinstance(value, int | float):
+                assert shown and float(shown[1]) == float(value), (
+                    f"docs/SIMULATOR.md: {name} default {default!r}"
+                )
+    assert documented == set(fields), f"knobs missing from docs/SIMULATOR.md: {set(fields) - documented}"
+
+
+def test_simulator_client_table_is_the_client() -> None:
+    """Every method docs/SIMULATOR.md lists for SimulatorClient exists with the parameters shown."""
+    rows = _table_rows("docs/SIMULATOR.md", "| Method")
+    assert len(rows) > 5
+    for first, *_ in rows:
+        for name, args in re.findall(r"`([a-z_0-9]+)\(([^)`]*)\)`", first):
+            method = getattr(SimulatorClient, name, None)
+            assert callable(method), f"docs/SIMULATOR.md: SimulatorClient has no {name}()"
+            params = inspect.signature(method).parameters
+            for arg in re.findall(r"(?:^|,\s*)\**([a-z_0-9]+)", args):
+                assert arg in params, f"docs/SIMULATOR.md: {name}() has no parameter {arg}"
