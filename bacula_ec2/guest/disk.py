@@ -256,7 +256,15 @@ def _open_disk(source: Source) -> GuestDisk:
                 f"the disk has no partition table dissect.volume reads (GPT, MBR) and no filesystem: {exc}"
             ) from exc
         scheme = type(table.scheme).__name__.lower()
+        # MBR: primaries by their slot (p1-p4), logical partitions p5, p6, ... in chain
+        # order, as Linux names them (dissect numbers logical partitions on from the slots)
+        primaries = list(table.scheme.mbr.part) if scheme == "mbr" else []
+        logical = 4
         for p in table.partitions:
+            number = int(p.number)
+            if primaries and not any(p.raw is slot for slot in primaries):
+                logical += 1
+                number = logical
             if p.size <= 0 or getattr(p, "type", None) in (0x05, 0x0F, 0x85):  # extended containers
                 continue
             offset, size = int(p.offset), int(p.size)
@@ -265,7 +273,7 @@ def _open_disk(source: Source) -> GuestDisk:
                 return stream(source, offset, size)
 
             part = Partition(
-                f"p{p.number}", offset, size, detect(_head(opener())), str(getattr(p, "type_name", "") or ""),
+                f"p{number}", offset, size, detect(_head(opener())), str(getattr(p, "type_name", "") or ""),
                 getattr(p, "name", None), source=source, opener=opener,
             )  # fmt: skip
             parts.append(part)

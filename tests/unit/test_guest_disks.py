@@ -42,7 +42,7 @@ class Disks:
     ntfs: gd.Disk
     btrfs: gd.Disk
     ntfs_files: dict[str, bytes]
-    odd: Path  # MBR: p1 swap, p2 no filesystem
+    odd: Path  # MBR: p1 swap, p2 extended holding p5: no filesystem
     prealloc: Path  # a bare ext4 whose /prealloc is one unwritten extent over 0xAA bytes
     xfs_unwritten: Path  # a bare XFS whose /aa.bin's extent (0xAA bytes) is flagged unwritten
 
@@ -58,10 +58,8 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     odd = base / "odd.img"
     with open(odd, "wb") as fh:
         fh.truncate(8 * gd.MIB)
-    subprocess.run(
-        ["sfdisk", "-q", str(odd)], input=b"label: dos\nstart=2048, size=4096\nstart=6144\n", check=True,
-        capture_output=True,
-    )  # fmt: skip
+    table = b"label: dos\nstart=2048, size=4096\nstart=6144, type=5\nstart=8192\n"
+    subprocess.run(["sfdisk", "-q", str(odd)], input=table, check=True, capture_output=True)
     swap = base / "swap.img"
     with open(swap, "wb") as fh:
         fh.truncate(2 * gd.MIB)
@@ -69,7 +67,7 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     with open(odd, "r+b") as fh:
         fh.seek(gd.MIB)
         fh.write(swap.read_bytes())
-        fh.seek(3 * gd.MIB)
+        fh.seek(4 * gd.MIB)  # the logical partition p5 in the extended p2: no filesystem
         fh.write(gd._pattern(9, gd.MIB))
     prealloc = base / "prealloc.img"
     prealloc.write_bytes(b"\xaa" * (8 * gd.MIB))
@@ -146,7 +144,7 @@ def test_partitions_and_filesystems_are_found(disks: Disks) -> None:
     bare = open_disk(FileSource(str(disks.ntfs.path)))
     assert (bare.scheme, [(p.name, p.fstype) for p in bare.partitions]) == ("none", [("disk", "ntfs")])
     odd = open_disk(FileSource(str(disks.odd)))
-    assert [(p.name, p.fstype) for p in odd.partitions] == [("p1", "swap"), ("p2", None)]
+    assert [(p.name, p.fstype) for p in odd.partitions] == [("p1", "swap"), ("p5", None)]  # Linux's names
 
 
 def test_ext4_listing_matches_the_source_tree(disks: Disks) -> None:
@@ -303,8 +301,8 @@ def test_what_cannot_be_restored_is_named(disks: Disks, tmp_path: Path) -> None:
     odd = open_disk(FileSource(str(disks.odd)))
     with pytest.raises(GuestError, match="partition p1 holds swap: cannot read files from it"):
         extract(select(odd, parse_patterns("p1:/etc")), str(tmp_path))
-    with pytest.raises(GuestError, match="partition p2 holds no filesystem this reader recognises"):
-        extract(select(odd, parse_patterns("p2:/etc")), str(tmp_path))
+    with pytest.raises(GuestError, match="partition p5 holds no filesystem this reader recognises"):
+        extract(select(odd, parse_patterns("p5:/etc")), str(tmp_path))
     with pytest.raises(GuestError, match="the disk holds no filesystem this reader can read"):
         extract(select(odd, parse_patterns("/etc")), str(tmp_path))
 
