@@ -260,6 +260,7 @@ def _open_disk(source: Source) -> GuestDisk:
         # order, as Linux names them (dissect numbers logical partitions on from the slots)
         primaries = list(table.scheme.mbr.part) if scheme == "mbr" else []
         logical = 4
+        seen: set[int] = set()
         for p in table.partitions:
             number = int(p.number)
             if primaries and not any(p.raw is slot for slot in primaries):
@@ -268,6 +269,12 @@ def _open_disk(source: Source) -> GuestDisk:
             if p.size <= 0 or getattr(p, "type", None) in (0x05, 0x0F, 0x85):  # extended containers
                 continue
             offset, size = int(p.offset), int(p.size)
+            raw: Any = getattr(p, "raw", None)
+            if scheme == "gpt" and hasattr(raw, "last_lba"):  # last_lba is inclusive (dissect: -1 sector)
+                size = (int(raw.last_lba) - int(raw.first_lba) + 1) * table.sector_size
+            if offset in seen:  # a hybrid MBR's entry for a GPT partition: listed once
+                continue
+            seen.add(offset)
 
             def opener(offset: int = offset, size: int = size) -> BinaryIO:
                 return stream(source, offset, size)
