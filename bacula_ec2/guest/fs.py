@@ -10,6 +10,7 @@ reads them), so a sparse file's holes are known without reading them.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import posixpath
 import stat
 from collections.abc import Iterator
@@ -275,13 +276,22 @@ class _ExtFS(GuestFS):
 
         ino = node.inode
         bs = int(self.fs.block_size)
-        if ino.i_flags & _EXT4_INLINE_DATA_FL or not ino.i_flags & _EXT4_EXTENTS_FL:
-            return node.open(), ([(0, size)] if size else [])  # inline data, or ext2/3 block maps
+        if ino.i_flags & _EXT4_INLINE_DATA_FL:
+            # the first 60 bytes in i_block, the rest in the `system.data` extended attribute
+            # (dissect's own open() stops at 60)
+            data = bytes(ino.i_block)[: min(size, 60)]
+            if size > 60:
+                data += next((bytes(x.value) for x in node.xattr if x.name == "system.data"), b"")
+            if len(data) < size:
+                raise GuestError(
+                    f"{self.where('inode ' + str(node.inum))}: inline data holds {len(data)} of {size} bytes"
+                )
+            return io.BytesIO(data[:size]), ([(0, size)] if size else [])
+        if not ino.i_flags & _EXT4_EXTENTS_FL:
+            return node.open(), ([(0, size)] if size else [])  # ext2/3 block maps
         runs: list[tuple[int | None, int]] = []
         at = 0
-        import io as _io
-
-        for ext in sorted(_parse_extents(node, _io.BytesIO(ino.i_block)), key=lambda e: int(e.ee_block)):
+        for ext in sorted(_parse_extents(node, io.BytesIO(ino.i_block)), key=lambda e: int(e.ee_block)):
             logical, length = int(ext.ee_block), int(ext.ee_len)
             unwritten = length > 0x8000
             if unwritten:

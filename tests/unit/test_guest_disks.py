@@ -45,6 +45,8 @@ class Disks:
     odd: Path  # MBR: p1 swap, p2 extended holding p5: no filesystem
     prealloc: Path  # a bare ext4 whose /prealloc is one unwritten extent over 0xAA bytes
     xfs_unwritten: Path  # a bare XFS whose /aa.bin's extent (0xAA bytes) is flagged unwritten
+    inline: Path  # a bare ext4 with inline_data: files in the inode, and beyond 60 bytes in an xattr
+    inline_src: Path
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +93,22 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> Disks:
     inum = ls.split("=")[1].strip()
     subprocess.run(["xfs_db", "-x", "-c", f"inode {inum}", "-c", "write u3.bmx[0].extentflag 1", str(xu)],
                    check=True, capture_output=True)  # fmt: skip
+    inline_src = base / "inline-src"
+    inline_src.mkdir()
+    for name, data in {"small": b"s" * 40, "eighty": bytes(range(80)), "big": gd._pattern(5, 5000)}.items():
+        (inline_src / name).write_bytes(data)
+    inline = base / "inline.img"
+    with open(inline, "wb") as fh:
+        fh.truncate(8 * gd.MIB)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-O", "inline_data", "-d", str(inline_src), str(inline)], check=True
+    )
     return Disks(
         base, tree, tree2, efi,
         gd.gpt_disk(base / "gpt.img", tree, efi), gd.gpt_disk(base / "gpt2.img", tree2, efi),
         gd.mbr_xfs_disk(base / "xfs.img", tree), gd.ntfs_disk(base / "ntfs.img", ntfs_files),
         gd.btrfs_disk(base / "btrfs.img", tree), ntfs_files,
-        odd, prealloc, xu,
+        odd, prealloc, xu, inline, inline_src,
     )  # fmt: skip
 
 
@@ -275,6 +287,15 @@ def test_an_unwritten_extent_reads_as_zeros_not_as_the_old_bytes(disks: Disks, t
     got = tmp_path / "disk/prealloc"
     assert got.read_bytes() == bytes(40960)
     assert (report.bytes, report.data_bytes) == (40960, 0) and got.stat().st_blocks == 0
+
+
+def test_ext4_inline_data_reads_whole_past_the_inode(disks: Disks, tmp_path: Path) -> None:
+    disk = open_disk(FileSource(str(disks.inline)))
+    _path, node = disk.open_fs("disk").lookup("/eighty")
+    assert len(node.open().read()) == 60  # dissect's own reader stops at the inode
+    extract(select(disk, parse_patterns("/*")), str(tmp_path))
+    for name in ("small", "eighty", "big"):
+        assert (tmp_path / "disk" / name).read_bytes() == (disks.inline_src / name).read_bytes(), name
 
 
 def test_an_unwritten_xfs_extent_reads_as_zeros(disks: Disks, tmp_path: Path) -> None:
