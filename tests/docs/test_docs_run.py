@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import hashlib
 import json
 import math
 import os
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import time
@@ -209,6 +211,44 @@ def check_iam(sim: Any, into_aws: bool, what: str) -> None:
         )
 
 
+def check_format(path: Path) -> int:
+    """Read a block file exactly as docs/FORMAT.md describes it (an independent reader):
+    prefix, JSON header with the documented keys, 48-byte records in ascending offset
+    order, data after D records in a .bimg, the end record's count and digest; returns
+    the number of records."""
+    raw = path.read_bytes()
+    magic, kind, version, reserved, size = struct.unpack(">4scBHI", raw[:12])
+    assert (magic, version, reserved) == (b"BEC2", 1, 0), path
+    assert kind == {".bimg": b"I", ".bmp": b"M", ".abmp": b"A"}[path.suffix], path
+    header = json.loads(raw[12 : 12 + size])
+    assert set(header) == _format_keys(), f"{path}: header keys differ from docs/FORMAT.md"
+    assert header["format"] == "bacula-ec2 block image" and header["block_size"] == BLOCK, path
+    pos, digest, count, last = 12 + size, hashlib.sha256(raw[: 12 + size]), 0, -1
+    while True:
+        record = raw[pos : pos + 48]
+        assert len(record) == 48, f"{path}: truncated"
+        offset, length, rkind, flags, spare, sha = struct.unpack(">QIcBH32s", record)
+        pos += 48
+        if rkind == b"E":
+            assert (offset, length, sha) == (count, 0, digest.digest()), f"{path}: end record"
+            assert pos == len(raw), f"{path}: bytes after the end record"
+            return count
+        digest.update(record)
+        count += 1
+        assert offset % BLOCK == 0 and offset > last and length == BLOCK and not flags and not spare, path
+        assert rkind in (b"D", b"Z") and (kind != b"A" or rkind == b"Z"), path
+        if kind == b"I" and rkind == b"D":
+            assert hashlib.sha256(raw[pos : pos + length]).digest() == sha, f"{path}: block at {offset}"
+            pos += length
+        last = offset
+
+
+def _format_keys() -> set[str]:
+    text = (md.REPO / "docs" / "FORMAT.md").read_text()
+    table = text.split("| key | meaning |", 1)[1].split("\n\n", 1)[0]
+    return {k for line in table.splitlines()[2:] for k in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+
+
 def _bec2(world: World, command: str, where: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     argv = shlex.split(command)
     assert argv[0] == "bec2", f"{where}: not a bec2 command: {command}"
@@ -269,6 +309,14 @@ def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
             if "--operation=list" in command:
                 assert re.search(r"^\s+1\s.*complete", proc.stdout, re.M), f"{block.where}:\n{proc.stdout}"
     assert ran
+    # What the backups wrote reads as docs/FORMAT.md says.
+    files = [
+        f
+        for ext in ("bimg", "bmp", "abmp")
+        for f in (tmp_path / "backups").glob(f"backups/*/@amazon-ec2/*/*.{ext}")
+    ]
+    assert {f.suffix for f in files} == {".bimg", ".bmp", ".abmp"}, files
+    assert sum(check_format(f) for f in files)
     into_aws = any("--restore_to=aws" in c for b in blocks for c in md.shell_commands(b))
     check_iam(sim, into_aws, f"{doc.name}'s bec2 commands")
 
