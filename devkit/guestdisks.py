@@ -80,6 +80,7 @@ def make_tree(root: Path, version: int = 1, owners: bool = True) -> None:
         "home/app/data/empty": (b"", 0o644, 1000, 1000),
         "srv/donn\u00e9es/caf\u00e9 \u00fc \u65e5\u672c.txt": ("\u00e9t\u00e9\n".encode(), 0o664, 1000, 100),
         "usr/bin/tool": (b"#!/bin/sh\necho tool\n", 0o755, 0, 0),
+        "srv/ids/high-uid": (b"owned above 65535\n", 0o640, 70000, 70001),
     }
     if version == 2:
         files["etc/nginx/conf.d/new.conf"] = (b"# added on day 2\n", 0o644, 0, 0)

@@ -255,8 +255,8 @@ class _ExtFS(GuestFS):
         ino = node.inode
         mode = int(ino.i_mode)
         kind = KINDS.get(stat.S_IFMT(mode), "other")
-        uid = int(ino.i_uid) | (int(getattr(ino, "l_i_uid_high", 0) or 0) << 16)
-        gid = int(ino.i_gid) | (int(getattr(ino, "l_i_gid_high", 0) or 0) << 16)
+        uid = int(ino.i_uid) | (int(ino.i_uid_high) << 16)
+        gid = int(ino.i_gid) | (int(ino.i_gid_high) << 16)
         return Entry(
             path,
             kind,
