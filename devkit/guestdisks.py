@@ -102,6 +102,7 @@ def make_tree(root: Path, version: int = 1, owners: bool = True) -> None:
     (root / "etc/nginx/sites-available").mkdir(exist_ok=True)
     os.symlink("../sites-enabled/default.conf", root / "etc/nginx/sites-available/default.conf")
     os.symlink("/etc/hostname", root / "home/app/hostname-link")
+    os.symlink("usr/bin", root / "bin")  # a merged-/usr guest
     os.link(root / "usr/bin/tool", root / "usr/bin/tool-hardlink")
     os.mkfifo(root / "home/app/fifo")
     if owners:

@@ -193,6 +193,8 @@ def test_ls_files_lists_a_directory_on_the_filesystems_that_have_it(disks: Disks
     assert ls_line(link.entries[0]).endswith("hostname-link -> /etc/hostname")
     (efi,) = list_path(disk, "/EFI/BOOT")
     assert (efi.partition, [e.name for e in efi.entries]) == ("p1", ["BOOTX64.EFI", "grub.cfg"])
+    (bin_,) = list_path(disk, "/bin")  # a link to a directory: what it points to
+    assert [e.name for e in bin_.entries] == ["tool", "tool-hardlink"]
     with pytest.raises(GuestError, match=r"/nope: p1 \(vfat\) has no /nope; p2 \(ext4\) has no /nope"):
         list_path(disk, "/nope")
     with pytest.raises(GuestError, match="p2:/nope does not exist"):
@@ -207,7 +209,7 @@ def test_ext4_extract_everything_equals_the_source_tree(disks: Disks, tmp_path: 
     compare_extracted(disks.tree, tmp_path / "p2", times=True)
     assert report.owners_kept is ROOT
     assert report.skipped == ["p2:/home/app/fifo (fifo) is not restored"]
-    assert report.hardlinks_copied == 1 and report.symlinks == 2
+    assert report.hardlinks_copied == 1 and report.symlinks == 3
     sparse = tmp_path / "p2/var/lib/sparse.img"
     assert sparse.stat().st_size == gd.SPARSE_SIZE
     assert sparse.stat().st_blocks * 512 < 2 * gd.MIB  # the holes stay holes
@@ -241,6 +243,23 @@ def test_globs_select_files_and_directories_on_the_partition_that_has_them(
     if ROOT:
         assert app.st_uid == 1000
     assert report.partitions == {"p1": "vfat", "p2": "ext4"}
+
+
+def test_a_path_through_a_guest_link_resolves_inside_the_guest(disks: Disks, tmp_path: Path) -> None:
+    disk = open_disk(FileSource(str(disks.gpt.path)))
+    sel = select(disk, parse_patterns("/bin/*,/home/app/hostname-link"))
+    assert sorted(m.entry.path for m in sel.matches) == [
+        "/home/app/hostname-link",  # the link itself, not what it points to
+        "/usr/bin/tool",
+        "/usr/bin/tool-hardlink",
+    ]
+    fs = disk.open_fs("p2")
+    assert fs.stat("/bin/../bin/tool").path == "/usr/bin/tool"  # `..` of where the link led, as Linux
+    with pytest.raises(GuestError, match="p2:/usr/etc does not exist"):
+        fs.stat("/bin/../etc/hostname")
+    extract(sel, str(tmp_path))
+    assert (tmp_path / "p2/usr/bin/tool").read_bytes() == (disks.tree / "usr/bin/tool").read_bytes()
+    assert os.readlink(tmp_path / "p2/home/app/hostname-link") == "/etc/hostname"
 
 
 def test_xfs_extract_equals_the_source_tree(disks: Disks, tmp_path: Path) -> None:
