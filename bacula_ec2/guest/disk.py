@@ -66,6 +66,22 @@ class FileSource:
             self._fd = -1
 
 
+class StreamSource:
+    """A seekable binary file (an open image, a BytesIO) as a Source."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self._size = fh.seek(0, io.SEEK_END)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.fh.seek(offset)
+        return self.fh.read(max(0, min(length, self._size - offset)))
+
+
 class SourceStream(io.RawIOBase):
     """A Source as the seekable binary file dissect's parsers read."""
 

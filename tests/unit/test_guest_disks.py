@@ -16,6 +16,7 @@ import pytest
 from bacula_ec2.guest import (
     FileSource,
     GuestError,
+    StreamSource,
     extract,
     list_path,
     ls_line,
@@ -153,7 +154,8 @@ def test_partitions_and_filesystems_are_found(disks: Disks) -> None:
     assert [(p.offset, p.size) for p in gpt.partitions] == list(disks.gpt.partitions.values())  # sfdisk's
     mbr = open_disk(FileSource(str(disks.xfs.path)))
     assert (mbr.scheme, [(p.name, p.fstype) for p in mbr.partitions]) == ("mbr", [("p1", "xfs")])
-    bare = open_disk(FileSource(str(disks.ntfs.path)))
+    with open(disks.ntfs.path, "rb") as fh:  # any seekable binary file is a source
+        bare = open_disk(StreamSource(fh))
     assert (bare.scheme, [(p.name, p.fstype) for p in bare.partitions]) == ("none", [("disk", "ntfs")])
     odd = open_disk(FileSource(str(disks.odd)))
     assert [(p.name, p.fstype) for p in odd.partitions] == [("p1", "swap"), ("p5", None)]  # Linux's names
