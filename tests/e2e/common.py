@@ -61,7 +61,8 @@ def restore_with_options(
     commands += ["yes", "yes"]
     out = stack.bconsole(*commands)
     for key, value in options.items():
-        assert re.search(rf"^{key}:\s+{re.escape(value)}\s*$", out, re.M), out
+        # "name:  current value  (default)": bconsole prints the option's default after it.
+        assert re.search(rf"^{key}:\s+{re.escape(value)}(\s+\(.*\))?\s*$", out, re.M), out
     match = re.search(r"Job queued\. JobId=(\d+)", out)
     assert match, out
     rjobid = int(match.group(1))
