@@ -254,8 +254,13 @@ def list_ahead() -> int:
     return int(raw) if raw.isdigit() and int(raw) > 0 else TransferConfig.list_ahead
 
 
-def read_ahead(source: Iterable[T], maxsize: int | None = None) -> Generator[T, None, None]:
+def read_ahead(
+    source: Iterable[T], maxsize: int | None = None, on_done: Callable[[int], None] | None = None
+) -> Generator[T, None, None]:
     """Run a listing in a thread of its own, a bounded queue ahead of its consumer.
+
+    `on_done(n)` is called (in the listing's thread) when the listing has ended after `n`
+    entries, before the consumer sees its end: a progress display learns its total there.
 
     Listing pages cost a round trip each (and ListChangedBlocks returns empty pages where
     changes are sparse); fetched this way they overlap with the block downloads instead
@@ -270,8 +275,10 @@ def read_ahead(source: Iterable[T], maxsize: int | None = None) -> Generator[T, 
     stop = threading.Event()
 
     def produce() -> None:
+        count = 0
         try:
             for item in source:
+                count += 1
                 while not stop.is_set():
                     try:
                         items.put(item, timeout=0.2)
@@ -280,6 +287,8 @@ def read_ahead(source: Iterable[T], maxsize: int | None = None) -> Generator[T, 
                         continue
                 if stop.is_set():
                     return
+            if on_done is not None:
+                on_done(count)
             items.put(_DONE)
         except BaseException as exc:  # handed to the consumer
             items.put(exc)

@@ -378,3 +378,16 @@ def test_read_ahead_takes_its_default_bound_from_the_list_ahead_knob(
     assert produced[0] <= bound + 2
     assert produced[0] >= min(bound, 50)  # it did fill the queue (the default: far past 5)
     it.close()
+
+
+def test_read_ahead_reports_the_count_when_the_listing_ends_and_not_when_closed_early() -> None:
+    seen: list[int] = []
+    got = []
+    for item in read_ahead(iter(range(7)), maxsize=2, on_done=seen.append):
+        got.append(item)
+    assert got == list(range(7)) and seen == [7]
+    early: list[int] = []
+    gen = read_ahead(iter(range(1000)), maxsize=2, on_done=early.append)
+    assert next(gen) == 0
+    gen.close()
+    assert early == []
