@@ -18,8 +18,8 @@ What an instant read cannot check, and what it does instead:
 - blocks that are never read are never verified: a damaged block elsewhere on the volume
   does not fail a file restore that does not need it (a full restore would fail).
 
-The chain's order and identity are the local restore's rules (`restore_local._chain`, the
-same checks of volume, chain and snapshot as `LocalRestore`); the folder's plan picks the
+The chain's order and identity are the local restore's rules (`restore_local.check_part`
+and `restore_local.chain_order`, the ones `LocalRestore` runs); the folder's plan picks the
 parts as Bacula would (`folder.plan_restore`).
 """
 
@@ -49,8 +49,7 @@ from ..formats.blockimage import (
 from ..guest.disk import SourceFailure
 from . import folder as folder_mod
 from . import restore_local
-from .chain import job_resource
-from .context import JobError
+from .errors import JobError
 
 CACHE_BLOCKS = 32  # 16 MiB of verified blocks
 _HEADERS_AHEAD = 64  # record headers read at once while they follow each other (zero records)
@@ -228,34 +227,16 @@ class ChainView:
     def _order(parts: list[ViewPart]) -> list[ViewPart]:
         """The chain, oldest first, by the local restore's rules; the parts older than the
         last chain start are dropped (they are not part of the result)."""
-        first = parts[0]
-        identity = (job_resource(first.header.job_name or ""), first.header.block_size)
-        seen: dict[str, str] = {}
+        rparts: list[restore_local.Part] = []
         for p in parts:
-            h = p.header
-            if h.volume_id != first.header.volume_id:
-                raise ChainDamaged(
-                    f"{p.name} holds volume {h.volume_id}, {first.name} volume {first.header.volume_id}: "
-                    "the parts of a chain must be of one volume"
-                )
-            job = job_resource(h.job_name or "")
-            if (job, h.block_size) != identity:
-                raise ChainDamaged(
-                    f"{p.name} belongs to the chain of job {job or '?'} (block size "
-                    f"{h.block_size}), {first.name} to that of job {identity[0] or '?'} (block size "
-                    f"{identity[1]}): the parts of a volume must come from one chain"
-                )
-            if h.snapshot_id in seen:
-                raise ChainDamaged(
-                    f"{p.name} holds snapshot {h.snapshot_id}, which {seen[h.snapshot_id]} holds too "
-                    "(a duplicated or substituted part)"
-                )
-            seen[h.snapshot_id] = p.name
-        rparts = [restore_local.Part(p.header, p.name) for p in parts]
+            try:
+                restore_local.check_part(parts[0].header.volume_id, rparts, p.header, p.name)
+            except FormatError as exc:
+                raise ChainDamaged(f"{p.name}: {exc}") from exc
+            rparts.append(restore_local.Part(p.header, p.name))
         back = {id(rp): p for rp, p in zip(rparts, parts, strict=True)}
-        vol = restore_local._Volume(first.header.volume_id, parts=rparts)
         try:
-            chain, _older = restore_local._chain(vol)
+            chain, _older = restore_local.chain_order(parts[0].header.volume_id, rparts)
         except restore_local.RestoreFailed as exc:
             raise ChainDamaged(str(exc)) from exc
         return [back[id(rp)] for rp in chain]

@@ -9,6 +9,9 @@ from typing import Protocol
 from ..aws import Aws
 from ..aws.settings import AwsSettings, Secret
 from ..params import Parameters
+from .errors import JobError
+
+__all__ = ["JobContext", "JobError", "Reporter", "aws_settings", "connect"]
 
 
 class Reporter(Protocol):
@@ -24,10 +27,6 @@ class Reporter(Protocol):
     def info(self, text: str) -> None: ...
     def warning(self, text: str) -> None: ...
     def error(self, text: str) -> None: ...
-
-
-class JobError(Exception):
-    """The job cannot go on; the message says what was wrong and what to do."""
 
 
 @dataclass

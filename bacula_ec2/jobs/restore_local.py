@@ -235,8 +235,6 @@ class _Volume:
     volume_id: str
     image: VolumeImage | None = None
     parts: list[Part] = field(default_factory=list)
-    identity: tuple[str, int] | None = None  # (chain: Job resource, block size)
-    identity_from: str = ""
     failure: str | None = None
     skipped: str | None = None
     held: list[_Held] = field(default_factory=list)
@@ -267,14 +265,46 @@ def _vid(t: _Target) -> str:
     return t.catalog.volume_id
 
 
-def _chain(vol: _Volume) -> tuple[list[Part], list[Part]]:
-    """(the chain in order, the older parts not used), or RestoreFailed naming the gap."""
-    parts = sorted(vol.parts, key=lambda p: (p.created, not p.starts_chain))
+def check_part(volume_id: str, parts: list[Part], header: ImageHeader, name: str) -> None:
+    """Whether a part may join the parts of volume `volume_id` already held: same volume,
+    same chain (Job resource and block size), no snapshot twice. FormatError says why not,
+    worded about the part (\"it ...\"), naming the part it conflicts with.
+
+    The one implementation of these checks: `LocalRestore` runs it as each part's header
+    arrives, `chainview.ChainView` on the parts it opens."""
+    if header.volume_id != volume_id:
+        raise FormatError(
+            f"it holds volume {header.volume_id}, the other parts volume {volume_id}: "
+            "the parts of a chain must be of one volume"
+        )
+    identity = (job_resource(header.job_name or ""), header.block_size)
+    if parts:
+        first = parts[0]
+        have = (job_resource(first.header.job_name or ""), first.header.block_size)
+        if identity != have:
+            raise FormatError(
+                f"it belongs to the chain of job {identity[0] or '?'} (block size {identity[1]}), but "
+                f"{first.name} to that of job {have[0] or '?'} (block size "
+                f"{have[1]}): the parts of a volume must come from one chain"
+            )
+    for other in parts:
+        if other.header.snapshot_id == header.snapshot_id:
+            raise FormatError(
+                f"it holds snapshot {header.snapshot_id}, which {other.name} holds too "
+                "(a duplicated or substituted part)"
+            )
+
+
+def chain_order(volume_id: str, parts: list[Part]) -> tuple[list[Part], list[Part]]:
+    """(the chain in order, the older parts not used) of one volume's parts (any order),
+    or RestoreFailed naming the gap: it must start with a Full (or a part that read every
+    block) and every later part must build on what came before it."""
+    parts = sorted(parts, key=lambda p: (p.created, not p.starts_chain))
     starts = [i for i, p in enumerate(parts) if p.starts_chain]
     if not starts:
         first = parts[0]
         raise RestoreFailed(
-            f"volume {vol.volume_id}: the restore holds {first.describe()} but not the Full backup "
+            f"volume {volume_id}: the restore holds {first.describe()} but not the Full backup "
             f"it builds on (snapshot {first.header.base_snapshot_id}): select the Full and the "
             "later backups too"
         )
@@ -282,7 +312,7 @@ def _chain(vol: _Volume) -> tuple[list[Part], list[Part]]:
     for prev, part in itertools.pairwise(chain):
         if _time(part.header.base_created) > prev.created:
             raise RestoreFailed(
-                f"volume {vol.volume_id}: a backup is missing between {prev.describe()} and "
+                f"volume {volume_id}: a backup is missing between {prev.describe()} and "
                 f"{part.describe()}, which builds on snapshot {part.header.base_snapshot_id} of "
                 f"{part.header.base_created}: select every backup of the chain"
             )
@@ -555,21 +585,7 @@ class LocalRestore:
         cat = t.catalog
         vol = self._volume(_vid(t))
         _check_name(cat, header)
-        identity = (job_resource(header.job_name or ""), header.block_size)
-        if vol.identity is None:
-            vol.identity, vol.identity_from = identity, t.name
-        elif identity != vol.identity:
-            raise FormatError(
-                f"it belongs to the chain of job {identity[0] or '?'} (block size {identity[1]}), but "
-                f"{vol.identity_from} to that of job {vol.identity[0] or '?'} (block size "
-                f"{vol.identity[1]}): the parts of a volume must come from one chain"
-            )
-        for other in vol.parts:
-            if other.header.snapshot_id == header.snapshot_id:
-                raise FormatError(
-                    f"it holds snapshot {header.snapshot_id}, which {other.name} holds too "
-                    "(a duplicated or substituted part)"
-                )
+        check_part(vol.volume_id, vol.parts, header, t.name)
         part = Part(header, t.name, cat)
         if vol.image is None:
             fd, tmp = self.open_target().create_temp(f"{vol.volume_id}.img")
@@ -745,7 +761,7 @@ class LocalRestore:
                 if not vol.parts:
                     self._install_alone(vol)
                     continue
-                chain, older = _chain(vol)
+                chain, older = chain_order(vol.volume_id, vol.parts)
                 if self._install_image(vol, chain, older):
                     assert vol.image is not None
                     done.append((vol.image, chain))

@@ -22,7 +22,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 
-from .context import JobError
+from .errors import JobError
 
 DIR_MODE = 0o750
 FILE_MODE = 0o640
