@@ -65,6 +65,7 @@ from .jobs.runner import (
     restore_target,
 )
 from .jobs.sink import FileInfo, FileWriter
+from .jobs.selection import NothingSelected
 from .logs import REDACTOR
 from .params import ParameterError, Parameters, parameter_docs, parse_level, parse_parameters
 from .retry import Cancelled
@@ -104,12 +105,13 @@ class UsageError(JobError):
 
 def exit_code(exc: BaseException) -> int:
     """2 for a failure the admin fixes in the command or its configuration (a parameter, no
-    region, no or refused credentials, a restore option that does not fit), else 1."""
+    region, no or refused credentials, a restore option that does not fit, a selection that
+    names nothing that exists), else 1."""
     cause: BaseException | None = exc
     seen: set[int] = set()
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, ParameterError | UsageError | RestoreOptionRefused):
+        if isinstance(cause, ParameterError | UsageError | RestoreOptionRefused | NothingSelected):
             return EXIT_USAGE
         if isinstance(cause, AwsError) and (
             cause.code in CONFIGURATION_CODES or cause.operation in ("configuration", "credentials")

@@ -68,12 +68,12 @@ def test_0_success(world: Any, tmp_path: Path) -> None:
 
 
 def test_1_job_failed(world: Any, tmp_path: Path) -> None:
-    """The selection finds nothing in AWS; a partly failed backup (one of two instances
-    missing); a restore from a damaged backup."""
+    """A partly failed backup (one of two instances missing); a restore from a damaged
+    backup. (A selection that finds nothing at all is a configuration error: exit 2.)"""
     sim, env, _vid = world
     store = tmp_path / "store"
     proc = run(env, "--operation=backup", "--instances=nope-1", f"--output={store}", *aws_args(sim))
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "nope-1" in proc.stderr
     proc = run(env, "--operation=backup", "--instances=web-1,nope-1", f"--output={store}", *aws_args(sim))
     assert proc.returncode == 1, proc.stderr

@@ -36,9 +36,20 @@ class Failure:
 
     what: str  # "instance nope-1", "volume vol-...", "instance i-... (web-1)"
     reason: str
+    missing: bool = False  # named by the selection and not there (not an AWS failure)
 
     def __str__(self) -> str:
         return f"{self.what}: {self.reason}"
+
+
+class NothingSelected(JobError):
+    """The selection names nothing that exists (or nothing at all): the configuration is to
+    be fixed, not the job retried (bec2 exits 2 for it)."""
+
+
+def _nothing_to_back_up(failures: list[Failure]) -> JobError:
+    text = "nothing to back up: " + "; ".join(str(f) for f in failures)
+    return NothingSelected(text) if all(f.missing for f in failures) else JobError(text)
 
 
 @dataclass
@@ -104,7 +115,11 @@ def _describe_selected(aws: Aws, params: Parameters, sel: Selection) -> list[Ins
         missing = [i for i in ids if i not in found]
         for iid in missing:
             sel.failures.append(
-                Failure(f"instance {iid}", f"not found in region {aws.region}: check instances= and region=")
+                Failure(
+                    f"instance {iid}",
+                    f"not found in region {aws.region}: check instances= and region=",
+                    missing=True,
+                )
             )
     if names:
         by_name: dict[str, list[Instance]] = {}
@@ -119,6 +134,7 @@ def _describe_selected(aws: Aws, params: Parameters, sel: Selection) -> list[Ins
                     f"instance {name}",
                     f"no instance named '{name}' in region {aws.region} (instances= takes instance ids or "
                     "Name tags; a terminated instance is not backed up)",
+                    missing=True,
                 )
             )
         for group in by_name.values():
@@ -158,7 +174,7 @@ def select(aws: Aws, params: Parameters, *, strict: bool = False) -> Selection:
     (`strict`) a JobError naming it. Restored resources are skipped (module docstring).
     """
     if not params.selects_instances() and not params.volumes:
-        raise JobError("nothing selected: set instances=, instance_tags=, instance_regex= or volumes=")
+        raise NothingSelected("nothing selected: set instances=, instance_tags=, instance_regex= or volumes=")
     sel = Selection()
 
     def check() -> None:
@@ -194,9 +210,9 @@ def select(aws: Aws, params: Parameters, *, strict: bool = False) -> Selection:
                 check()
         if not targets and not params.volumes:
             if sel.failures:
-                raise JobError("nothing to back up: " + "; ".join(str(f) for f in sel.failures))
+                raise _nothing_to_back_up(sel.failures)
             hint = f"; {'; '.join(sel.skipped)}" if sel.skipped else ""
-            raise JobError(
+            raise NothingSelected(
                 f"the selection matched no instance in region {aws.region} "
                 f"(check instances=, instance_tags=, instance_regex=, exclude_instances=){hint}"
             )
@@ -207,7 +223,7 @@ def select(aws: Aws, params: Parameters, *, strict: bool = False) -> Selection:
         if standalone.volumes:
             targets.append(standalone)
         elif not targets and sel.failures:
-            raise JobError("nothing to back up: " + "; ".join(str(f) for f in sel.failures))
+            raise _nothing_to_back_up(sel.failures)
     return sel
 
 
@@ -222,7 +238,9 @@ def _standalone_target(aws: Aws, params: Parameters, covered: set[str], sel: Sel
     missing = [v for v in wanted if v not in found]
     for vid in missing:
         sel.failures.append(
-            Failure(f"volume {vid}", f"not found in region {aws.region}: check volumes= and region=")
+            Failure(
+                f"volume {vid}", f"not found in region {aws.region}: check volumes= and region=", missing=True
+            )
         )
     target = InstanceTarget(Instance(STANDALONE), standalone=True)
     for vid in wanted:
