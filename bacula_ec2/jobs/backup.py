@@ -153,20 +153,6 @@ class BackupJob:
 
         estimate(self.ctx, self.aws, sink)
 
-    def _volume_files(
-        self, target: InstanceTarget, vol: VolumeTarget, mtime: int, estimate: bool
-    ) -> Iterator[FileInfo]:
-        iid, vid = target.instance_id, vol.volume_id
-        yield FileInfo(naming.volume_json(iid, vid, vol.device, vol.size_gib), 0, mtime)
-        yield FileInfo(
-            naming.volume_image(iid, vid, vol.device, vol.size_gib, self.ctx.level, self.ctx.job_id),
-            vol.size_gib * naming.GIB,
-            mtime,
-        )
-        if self.ctx.params.bitmap_headers and estimate:
-            yield FileInfo(naming.volume_map(iid, vid), 0, mtime)
-            yield FileInfo(naming.volume_empty_map(iid, vid), 0, mtime)
-
     # ------------------------------------------------------------------ backup
     def run(self, sink: BackupSink) -> None:
         """Select, snapshot, read. With abort_on_error=0 an instance or volume that cannot be
