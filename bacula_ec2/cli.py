@@ -64,8 +64,8 @@ from .jobs.runner import (
     open_restore,
     restore_target,
 )
-from .jobs.sink import FileInfo, FileWriter
 from .jobs.selection import NothingSelected
+from .jobs.sink import FileInfo, FileWriter
 from .logs import REDACTOR
 from .params import ParameterError, Parameters, parameter_docs, parse_level, parse_parameters
 from .retry import Cancelled
