@@ -7,6 +7,13 @@ parses the packets as the FD does (devkit.fdpeer.FDPeer), except `bacula`, which
 same Full through a real Bacula 15.0.3 FD/SD/DIR. The simulator runs with `aws_like=True`:
 ~50 ms (+/- 10 ms) per request, 1,000 GetSnapshotBlock/s per snapshot and per account, 50
 List calls/s. The table goes to stdout and to bench/results/backup-<time>.md.
+
+How each figure is measured (bench/common.py): the backend's peak RSS is its own VmHWM
+(/proc/<pid>/status, sampled while it runs), not `ru_maxrss` of `os.wait4()` (that is
+max(this driver's RSS at spawn, the child's peak)); CPU is per process: the backend's from
+its rusage at exit, the consumer's (this process, playing the FD) from `time.process_time()`,
+the simulator's from /proc/<pid>/stat. MiB/s is wall-clock and depends on the load of the
+machine; CPU-s/GiB does not (much).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from bacula_ec2.backend import PLUGIN_API
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import ProcSampler, proc_cpu  # noqa: E402
 from devkit.fdpeer import BackupItem, FDPeer  # noqa: E402
 from devkit.simulator.fixtures import ACCESS_KEY, RunningSimulator, start_simulator, stop_simulator  # noqa: E402
 from protocol import Connection, Mode  # noqa: E402
@@ -38,17 +46,60 @@ MIB = 1 << 20
 EXTRA: list[str] = [p for p in os.environ.get("BENCH_PARAMS", "").split() if p]
 
 
-class TimedPeer(FDPeer):
-    """FDPeer that notes when each file's data phase starts and ends."""
+class _StampedMessages(list[tuple[str, str]]):
+    """The peer's message list, noting when the backend said it starts reading a volume."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+    reading: float | None = None
+
+    def append(self, item: tuple[str, str]) -> None:
+        if self.reading is None and "to read from" in item[1]:
+            self.reading = time.monotonic()
+        super().append(item)
+
+
+class TimedPeer(FDPeer):
+    """FDPeer that notes when each file's data phase starts and ends, when the first block
+    arrives, and the backend's CPU (/proc/<pid>/stat) at the first block and at the end of
+    the last block image: the data phase's own CPU, without start-up and snapshot calls."""
+
+    def __init__(self, *args: Any, pid: int = 0, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self.pid = pid
         self.times: dict[str, tuple[float, float]] = {}
+        self.messages = _StampedMessages()
+        #: When the first data packet of a block image arrived (its first block).
+        self.first_block: float | None = None
+        self.cpu_first_block = 0.0
+        self.cpu_images_end = 0.0
+
+    @property
+    def reading(self) -> float | None:
+        """When the backend said it starts reading a volume ("... block(s) to read")."""
+        return self.messages.reading if isinstance(self.messages, _StampedMessages) else None
 
     def _data_phase(self, item: BackupItem) -> None:
         t0 = time.monotonic()
-        super()._data_phase(item)
+        if item.name.endswith(".bimg") and self.first_block is None:
+            real = self.conn.reader.read_header
+
+            def first(*a: Any, **kw: Any) -> Any:
+                got = real(*a, **kw)
+                if got[0] == "D" and self.first_block is None:
+                    self.first_block = time.monotonic()
+                    if self.pid:
+                        self.cpu_first_block = proc_cpu(self.pid)
+                return got
+
+            self.conn.reader.read_header = first  # type: ignore[method-assign]
+            try:
+                super()._data_phase(item)
+            finally:
+                self.conn.reader.read_header = real  # type: ignore[method-assign]
+        else:
+            super()._data_phase(item)
         self.times[item.name] = (t0, time.monotonic())
+        if item.name.endswith(".bimg") and self.pid:
+            self.cpu_images_end = proc_cpu(self.pid)
 
 
 @dataclass
@@ -62,6 +113,7 @@ class Run:
     throttled: int = 0
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    start_s: float = 0.0  # process start -> first block's data at the consumer
 
     @property
     def mib_s(self) -> float:
@@ -102,6 +154,17 @@ def seed_volume(sim: RunningSimulator, volume_id: str, blocks: int, stride: int 
             sim.client.write_volume(volume_id, (start + n * stride) * BLOCK, bytes(chunk))
 
 
+@dataclass
+class BackendRun:
+    """One backend process: its own CPU and true peak RSS, and its start-up times."""
+
+    peer: TimedPeer
+    cpu: float  # backend user + system seconds (rusage of the reaped child: its own)
+    rss_mib: float  # backend VmHWM, sampled
+    first_block_s: float | None  # Popen -> first data packet of the first block image
+    reading_s: float | None  # Popen -> the "block(s) to read" message (listing counted)
+
+
 def backend_backup(
     sim: RunningSimulator,
     instance: str,
@@ -112,8 +175,8 @@ def backend_backup(
     extra: tuple[str, ...] = (),
     prev: str = "",
     since: int | None = None,
-) -> tuple[TimedPeer, float, float]:
-    """One backup through the backend process; returns the peer, its CPU seconds and peak RSS (MiB)."""
+) -> BackendRun:
+    """One backup through the backend process (see BackendRun)."""
     from devkit.driver import job_lines
 
     params = [
@@ -125,6 +188,7 @@ def backend_backup(
         f"instances={instance}",
         *extra,
     ]
+    started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bacula_ec2.backend"],
         stdin=subprocess.PIPE,
@@ -133,8 +197,11 @@ def backend_backup(
         cwd="/",
     )
     assert proc.stdin and proc.stdout
+    sampler = ProcSampler(proc.pid).start()
     peer = TimedPeer(
-        Connection.from_fds(proc.stdout.fileno(), proc.stdin.fileno(), strict=True), keep_data=False
+        Connection.from_fds(proc.stdout.fileno(), proc.stdin.fileno(), strict=True),
+        keep_data=False,
+        pid=proc.pid,
     )
     peer.setup(
         "ec2",
@@ -145,13 +212,20 @@ def backend_backup(
     )
     peer.items = peer.read_items(data_phase=True)  # type: ignore[attr-defined]
     peer.end()
+    sampler.stop()
     peer.terminate()
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read() if proc.stderr else b""
     if proc.returncode or err:
         raise RuntimeError(f"backend exit {proc.returncode}: {err[-2000:]!r}")
-    return peer, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return BackendRun(
+        peer,
+        usage.ru_utime + usage.ru_stime,
+        sampler.peak_mib,
+        peer.first_block - started if peer.first_block is not None else None,
+        peer.reading - started if peer.reading is not None else None,
+    )
 
 
 def image_time(peer: TimedPeer) -> tuple[int, float]:
@@ -166,11 +240,6 @@ def get_requests(sim: RunningSimulator) -> tuple[int, int]:
     return stats["requests"].get("GetSnapshotBlock", 0), sum(stats["throttled"].values())
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def scenario_full(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
     blocks = int(gib * 2048)
     inst = sim.client.create_instance(
@@ -179,12 +248,24 @@ def scenario_full(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
     seed_volume(sim, inst["volume_ids"][0], blocks)
     sim.client.reset_stats()
     sim_cpu0, me0 = proc_cpu(sim.process.pid), time.process_time()
-    peer, cpu, rss = backend_backup(sim, "bench-full", tmp)
+    run = backend_backup(sim, "bench-full", tmp)
     sim_cpu, me = proc_cpu(sim.process.pid) - sim_cpu0, time.process_time() - me0
-    data, seconds = image_time(peer)
+    data, seconds = image_time(run.peer)
     req, thr = get_requests(sim)
-    note = f"simulator CPU {sim_cpu:.1f} s, consumer CPU {me:.1f} s"
-    return Run("Full, 1 volume", data, seconds, cpu, rss, req, thr, note)
+    gib_read = data / (1 << 30)
+    phase_cpu = run.peer.cpu_images_end - run.peer.cpu_first_block
+    first = f"{run.first_block_s:.2f} s" if run.first_block_s is not None else "?"
+    reading = f"{run.reading_s:.2f} s" if run.reading_s is not None else "?"
+    note = (
+        f"CPU s/GiB: backend {run.cpu / gib_read:.2f} (whole process; data phase only "
+        f"{phase_cpu / gib_read:.2f}), consumer (FD's part) {me / gib_read:.2f}, "
+        f"simulator {sim_cpu / gib_read:.2f}; process start to first block at the consumer {first} "
+        f"(to the 'to read' message {reading})"
+    )
+    out = Run("Full, 1 volume", data, seconds, run.cpu, run.rss_mib, req, thr, note)
+    out.start_s = run.first_block_s or 0.0
+    out.extra = dict(consumer_cpu=me, simulator_cpu=sim_cpu, reading_s=run.reading_s, phase_cpu=phase_cpu)
+    return out
 
 
 def scenario_four(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
@@ -197,7 +278,7 @@ def scenario_four(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
         )
         seed_volume(sim, inst["volume_ids"][0], int(per * 2048))
     sim.client.reset_stats()
-    results: dict[str, tuple[TimedPeer, float, float]] = {}
+    results: dict[str, BackendRun] = {}
 
     def one(n: int, name: str) -> None:
         results[name] = backend_backup(sim, name, tmp / name, jobid=10 + n)
@@ -209,18 +290,15 @@ def scenario_four(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
         t.start()
     for t in threads:
         t.join()
-    spans = [image_time(peer) for peer, _c, _r in results.values()]
-    starts = [
-        min(t0 for nm, (t0, _t1) in p.times.items() if nm.endswith(".bimg")) for p, _c, _r in results.values()
-    ]
-    ends = [
-        max(t1 for nm, (_t0, t1) in p.times.items() if nm.endswith(".bimg")) for p, _c, _r in results.values()
-    ]
+    peers = [r.peer for r in results.values()]
+    spans = [image_time(p) for p in peers]
+    starts = [min(t0 for nm, (t0, _t1) in p.times.items() if nm.endswith(".bimg")) for p in peers]
+    ends = [max(t1 for nm, (_t0, t1) in p.times.items() if nm.endswith(".bimg")) for p in peers]
     total = sum(d for d, _s in spans)
     rates = [d / MIB / s for d, s in spans]
     req, thr = get_requests(sim)
-    cpu = sum(c for _p, c, _r in results.values())
-    rss = max(r for _p, _c, r in results.values())
+    cpu = sum(r.cpu for r in results.values())
+    rss = max(r.rss_mib for r in results.values())
     each = ", ".join(f"{r:.0f}" for r in rates)
     note = f"per volume {each} MiB/s; fairness min/max {min(rates) / max(rates):.2f}"
     return Run("Full, 4 volumes at once (4 jobs)", total, max(ends) - min(starts), cpu, rss, req, thr, note)
@@ -242,11 +320,10 @@ def scenario_incremental(sim: RunningSimulator, tmp: Path, gib: float, window: i
     from devkit.driver import job_name
 
     t0 = time.monotonic()
-    peer, cpu, rss = backend_backup(
-        sim, "bench-incr", tmp, level="I", jobid=22, prev=job_name(21), since=start
-    )
+    run = backend_backup(sim, "bench-incr", tmp, level="I", jobid=22, prev=job_name(21), since=start)
+    cpu, rss = run.cpu, run.rss_mib
     wall = time.monotonic() - t0
-    data, _seconds = image_time(peer)
+    data, _seconds = image_time(run.peer)
     stats = sim.client.stats()
     req, thr = get_requests(sim)
     pages = stats["requests"].get("ListChangedBlocks", 0)
@@ -269,14 +346,18 @@ def scenario_incremental(sim: RunningSimulator, tmp: Path, gib: float, window: i
 
 def scenario_memory(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
     """Peak RSS of a 16 GiB and a 16 TiB volume holding the same 1 GiB of data."""
-    rss = {}
+    rss: dict[int, float] = {}
     for size, stride in ((16, 8), (16384, 8192)):
         name = f"bench-mem-{size}"
         inst = sim.client.create_instance(name, volumes=[{"size_gib": size, "device": "/dev/sda1"}])
         seed_volume(sim, inst["volume_ids"][0], 2048, stride=stride)
-        peer, cpu, rss[size] = backend_backup(sim, name, tmp, jobid=30 + len(rss))
-        data, seconds = image_time(peer)
-    note = f"peak RSS 16 GiB volume {rss[16]:.0f} MiB, 16 TiB volume {rss[16384]:.0f} MiB"
+        run = backend_backup(sim, name, tmp, jobid=30 + len(rss))
+        cpu, rss[size] = run.cpu, run.rss_mib
+        data, seconds = image_time(run.peer)
+    note = (
+        f"backend's own peak RSS (VmHWM, sampled): 16 GiB volume {rss[16]:.0f} MiB, "
+        f"16 TiB volume {rss[16384]:.0f} MiB"
+    )
     return Run("Memory: 16 TiB sparse vs 16 GiB", data, seconds, cpu, rss[16384], 0, 0, note)
 
 
@@ -403,6 +484,39 @@ def simulator_capacity() -> str:
     )
 
 
+def summary(rows: list[Run]) -> str:
+    """The headline figures of issue 15, from this run's rows (absent scenarios say so)."""
+    by = {r.name: r for r in rows}
+    lines = ["Summary (one run; MiB/s measured on a shared, loaded machine; CPU-s/GiB is the robust figure):"]
+    full = by.get("Full, 1 volume")
+    if full and full.data_bytes:
+        gib = full.data_bytes / (1 << 30)
+        lines += [
+            f"- Full, 1 volume: {full.mib_s:.0f} MiB/s, {100 * full.mib_s / CEILING_MIB:.0f}% of the "
+            f"{CEILING_MIB:.0f} MiB/s ceiling; backend {full.cpu / gib:.2f} CPU-s/GiB "
+            f"(whole process; {full.extra['phase_cpu'] / gib:.2f} in the data phase; "
+            f"consumer {full.extra['consumer_cpu'] / gib:.2f}, "
+            f"simulator {full.extra['simulator_cpu'] / gib:.2f})",
+            f"- time to first block (backend process start to the first block's data at the "
+            f"consumer): {full.start_s:.2f} s",
+        ]
+    else:
+        lines.append("- Full, 1 volume: not run")
+    mem = next((r for r in rows if r.name.startswith("Memory")), None)
+    lines.append(
+        f"- backend true peak RSS (VmHWM): {mem.note.split(': ', 1)[1]}" if mem else "- memory: not run"
+    )
+    # Incremental times for 1 TiB and 16 TiB volumes (issue 15, another part) go here.
+    incr = [r for r in rows if r.name.startswith("Incremental")]
+    lines += [f"- {r.name}: {r.seconds:.1f} s whole job, {r.throttled} throttled" for r in incr] or [
+        "- Incremental: not run"
+    ]
+    # The real-FD Full with backend + bacula-fd CPU-s/GiB (issue 15, a later part) goes here.
+    real = by.get("Full through real Bacula FD/SD")
+    lines.append(f"- real FD: {real.mib_s:.0f} MiB/s" if real and real.data_bytes else "- real FD: not run")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gib", type=float, default=4.0, help="data per volume in GiB (default 4)")
@@ -424,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_simulator(sim)
     table = HEADER + "\n" + "\n".join(r.row() for r in rows) + "\n"
+    table += "\n" + summary(rows) + "\n"
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"backup-{dt.datetime.now():%Y%m%d-%H%M%S}.md"
