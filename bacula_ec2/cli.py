@@ -71,7 +71,7 @@ from .params import ParameterError, Parameters, parameter_docs, parse_level, par
 from .retry import Cancelled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-OPERATIONS = ("backup", "restore", "list", "estimate")
+OPERATIONS = ("backup", "restore", "list", "estimate", "ls-files", "restore-files")
 #: What ends a bec2 job with its message and exit code 1 or 2 (anything else is a bug: traceback).
 FAILURES: tuple[type[Exception], ...] = (*EXPECTED_FAILURES, Cancelled)
 #: What --job_name may be: it goes into snapshot tags and the unique job name (no "/", no
@@ -217,6 +217,12 @@ examples:
                  --instances=web-1 --output=/backups
   estimate  bec2 --operation=estimate --region=eu-west-1 --profile=backup --instances=web-1
   list      bec2 --operation=list --output=/backups [--verbose]
+  ls-files  bec2 --operation=ls-files --output=/backups --path=/etc [--before=2026-11-20T12:00:00Z] \\
+                 [--instances=web-1] [--volumes=vol-0123...]      (--path=p2:/etc: on partition p2)
+  restore-files
+            bec2 --operation=restore-files --output=/backups --local_path=/srv/restores \\
+                 --files=/etc/nginx/**,/home/app/.env [--before=...] [--volumes=vol-0123...]
+            (files land under <local_path>/@amazon-ec2/<instance-id>/<volume-id>/<partition>/<path>)
   restore   bec2 --operation=restore --output=/backups --local_path=/srv/restores \\
                  [--before=2026-11-20T12:00:00Z] [--instances=web-1] [--volumes=vol-0123...]
             bec2 --operation=restore --restore_to=aws --output=/backups --region=eu-west-1 --profile=backup
@@ -226,7 +232,9 @@ examples:
 exit codes:
   0    success
   1    the job failed (or partly failed): the messages say what and why
-  2    usage, parameter or configuration error (also: no region, no credentials, nothing selected)
+  2    usage, parameter or configuration error (also: no region, no credentials, nothing selected;
+       ls-files/restore-files: a path, partition or filesystem the guest does not have, a glob
+       that matches nothing)
   130  interrupted (Ctrl-C, SIGINT); 143: SIGTERM. Either way the job stops and what it had
        created (snapshots, its backup directory, staged files, new AWS resources) is removed.
 
@@ -297,7 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=OPERATIONS,
         help="backup: a new backup into --output; estimate: what a backup would read; list: the "
-        "backups in --output; restore: from --output into local images or AWS",
+        "backups in --output; restore: from --output into local images or AWS; ls-files: a directory "
+        "of the guest (--path); restore-files: guest files (--files) into --local_path",
+    )
+    what.add_argument(
+        "--path",
+        metavar="[PART:]PATH",
+        help="ls-files: the guest directory to list, e.g. /etc or p2:/etc (/ lists the partitions too)",
+    )
+    what.add_argument(
+        "--files",
+        metavar="GLOBS",
+        help="restore-files: paths or globs inside the guest, comma separated, e.g. "
+        "/etc/nginx/**,p2:/home/app/.env",
     )
     what.add_argument(
         "--output",
@@ -457,6 +477,8 @@ def _operation(
         return _list(output, reporter, args.verbose)
     if args.operation == "restore":
         return _restore(params, output, reporter, before)
+    if args.operation in ("ls-files", "restore-files"):
+        return _files(args, params, output, before, reporter)
     if args.operation == "estimate":
         return _estimate(params, args.job_name or "bec2", reporter)
     return _backup(params, output, args.level, args.job_name, reporter)
@@ -829,6 +851,152 @@ def _stream(restore: LocalRestore | AwsRestore, folder: Folder, item: RestoreIte
             f"the manifest says {item.file.size} bytes, {item.file.sha256}): it was damaged after the "
             "backup; nothing of it is restored"
         )
+
+
+# ---------------------------------------------------------------------- files of the guest
+
+
+def _files(
+    args: argparse.Namespace, params: Parameters, source: str, before: float | None, reporter: ConsoleReporter
+) -> int:
+    """ls-files and restore-files: the guest's files at a point in time, read in place from
+    the chain's block images (`jobs.chainview`: only the blocks needed, each one checked).
+
+    Exit 2 for what the command asks that the guest does not have (a path, a partition, a
+    filesystem this reader cannot read, a glob matching nothing anywhere); 1 for a damaged
+    chain or a failed write; a glob that matches nothing on one volume while others were
+    restored is a warning."""
+    from . import guest
+    from .jobs.chainview import open_folder_chain
+
+    listing_op = args.operation == "ls-files"
+    if listing_op and not args.path:
+        reporter.error("ls-files needs --path=/dir (or --path=p2:/dir for partition p2)")
+        return EXIT_USAGE
+    if not listing_op:
+        if not args.files:
+            reporter.error(
+                "restore-files needs --files=/etc/nginx/**,/home/app/.env (paths or globs in the guest)"
+            )
+            return EXIT_USAGE
+        if not params.local_path:
+            reporter.error("restore-files needs --local_path=/dir: the files land under it")
+            return EXIT_USAGE
+        if _inside(params.local_path, os.path.join(source, BACKUPS)):
+            reporter.error(
+                f"--local_path={params.local_path} is inside the backups of {source}: "
+                "choose another directory"
+            )
+            return EXIT_USAGE
+    refused = [f"--{name}" for name in RESTORE_REFUSED_SELECTION if getattr(params, name)]
+    if refused or params.restore_to == "aws":
+        reporter.error(
+            f"{', '.join(refused) or '--restore_to=aws'}: {args.operation} reads the folder's backups "
+            "and selects with --instances= (id or Name), --volumes=, --exclude_instances= and "
+            "--exclude_volumes= only"
+        )
+        return EXIT_USAGE
+    try:
+        patterns = guest.parse_patterns(args.files) if not listing_op else []
+        folder = open_folder(source)
+        plan = select_restore(plan_restore(folder, scan(folder), before), params)
+    except (FolderError, OSError, UsageError, guest.GuestError) as exc:
+        reporter.error(str(exc))
+        return EXIT_USAGE if isinstance(exc, guest.GuestError) else exit_code(exc)
+    problems: list[str] = []
+    done = 0
+    total = guest.ExtractReport()
+    for vid in sorted(plan.chains):
+        parts = plan.chains[vid]
+        newest = parts[-1][1]
+        label = f"volume {vid} ({newest.folder}, {naming.device_short_name(newest.device or '') or '-'})"
+        try:
+            view = open_folder_chain(source, vid, before)
+        except FAILURES as exc:
+            reporter.error(f"{label}: {exc}")
+            return exit_code(exc)
+        try:
+            reporter.info(f"{label}: " + " + ".join(b.describe() for b, _v in parts))
+            try:
+                disk = guest.open_disk(view)
+                if listing_op:
+                    _ls_volume(disk, args.path, label)
+                    done += 1
+                    continue
+                sel = guest.select(disk, patterns)
+            except guest.GuestError as exc:
+                problems.append(f"{label}: {exc}")
+                continue
+            if not sel.matches:
+                problems += [f"{label}: {p}" for p in sel.problems or ["nothing selected"]]
+                continue
+            dest = _files_dest(params.local_path or "", newest.folder, vid)
+            try:
+                report = guest.extract(sel, dest)
+            finally:
+                dest.close()
+            done += 1
+            problems += [f"{label}: {p}" for p in report.problems]
+            for note in (*report.notes, *report.skipped):
+                reporter.info(f"{label}: {note}")
+            where = os.path.join(params.local_path or "", naming.NAMESPACE, newest.folder, vid)
+            print(
+                f"{label}: {report.summary()} under {where}; read {view.bytes_read} bytes "
+                f"({view.blocks_read} blocks) of the chain's parts"
+            )
+            for key in ("files", "bytes", "directories", "symlinks"):
+                setattr(total, key, getattr(total, key) + getattr(report, key))
+        except FAILURES as exc:
+            # a damaged chain (ChainDamaged), a failed write, or a guest file that cannot be
+            # read whole: extract() removed what it had written of this volume
+            tail = "" if listing_op else " (nothing of this volume is restored)"
+            reporter.error(f"{label}: {exc}{tail}")
+            return EXIT_FAILED if isinstance(exc, guest.GuestError) else exit_code(exc)
+        finally:
+            if listing_op:
+                reporter.info(
+                    f"{label}: read {view.bytes_read} bytes ({view.blocks_read} blocks) of the chain's parts"
+                )
+            view.close()
+    if not done:
+        reporter.error("nothing to " + ("list" if listing_op else "restore") + ": " + "; ".join(problems))
+        return EXIT_USAGE
+    for problem in problems:
+        reporter.warning(problem if listing_op else f"not restored: {problem}")
+    return EXIT_OK
+
+
+def _files_dest(local_path: str, folder: str, volume_id: str) -> Any:
+    """`<local_path>/@amazon-ec2/<folder>/<volume>`, opened through safefs (no link followed)."""
+    from .jobs import safefs
+
+    root = safefs.open_target(local_path)
+    try:
+        here = root.subdir(naming.NAMESPACE)
+        assert here is not None
+        for name in (folder, volume_id):
+            nxt = here.subdir(name)
+            here.close()
+            assert nxt is not None
+            here = nxt
+        return here
+    finally:
+        root.close()
+
+
+def _ls_volume(disk: Any, path: str, label: str) -> None:
+    """One volume's listing on stdout: the partitions when the path is / or found on several."""
+    from . import guest
+
+    listed = guest.list_path(disk, path)
+    bare = path.split(":", 1)[-1] if ":" in path.split("/", 1)[0] else path
+    print(f"{label}:")
+    if bare.strip("/") == "" or len(listed) > 1:
+        print(f"  {disk.scheme} disk, partitions: " + ", ".join(p.describe() for p in disk.partitions))
+    for item in listed:
+        print(f"{item.partition} ({item.fstype}) {item.path}:")
+        for entry in item.entries:
+            print(guest.ls_line(entry))
 
 
 if __name__ == "__main__":

@@ -212,9 +212,15 @@ class Parameters(BaseModel):
         None, description="local (raw images) or aws; default: where=/dir means local, where=/ aws"
     )
     local_path: str | None = Field(None, description="Directory for restore_to=local")
-    restore_as: Literal["volume", "instance", "snapshot"] = Field(
+    restore_as: Literal["volume", "instance", "snapshot", "files"] = Field(
         "volume",
-        description="Into AWS: new volumes, a new instance, or snapshots only (you build the rest)",
+        description="Into AWS: new volumes, a new instance, or snapshots only (you build the rest); "
+        "files: the guest files restore_files= names, under where=/dir (docs/RESTORE.md)",
+    )
+    restore_files: list[str] = Field(
+        default_factory=list,
+        description="With restore_as=files: paths or globs inside the guest, comma separated "
+        "(/etc/nginx/**,/home/app/.env; a partition first: p2:/etc/**)",
     )
     restore_region: str | None = Field(None, description="Region to restore into (default: the backup's)")
     restore_availability_zone: str | None = Field(
@@ -250,7 +256,9 @@ class Parameters(BaseModel):
         False, description="Keep the intermediate snapshots (and image) after the volumes/instance exist"
     )
     restore_workdir: str | None = Field(
-        None, description="Staging directory for restores into AWS (default: the FD working directory)"
+        None,
+        description="Staging directory for restores into AWS (default: the FD working directory) "
+        "and for restore_as=files (default: inside where=)",
     )
     restore_min_kib_per_s: int = Field(
         4096,
@@ -271,6 +279,7 @@ class Parameters(BaseModel):
         "volumes",
         "exclude_volumes",
         "restore_security_groups",
+        "restore_files",
         mode="before",
     )
     @classmethod
@@ -436,6 +445,27 @@ class Parameters(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _files(self) -> Parameters:
+        """restore_as=files and restore_files= go together, and restore files, not into AWS."""
+        if self.restore_as == "files":
+            if not self.restore_files:
+                raise ValueError(
+                    "restore_as=files needs restore_files= (the paths or globs inside the guest, "
+                    "e.g. /etc/nginx/**,/home/app/.env)"
+                )
+            if self.restore_to == "aws":
+                raise ValueError(
+                    "restore_as=files restores guest files into a directory (where=/dir): "
+                    "it does not go with restore_to=aws"
+                )
+        elif self.restore_files:
+            raise ValueError(
+                f"restore_files= is given but restore_as={self.restore_as}: set restore_as=files "
+                "to restore single files"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _places(self) -> Parameters:
         """A zone is in the region it is restored into; a KMS key too (KMS keys are regional)."""
         region = self.restore_region
@@ -529,7 +559,7 @@ def _describe(exc: ValidationError) -> str:
 RESTORE_OPTIONS: list[tuple[str, str, str, str]] = [
     ("restore_to", "str", "Restore target: local or aws (default: where=/ aws, where=/dir local)", ""),
     ("local_path", "str", "Local directory for restored images (with restore_to=local)", ""),
-    ("restore_as", "str", "Into AWS as: volume, instance or snapshot", ""),
+    ("restore_as", "str", "Into AWS as: volume, instance or snapshot; files: guest files under where=", ""),
     ("restore_region", "str", "Region to restore into (default: the backup's region)", ""),
     ("restore_availability_zone", "str", "Availability zone of the new volumes or instance", ""),
     ("restore_volume_type", "str", "Volume type of the new volumes (default: the original's)", ""),
@@ -547,7 +577,13 @@ RESTORE_OPTIONS: list[tuple[str, str, str, str]] = [
     ("restore_name", "str", "Name tag of the new instance or volumes", ""),
     ("restore_start", "bool", "Leave the new instance running (no: stop it)", ""),
     ("keep_restore_snapshots", "bool", "Keep the intermediate snapshots and image", ""),
-    ("restore_workdir", "str", "Staging directory for restores into AWS", ""),
+    ("restore_workdir", "str", "Staging directory for restores into AWS (and of restore_as=files)", ""),
+    (
+        "restore_files",
+        "str",
+        "With restore_as=files: guest paths or globs, e.g. /etc/nginx/**,p2:/home/app/.env",
+        "",
+    ),
 ]
 
 

@@ -80,6 +80,7 @@ UNSET_MEANS: dict[str, str] = {
     "restore_private_ip": "one AWS picks",
     "restore_name": "the original's",
     "restore_workdir": "the FD's working directory",
+    "restore_files": "none",
 }
 
 

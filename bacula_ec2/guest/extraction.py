@@ -175,8 +175,12 @@ class _Writer:
     (after its children, which change its mtime). On failure, `rollback` removes every
     file, link and directory this extraction created."""
 
-    def __init__(self, dest: str, report: ExtractReport, chunk: int) -> None:
-        self.root = safefs.open_target(dest)
+    def __init__(self, dest: str | safefs.Dir, report: ExtractReport, chunk: int) -> None:
+        self.root = (
+            safefs.Dir(os.dup(dest.fd), dest.path)
+            if isinstance(dest, safefs.Dir)
+            else safefs.open_target(dest)
+        )
         self.report = report
         self.chunk = chunk
         self.dirs: dict[Key, safefs.Dir] = {(): self.root}
@@ -347,8 +351,9 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def extract(sel: Selection, dest: str, chunk: int = CHUNK) -> ExtractReport:
-    """Write the selection under `dest` (created if missing) as `<dest>/<partition>/<path>`.
+def extract(sel: Selection, dest: str | safefs.Dir, chunk: int = CHUNK) -> ExtractReport:
+    """Write the selection under `dest` (created if missing; or a directory already opened
+    through safefs, which stays the caller's) as `<dest>/<partition>/<path>`.
 
     GuestError if the selection is empty (naming every problem); otherwise the selection's
     problems are in the report. Exact or nothing: if any entry cannot be read or written

@@ -28,6 +28,7 @@ promises").
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import datetime as dt
@@ -35,6 +36,8 @@ import itertools
 import json
 import logging
 import os
+import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -866,3 +869,193 @@ def _log_io_error(what: str, exc: BaseException) -> None:
     backend log gets the traceback (where and how the system call failed)."""
     if isinstance(exc, OSError) or isinstance(exc.__cause__, OSError):
         log.error("%s failed: %s", what, exc, exc_info=exc)
+
+
+STAGING_PREFIX = ".bacula-ec2-staging-"
+
+
+@dataclass
+class FilesRestore(LocalRestore):
+    """restore_as=files (docs/RESTORE.md, "Restore single files"): the parts stream in and
+    are assembled exactly as by `LocalRestore`, into sparse images in a private staging
+    directory (`<stage_parent>/.bacula-ec2-staging-<random>`: restore_workdir=, else the
+    where= directory itself, so the FD needs free space there for the chain's data blocks
+    only); at the end the guest reader opens each image and extracts what `patterns`
+    select under `<target_dir>/@amazon-ec2/<instance-id>/<volume-id>/<partition>/<path>`.
+    The staging directory is removed on every path (`close()`).
+
+    Exact or fail: a volume whose chain fails restores nothing, and then no volume is
+    extracted at all; a pattern that matches nothing is a warning when something else was
+    restored, a RestoreFailed when nothing at all could be."""
+
+    target_dir: str = ""
+    stage_parent: str = ""
+    patterns: list[str] = field(default_factory=list)
+    extracted: list[str] = field(default_factory=list)  # "volume: summary" of each volume extracted
+    totals: dict[str, int] = field(default_factory=dict)
+    staging_bytes: int = 0  # disk the staging images used (allocated blocks)
+    _stage: str | None = None
+    _selected: list[Any] = field(default_factory=list)  # the parsed patterns
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from ..guest import GuestError, parse_patterns
+
+        if not self.patterns:
+            raise RestoreFailed("restore_as=files needs restore_files= (paths or globs inside the guest)")
+        try:
+            self._selected = parse_patterns(",".join(self.patterns))
+        except GuestError as exc:
+            raise RestoreFailed(f"restore_files={','.join(self.patterns)}: {exc}") from exc
+        self.target_dir = self.target_dir or self.base_dir
+        self.stage_parent = self.stage_parent or self.target_dir
+
+    def open_target(self) -> safefs.Dir:
+        """The staging directory (created once, private, in `stage_parent`), as the target
+        of the image assembly."""
+        if self._stage is None and self._target_error is None:
+            try:
+                parent = safefs.open_target(self.stage_parent)
+                try:
+                    name = STAGING_PREFIX + secrets.token_hex(6)
+                    parent.subdir(name)
+                    self._stage = parent.child(name)
+                finally:
+                    parent.close()
+            except (OSError, JobError) as exc:
+                self._target_error = f"cannot stage the restore in {self.stage_parent}: {exc}"
+                raise RestoreFailed(self._target_error) from exc
+            self.base_dir = self._stage
+        return super().open_target()
+
+    def finish(self) -> None:
+        """Assemble every volume (all exact, or nothing is extracted), then extract."""
+        done = self.assemble()
+        if not done:
+            raise RestoreFailed(
+                "the restore holds no disk image (.bimg) to read files from: select the backups "
+                "of the volumes"
+            )
+        reporter = self.ctx.reporter
+        problems: list[str] = []
+        failures: list[str] = []
+        out: safefs.Dir | None = None
+        try:
+            out = safefs.open_target(self.target_dir).subdir(naming.NAMESPACE)
+            assert out is not None
+            for image, chain in done:
+                if self.ctx.cancel.is_set():
+                    raise RestoreFailed("restore cancelled: no more volumes are read")
+                cat = chain[-1].catalog
+                assert cat is not None
+                self._one_volume(image, cat.instance_id, out, problems, failures)
+        except OSError as exc:
+            raise RestoreFailed(f"cannot restore into {self.target_dir}: {exc}") from exc
+        finally:
+            if out is not None:
+                out.close()
+            self._remove_stage()
+        restored = ", ".join(self.extracted) or "nothing"
+        if failures:
+            raise RestoreFailed(
+                "; ".join(failures)
+                + f" (restored: {restored})"
+                + (f"; also: {'; '.join(problems)}" if problems else "")
+            )
+        if not self.extracted:
+            raise RestoreFailed("nothing was restored: " + "; ".join(problems))
+        for problem in problems:
+            reporter.warning(f"not restored: {problem}")
+
+    def _one_volume(
+        self, image: VolumeImage, instance_id: str, out: safefs.Dir, problems: list[str], failures: list[str]
+    ) -> None:
+        from ..guest import FileSource, GuestError, extract, open_disk, select
+
+        vid = image.volume_id
+        reporter = self.ctx.reporter
+        with contextlib.suppress(OSError):  # every image is staged before the first is read
+            self.staging_bytes += os.stat(image.path).st_blocks * 512
+        source = FileSource(image.path)
+        try:
+            try:
+                disk = open_disk(source)
+            except GuestError as exc:
+                problems.append(f"volume {vid}: {exc}")
+                return
+            found = ", ".join(p.describe() for p in disk.partitions) or "no partitions"
+            reporter.info(f"volume {vid}: {disk.scheme} disk, partitions: {found}")
+            sel = select(disk, self._selected)
+            if not sel.matches:
+                problems.append(f"volume {vid}: " + "; ".join(sel.problems or ["nothing selected"]))
+                return
+            folder = out.subdir(instance_id)
+            assert folder is not None
+            try:
+                dest = folder.subdir(vid)
+                assert dest is not None
+                try:
+                    report = extract(sel, dest)
+                finally:
+                    dest.close()
+            finally:
+                folder.close()
+        except (GuestError, JobError, OSError) as exc:
+            failures.append(f"volume {vid}: {exc} (nothing of it is restored)")
+            return
+        finally:
+            source.close()
+            self._drop_image(image)
+        problems += [f"volume {vid}: {p}" for p in report.problems]
+        for text in (*report.notes, *report.skipped):
+            reporter.info(f"volume {vid}: {text}")
+        where = os.path.join(self.target_dir, naming.NAMESPACE, instance_id, vid)
+        reporter.info(f"volume {vid}: {report.summary()} under {where}")
+        self.extracted.append(f"{vid} ({report.files} files)")
+        for key, value in (
+            ("files", report.files),
+            ("bytes", report.bytes),
+            ("directories", report.directories),
+            ("symlinks", report.symlinks),
+        ):
+            self.totals[key] = self.totals.get(key, 0) + value
+
+    def _drop_image(self, image: VolumeImage) -> None:
+        """A staged image is removed as soon as its files are out (the next volume needs the
+        room)."""
+        try:
+            os.unlink(image.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.ctx.reporter.warning(f"cannot remove the staging image {image.path}: {exc}")
+
+    def _remove_stage(self) -> None:
+        """Remove the staging directory and everything in it (idempotent)."""
+        stage, self._stage = self._stage, None
+        if stage is None:
+            return
+        super().close()  # the assembly's temporary files and open directories first
+        try:
+            shutil.rmtree(stage)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot remove %s", stage, exc_info=exc)
+            self.ctx.reporter.warning(
+                f"cannot remove the staging directory {stage}: {exc}; remove it by hand"
+            )
+
+    def close(self) -> None:
+        super().close()
+        self._remove_stage()
+
+    def summary(self) -> str:
+        t = self.totals
+        return (
+            f"restore finished: {t.get('files', 0)} file(s) ({t.get('bytes', 0)} bytes), "
+            f"{t.get('directories', 0)} directories, {t.get('symlinks', 0)} symbolic links from "
+            f"{len(self.extracted)} volume(s) under {os.path.join(self.target_dir, naming.NAMESPACE)}; "
+            f"staging used {self.staging_bytes} bytes of disk and was removed; "
+            "0 AWS retries (a local restore makes no AWS request)"
+        )

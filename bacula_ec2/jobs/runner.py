@@ -25,12 +25,13 @@ from typing import Literal, Protocol
 
 from ..aws import AwsError
 from ..formats.blockimage import FormatError
+from ..guest import GuestError
 from ..params import ParameterError, Parameters
 from ..retry import Cancelled, RetriesExhausted
 from .backup import BackupJob
 from .context import JobContext, JobError, connect
 from .restore_aws import AwsRestore
-from .restore_local import LocalRestore
+from .restore_local import FilesRestore, LocalRestore
 from .selection import Failure
 from .sink import BackupSink
 
@@ -43,6 +44,7 @@ EXPECTED_FAILURES: tuple[type[Exception], ...] = (
     ParameterError,
     RetriesExhausted,
     FormatError,
+    GuestError,  # a file-level restore: a path, partition or filesystem of the guest
     OSError,
 )
 
@@ -286,9 +288,30 @@ def open_restore(
 ) -> LocalRestore | AwsRestore:
     """The restore for `target`; `open_now`: a link as the local target fails the job
     before any file."""
-    if target.kind == "aws":
+    restore: LocalRestore
+    if ctx.params.restore_as == "files":
+        if target.kind == "aws":
+            raise JobError(
+                "restore_as=files restores guest files into a directory: give where=/some/dir "
+                "(where=/ means a restore into AWS)"
+            )
+        restore = FilesRestore(
+            ctx,
+            target.path,
+            where,
+            target_dir=target.path,
+            stage_parent=ctx.params.restore_workdir or target.path,
+            patterns=list(ctx.params.restore_files),
+        )
+        if replace != "a":
+            ctx.reporter.warning(
+                f"Replace={replace}: restore_as=files replaces an existing file of the same name "
+                "(Replace= applies to disk images only)"
+            )
+    elif target.kind == "aws":
         return AwsRestore(ctx, target.path, where)
-    restore = LocalRestore(ctx, target.path, where, replace=replace)
+    else:
+        restore = LocalRestore(ctx, target.path, where, replace=replace)
     if open_now:
         restore.open_target()
     return restore
