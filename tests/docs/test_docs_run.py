@@ -181,30 +181,60 @@ class World:
                     pos = end
 
 
-def check_created(world: World, text: str, what: str) -> int:
+def check_created(world: World, text: str, options: dict[str, str], what: str) -> int:
     """Every volume, instance or snapshot a restore says it created (`volume vol-N in <zone>
-    (from vol-S)`, `instance i-N (..., <zone>, ...; volumes /dev/x=vol-N) from i-S`,
-    `snapshot snap-N (from vol-S)`) holds its source's bytes; returns how many."""
+    (from vol-S)`, `instance i-N (<type>, <zone>, <state>; volumes /dev/x=vol-N) from i-S`,
+    `snapshot snap-N (from vol-S)`) holds its source's bytes and has what the restore
+    options the command set ask for (zone, region, volume type, instance type, state,
+    attachment); returns how many."""
     c, count = world.sim.client, 0
-    for new, zone, src in re.findall(r"\bvolume (vol-\w+) in (\S+) \(from (vol-\w+)\)", text):
-        assert c.volume_sha256(new, region=zone[:-1]) == world.sha(src), what
+    zone_wanted, region_wanted = options.get("restore_availability_zone"), options.get("restore_region")
+
+    def placed(zone: str, thing: str) -> None:
+        assert zone_wanted in (None, zone), f"{what}: {thing} in {zone}, not {zone_wanted}"
+        assert region_wanted in (None, zone[:-1]), f"{what}: {thing} in {zone}, not in {region_wanted}"
+
+    def volume_ok(vol: str, zone: str, want: str, thing: str, alone: bool = True) -> None:
+        placed(zone, thing)
+        assert c.volume_sha256(vol, region=zone[:-1]) == want, f"{what}: {thing} differs from its source"
+        ec2 = boto3.client("ec2", **world.sim.boto3_kwargs(zone[:-1]))
+        (desc,) = ec2.describe_volumes(VolumeIds=[vol])["Volumes"]
+        got = {
+            "restore_volume_type": desc["VolumeType"],
+            "restore_iops": str(desc.get("Iops")),
+            "restore_kms_key": desc.get("KmsKeyId") if desc["Encrypted"] else None,
+        }
+        if alone:  # restore_name names the new volume, or the new instance (not its volumes)
+            got["restore_name"] = {t["Key"]: t["Value"] for t in desc.get("Tags", [])}.get("Name")
+        for key, value in got.items():
+            assert options.get(key) in (None, value), f"{what}: {thing} has {key} {value}, not {options[key]}"
+
+    volume_line = r"\bvolume (vol-\w+) in (\S+) \(from (vol-\w+)\)(, attached to (i-\w+))?"
+    for new, zone, src, _attached, target in sorted(set(re.findall(volume_line, text))):
+        volume_ok(new, zone, world.sha(src), f"volume {new}")
+        assert options.get("restore_attach_instance") in (None, target), f"{what}: {new} not attached"
         count += 1
-    pattern = r"\binstance (i-\w+) \(\S+, (\S+), \w+; volumes ([^)]*)\) from (i-\w+)"
-    for new, zone, vols, src in re.findall(pattern, text):
+    instance_line = r"\binstance (i-\w+) \(([\w.]+), (\S+), (\w+); volumes ([^)]*)\) from (i-\w+)"
+    for new, itype, zone, state, vols, src in sorted(set(re.findall(instance_line, text))):
+        assert options.get("restore_instance_type") in (None, itype), f"{what}: instance {new} is {itype}"
+        want_state = "stopped" if options.get("restore_start") in ("no", "0", "false") else "running"
+        assert state == want_state, f"{what}: instance {new} is {state}"
         made = dict(v.split("=") for v in vols.split(", "))
         assert made.keys() == world.devices[src].keys(), f"{what}: instance {new}: {vols}"
         for dev, vol in made.items():
-            want = world.sha(world.devices[src][dev])
-            assert c.volume_sha256(vol, region=zone[:-1]) == want, f"{what}: instance {new} {dev}"
+            volume_ok(vol, zone, world.sha(world.devices[src][dev]), f"instance {new} {dev}", alone=False)
+        ec2 = boto3.client("ec2", **world.sim.boto3_kwargs(zone[:-1]))
+        (inst,) = ec2.describe_instances(InstanceIds=[new])["Reservations"][0]["Instances"]
+        name = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get("Name")
+        assert options.get("restore_name") in (None, name), f"{what}: instance {new} is named {name}"
         count += 1
-    for new, src in re.findall(r"\bsnapshot (snap-\w+) \(from (vol-\w+)\)", text):
-        want = world.sha(src)
+    for new, src in sorted(set(re.findall(r"\bsnapshot (snap-\w+) \(from (vol-\w+)\)", text))):
         got = {
             c.snapshot_sha256(new, region=r)
             for r in set(world.regions.values())
             if any(x["id"] == new for x in c.snapshots(region=r))
         }
-        assert got == {want}, f"{what}: snapshot {new}"
+        assert got == {world.sha(src)}, f"{what}: snapshot {new}"
         count += 1
     return count
 
@@ -337,7 +367,10 @@ def test_bec2_blocks(sim: Any, tmp_path: Path, doc: Path) -> None:
             if "--operation=restore" in command and local and _option(command, "restore_to") != "aws":
                 world.check_images(Path(local), f"{block.where}: `{raw}`")
             if _option(command, "restore_to") == "aws":
-                assert check_created(world, proc.stdout, f"{block.where}: `{raw}`"), proc.stdout
+                options = {
+                    w[2:].split("=", 1)[0]: w.split("=", 1)[1] for w in shlex.split(command) if "=" in w
+                }
+                assert check_created(world, proc.stdout, options, f"{block.where}: `{raw}`"), proc.stdout
             if "--operation=list" in command:
                 assert re.search(r"^\s+1\s.*complete", proc.stdout, re.M), f"{block.where}:\n{proc.stdout}"
     assert ran
@@ -375,8 +408,15 @@ def _fileset_name(text: str) -> str:
     return match.group(1).strip()
 
 
-def _console_check(stack: Any, world: World, command: str, out: str, where: str) -> None:
+def _console_check(
+    stack: Any, world: World, command: str, out: str, where: str, options: dict[str, str] | None = None
+) -> None:
     verb = command.split()[0]
+    options = options or {}
+    for key, value in options.items():  # bconsole took each Plugin Option as written
+        assert re.search(rf"^{key}:\s+{re.escape(value)}\s", out, re.M), (
+            f"{where}: {key} = {value} not taken:\n{out}"
+        )
     if verb in ("restore", "run"):
         match = re.search(r"Job queued\. JobId=(\d+)", out)
         assert match, f"{where}: `{command}` queued no job:\n{out}"
@@ -388,7 +428,9 @@ def _console_check(stack: Any, world: World, command: str, out: str, where: str)
         if verb == "restore" and target and target.group(1) != "/":
             world.check_images(Path(target.group(1)), f"{where}: `{command}`")
         if verb == "restore" and target and target.group(1) == "/":
-            assert check_created(world, log, f"{where}: `{command}`"), f"{where}: nothing created:\n{log}"
+            assert check_created(world, log, options, f"{where}: `{command}`"), (
+                f"{where}: nothing created:\n{log}"
+            )
     elif verb == "estimate":
         assert re.search(r"files=\d+ bytes=[\d,]+", out), f"{where}: `{command}`:\n{out}"
     else:
@@ -451,5 +493,5 @@ def test_bconsole_blocks(sim: Any, bacula_stack: Callable[..., Any], tmp_path: P
             continue
         seen.add((line, dialog))
         out = stack.bconsole(line, *dialog, timeout=120)
-        _console_check(stack, world, line, out, where)
+        _console_check(stack, world, line, out, where, {k: md.substitute(v, table) for k, v in cmd.options})
     check_iam(sim, True, "the documents' bconsole commands")
