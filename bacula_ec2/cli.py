@@ -959,8 +959,10 @@ def _files(
                 )
             view.close()
     if not done:
+        problems = [" ".join(p.split()) for p in problems]
         reporter.error("nothing to " + ("list" if listing_op else "restore") + ": " + "; ".join(problems))
         return EXIT_USAGE
+    problems = [" ".join(p.split()) for p in problems]  # one line each
     for problem in problems:
         reporter.warning(problem if listing_op else f"not restored: {problem}")
     return EXIT_OK

@@ -956,6 +956,8 @@ class FilesRestore(LocalRestore):
                 out.close()
             self._remove_stage()
         restored = ", ".join(self.extracted) or "nothing"
+        problems = [" ".join(p.split()) for p in problems]
+        failures = [" ".join(p.split()) for p in failures]
         if failures:
             raise RestoreFailed(
                 "; ".join(failures)
@@ -965,7 +967,7 @@ class FilesRestore(LocalRestore):
         if not self.extracted:
             raise RestoreFailed("nothing was restored: " + "; ".join(problems))
         for problem in problems:
-            reporter.warning(f"not restored: {problem}")
+            reporter.warning(f"not restored: {' '.join(problem.split())}")  # one line each
 
     def _one_volume(
         self, image: VolumeImage, instance_id: str, out: safefs.Dir, problems: list[str], failures: list[str]
