@@ -26,8 +26,6 @@ NOT_RUN = {
         "needs the source tree of another Bacula 15.0.x FD; the suite's own build runs this script",
     ),
     ("docs/PERFORMANCE.md", "benchmarks take minutes each and need the whole machine: make bench"),
-    ("docs/RESTORE.md", "run by tests/e2e/test_restore_files.py on real guest disks: GPT vfat+ext4, XFS"),
-    ("docs/RESTORE.md", "run by tests/test_bec2_files.py on real guest disks: GPT vfat+ext4, XFS"),
 }
 _TEST = re.compile(r"\btests/\S+?\.py\b")
 

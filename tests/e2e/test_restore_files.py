@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bacula_ec2.params import restore_option_items
+from devkit import doctest_md as md
 from devkit import guestdisks as gd
 
 from .common import BLOCK, end_time, plugin_line
@@ -104,7 +105,17 @@ def test_restore_files_through_bacula(sim, bacula_stack, tmp_path: Path) -> None
     incr = stack.run_job(level="Incremental", timeout=180)
     assert "Backup OK" in stack.job_log(incr)
 
-    files = "/etc/nginx/**,/home/app/.env,p1:/EFI/BOOT/grub.cfg"
+    # The Plugin Options of docs/RESTORE.md's "Restore single files" bconsole block (which the
+    # docs suite skips: its world has no filesystems).
+    (block,) = [
+        b
+        for b in md.blocks(md.REPO / "docs/RESTORE.md")
+        if b.kind == "skip" and "tests/e2e/test_restore_files.py" in b.reason
+    ]
+    (command,) = md.console_commands(block, [name for name, *_ in restore_option_items()])
+    options = dict(command.options)
+    assert options.get("restore_as") == "files" and command.line.endswith("where=/srv/restores"), command
+    files = options["restore_files"]
     for name, when, tree in (("then", at_full, tree1), ("now", "2099-01-01 00:00:00", tree2)):
         where = tmp_path / f"restore-{name}"
         _jobid, status, log = restore_files(stack, when, where, files)
