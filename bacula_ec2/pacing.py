@@ -45,19 +45,47 @@ class Pacer:
         self._lock = threading.Lock()
         self.throttles = 0
 
-    def wait(self, cancel: threading.Event | None = None) -> None:
-        """Block until this request's start slot."""
+    def _recover(self, now: float) -> None:
+        """The additive increase (under the lock)."""
+        if now - self._last_raise >= 1.0 and self.rate < self.ceiling:
+            self.rate = min(self.ceiling, self.rate + self.increase * (now - self._last_raise))
+            self._last_raise = now
+        elif self.rate >= self.ceiling:
+            self._last_raise = now
+
+    def wait(self, cancel: threading.Event | None = None, *, priority: bool = False) -> None:
+        """Block until this request's start slot.
+
+        `priority`: a request something waits for now (the block range a consumer is reading)
+        may start one slot ahead of the schedule, so that `spare` requests filling the rest of
+        the schedule delay it by nothing; the schedule still advances one slot per request, so
+        the rate stays `rate` (plus that one slot, once)."""
         with self._lock:
             now = self.clock.now()
-            if now - self._last_raise >= 1.0 and self.rate < self.ceiling:
-                self.rate = min(self.ceiling, self.rate + self.increase * (now - self._last_raise))
-                self._last_raise = now
-            elif self.rate >= self.ceiling:
-                self._last_raise = now
-            slot = max(now - self.burst, self._next)
-            self._next = slot + 1.0 / self.rate
+            self._recover(now)
+            lead = 1.0 / self.rate if priority else 0.0
+            slot = max(now - self.burst, self._next - lead)
+            self._next = max(self._next, slot) + 1.0 / self.rate
         delay = slot - now
         if delay > 0 and not (cancel is not None and cancel.is_set()):
+            self.clock.sleep(delay)
+
+    def wait_spare(self, cancel: threading.Event | None = None) -> None:
+        """Block until the schedule has a free slot now, then take it; never reserve one ahead.
+
+        For speculative requests (block ranges listed ahead of the consumer): they use what
+        the ordinary and `priority` requests leave of the rate, and never make those wait
+        longer than one slot."""
+        while True:
+            with self._lock:
+                now = self.clock.now()
+                self._recover(now)
+                if self._next <= now:
+                    self._next = max(now - self.burst, self._next) + 1.0 / self.rate
+                    return
+                delay = self._next - now
+            if cancel is not None and cancel.is_set():
+                return
             self.clock.sleep(delay)
 
     def throttled(self) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
+from ..formats.blockimage import BLOCK_SIZE
 from ..pacing import Pacer
 from ..retry import REAL_CLOCK, Clock, RetriesExhausted, Retryable, RetryPolicy, RetryStats, call_with_retry
 from . import errors, shapes, wait
@@ -31,7 +33,15 @@ from .model import Instance, Snapshot, Volume
 from .restore_ops import RestoreCalls
 from .settings import AwsSettings, credentials_file_problem
 from .shapes import tag_list as tag_list  # upload.py's TagSpecifications
-from .transfer import paced_request
+from .transfer import (
+    RANGE_CHAINS,
+    RANGE_MAX_COUNT,
+    RANGE_MIN_BLOCKS,
+    BlockRange,
+    merge_ranges,
+    paced_request,
+    split_ranges,
+)
 from .wait import WaitParams
 
 
@@ -562,11 +572,17 @@ class Aws(RestoreCalls):
         )
 
     # ------------------------------------------------------------------ EBS direct
-    def _list_call(self, operation: str, fn: Callable[[], Any], resource: str) -> Any:
+    def _list_call(
+        self,
+        operation: str,
+        fn: Callable[[], Any],
+        resource: str,
+        urgent: Callable[[], bool] | None = None,
+    ) -> Any:
         """One listing request: paced by the job's one list pacer (the 50/s account quota is
         shared by every volume), throttling told to it, retried under the policy.
         ResourceNotFoundException (a snapshot EBS does not see yet) is retried as not yet
-        visible (errors.kind_of)."""
+        visible (errors.kind_of). `urgent`: see `transfer.paced_request`."""
         return paced_request(
             operation,
             fn,
@@ -576,11 +592,16 @@ class Aws(RestoreCalls):
             stats=self.stats,
             cancel=self.cancel,
             clock=self.clock,
+            urgent=urgent,
         )
 
     #: Resumptions in a row that yield nothing before a listing gives up (a token that
     #: expires again and again without progress is not worth more).
     MAX_RESUMES_WITHOUT_PROGRESS = 3
+    #: How block listings are split (`transfer.split_ranges`, `transfer.merge_ranges`).
+    LIST_RANGE_MIN_BLOCKS = RANGE_MIN_BLOCKS
+    LIST_RANGE_MAX_COUNT = RANGE_MAX_COUNT
+    LIST_RANGE_CHAINS = RANGE_CHAINS
 
     def _block_pages(
         self,
@@ -590,13 +611,71 @@ class Aws(RestoreCalls):
         args: dict[str, Any],
         resource: str,
     ) -> Iterator[Any]:
-        """Every entry of a NextToken chain, page by page (never the whole list at once).
+        """Every entry of a block listing in index order, page by page (never the whole list
+        at once), from block-index ranges listed in parallel where that pays.
 
-        A NextToken lives 60 minutes (ebs-direct-facts §1.1); when Bacula stalls the stream
-        (a tape change, a despool) the next page's token may have expired
-        (ValidationException INVALID_PAGE_TOKEN). The listing then resumes without a token
-        at StartingBlockIndex = the last index yielded + 1: indexes ascend, so no block is
-        skipped or repeated.
+        ListChangedBlocks pages follow the volume's size where changes are sparse (AWS
+        scans a window of indexes per page and returns empty pages with a NextToken), so a
+        single NextToken chain of a large volume is bound by round trips (~17 pages/s), not
+        by the 50/s quota. The first page (one request, from index 0) tells the volume's
+        size; if it was not full (the pages follow the index space, not the data), the
+        index space is split (`transfer.split_ranges`) and the ranges are listed in
+        parallel (`transfer.merge_ranges`), each chain from its StartingBlockIndex until it
+        meets an index past its range's end (dropped: the next range lists it), under the
+        one list pacer: the range being read takes its slots first, the ranges after it take
+        the spare ones. A full first page (pages follow the data: a Full of allocated
+        blocks, or dense changes) is listed as one chain: its pages come far faster than
+        their blocks can be read.
+        """
+        first_range = BlockRange(0, None, label=resource, urgent=True)
+        first_chain = self._range_pages(operation, method, key, args, first_range)
+        first = next(first_chain)
+        wanted = max(100, min(10000, int(args.get("MaxResults", 10000))))
+        ranges = split_ranges(
+            first_range.volume_blocks,
+            min_blocks=self.LIST_RANGE_MIN_BLOCKS,
+            max_count=self.LIST_RANGE_MAX_COUNT,
+        )
+        if first_range.finished or len(first) >= wanted or len(ranges) == 1:
+            yield from first
+            for page in first_chain:
+                yield from page
+            return
+        for rng in ranges:
+            rng.label = f"{resource} ({rng})"
+        first_range.hi, first_range.label = ranges[0].hi, ranges[0].label
+        ranges[0] = first_range
+        hi = ranges[1].lo
+        inside = [entry for entry in first if int(entry["BlockIndex"]) < hi]
+        pages: Iterable[list[Any]] = [inside]
+        if len(inside) < len(first):
+            first_chain.close()
+            first_range.finished, first_range.ended_at = True, int(first[len(inside)]["BlockIndex"])
+        else:
+            pages = itertools.chain(pages, first_chain)
+
+        def chain(rng: BlockRange) -> Iterator[list[Any]]:
+            return self._range_pages(operation, method, key, args, rng)
+
+        yield from merge_ranges(ranges, pages, chain, chains=self.LIST_RANGE_CHAINS)
+
+    def _range_pages(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        key: str,
+        args: dict[str, Any],
+        rng: BlockRange,
+    ) -> Generator[list[Any], None, None]:
+        """The pages of one range's NextToken chain: each page's entries inside the range.
+
+        The chain starts at StartingBlockIndex = rng.lo and stops at the first entry at or
+        past rng.hi (`ended_at`; ListChangedBlocks has no end index) or where the listing
+        ends. A NextToken lives 60 minutes (ebs-direct-facts §1.1); when Bacula stalls the
+        stream (a tape change, a despool) the next page's token may have expired
+        (ValidationException INVALID_PAGE_TOKEN). The chain then resumes without a token at
+        StartingBlockIndex = the last index it yielded + 1 (or its range's start): indexes
+        ascend, so no block is skipped or repeated.
         """
         token: str | None = None
         last: int | None = None
@@ -607,8 +686,15 @@ class Aws(RestoreCalls):
                 call["NextToken"] = token
             elif last is not None:
                 call["StartingBlockIndex"] = last + 1
+            elif rng.lo:
+                call["StartingBlockIndex"] = rng.lo
             try:
-                page = self._list_call(operation, lambda a=call: method(**a), resource)  # type: ignore[misc]
+                page = self._list_call(
+                    operation,
+                    lambda a=call: method(**a),  # type: ignore[misc]
+                    rng.label,
+                    urgent=lambda: rng.urgent,
+                )
             except AwsError as exc:
                 if not (token and expired_page_token(exc)):
                     raise
@@ -619,19 +705,31 @@ class Aws(RestoreCalls):
                 log.info(
                     "%s %s: the NextToken expired (the stream stalled); resuming at block %d",
                     operation,
-                    resource,
-                    0 if last is None else last + 1,
+                    rng.label,
+                    rng.lo if last is None else last + 1,
                 )
                 continue
+            size = page.get("VolumeSize")
+            if rng.volume_blocks is None and isinstance(size, int) and size > 0:
+                rng.volume_blocks = size * (1 << 30) // BLOCK_SIZE
             entries = page.get(key, [])
             if entries:
                 resumes = 0
+            inside: list[Any] = []
             for entry in entries:
-                last = int(entry["BlockIndex"])
-                yield entry
+                index = int(entry["BlockIndex"])
+                if rng.hi is not None and index >= rng.hi:
+                    rng.finished, rng.ended_at = True, index
+                    yield inside
+                    return
+                last = index
+                inside.append(entry)
             token = page.get("NextToken")
             if not token:
+                rng.finished, rng.ended_at = True, None
+                yield inside
                 return
+            yield inside
 
     def list_snapshot_blocks(self, snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:
         """A snapshot's written blocks in index order."""
