@@ -321,3 +321,13 @@ def test_the_bec2_commands_of_docs_restore_md_run(world: World, tmp_path: Path) 
         assert words[0] == "bec2"
         assert main(["--quiet", *words[1:]]) == 0, command
     assert (tmp_path / "restores/@amazon-ec2" / IID / GPT / "p2/home/app/.env").is_file()
+
+
+def test_help_shows_both_operations_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "bec2 --operation=ls-files --output=/backups --path=/etc" in out
+    assert "bec2 --operation=restore-files --output=/backups --local_path=/srv/restores" in out
+    assert "--path [PART:]PATH" in out and "--files GLOBS" in out

@@ -918,8 +918,13 @@ class FilesRestore(LocalRestore):
                 parent = safefs.open_target(self.stage_parent)
                 try:
                     name = STAGING_PREFIX + secrets.token_hex(6)
-                    parent.subdir(name)
+                    stage = parent.subdir(name)
+                    assert stage is not None
                     self._stage = parent.child(name)
+                    try:
+                        os.fchmod(stage.fd, 0o700)  # whole disks of the guest: nobody else's
+                    finally:
+                        stage.close()
                 finally:
                     parent.close()
             except (OSError, JobError) as exc:
@@ -941,7 +946,11 @@ class FilesRestore(LocalRestore):
         failures: list[str] = []
         out: safefs.Dir | None = None
         try:
-            out = safefs.open_target(self.target_dir).subdir(naming.NAMESPACE)
+            top = safefs.open_target(self.target_dir)
+            try:
+                out = top.subdir(naming.NAMESPACE)
+            finally:
+                top.close()
             assert out is not None
             for image, chain in done:
                 if self.ctx.cancel.is_set():
