@@ -4,7 +4,8 @@ A full read is one request per 512 KiB block, up to 1,000 a second. Through boto
 call costs about a millisecond and a half of CPU (model validation, event hooks, response
 parsing), which alone would eat a core; this path costs a fraction of that. It speaks the
 same wire protocol (the signature is checked against botocore's own signer in the tests),
-keeps one connection per worker thread, reads the body into one buffer, and reports errors
+keeps one connection per worker thread, reads the body straight into a recycled block
+buffer (`BufferPool`: no fresh zero-filled 512 KiB per block), and reports errors
 exactly as the boto3 path does (`errors.from_http` classifies them with the same rule as
 `errors.classify`; request id kept, causes kept). Behind an HTTP(S) proxy it is
 not used: boto3 honours proxies, this client does not.
@@ -29,6 +30,7 @@ import urllib.request
 
 from botocore.httpsession import get_cert_path
 
+from ..formats.blockimage import BLOCK_SIZE
 from . import errors
 from .client import Aws, BlockBody, BlockRef, ChecksumMismatch, verified_block
 
@@ -36,6 +38,63 @@ SERVICE = "ebs"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 USER_AGENT = "bacula-ec2/0.1 (fast block reader)"
 _UNRESERVED = "-_.~"
+#: The first read of a response asks for this much: the headers (a few hundred bytes) and
+#: at most this much of the body, which is then the only part copied (the rest is received
+#: into the block buffer directly).
+HEAD_FIRST = 2048
+
+
+class PoolBuffer(bytearray):
+    """A block buffer of a `BufferPool`; knows its pool and whether it is lent out."""
+
+    pool: BufferPool | None = None
+    lent = False
+
+
+class BufferPool:
+    """Block-sized receive buffers, recycled instead of allocated (and zero-filled, and
+    page-faulted in) for every block.
+
+    Ownership: `take` lends a buffer to exactly one holder; the holder gives it back with
+    `give` when nothing refers to its content any more (for a download: when the consumer
+    asks for the next block, `download.BlockDownloader.fetch`; a failed read, at once in
+    `BlockClient`). `give` accepts only a lent buffer of this pool: a buffer that is not
+    ours, or a second `give` of one lending, is ignored. Each lending has exactly one
+    `give` (a late `give` after the buffer was lent again cannot be told apart, so there
+    is none: `fetch` releases a block once, `get` gives back only what it does not return).
+    A buffer that is never given back is simply garbage (an abandoned transfer): nothing
+    leaks. At most `keep` free buffers are kept.
+    """
+
+    def __init__(self, size: int = BLOCK_SIZE, keep: int = 256) -> None:
+        self.size = size
+        self.keep = keep
+        self._free: list[PoolBuffer] = []
+        self._lock = threading.Lock()
+        #: Buffers allocated so far (a measure of recycling: stays near the window).
+        self.created = 0
+
+    def take(self) -> PoolBuffer:
+        with self._lock:
+            if self._free:
+                buf = self._free.pop()
+            else:
+                buf = PoolBuffer(self.size)
+                buf.pool = self
+                self.created += 1
+            buf.lent = True
+        return buf
+
+    def give(self, buf: object) -> None:
+        """Take back a buffer lent by this pool (anything else, or a second give: no-op)."""
+        if not isinstance(buf, PoolBuffer) or buf.pool is not self:
+            return
+        with self._lock:
+            if not buf.lent:
+                return
+            buf.lent = False
+            if len(self._free) < self.keep:
+                self._free.append(buf)
 
 
 def uri_encode(text: str) -> str:
@@ -118,9 +177,16 @@ def proxied(url: str) -> bool:
 
 class BlockClient:
     """Thread-safe GetSnapshotBlock / PutSnapshotBlock client: one keep-alive connection
-    per thread, requests written with one sendall, responses read into one buffer."""
+    per thread, requests written with one sendall, block bodies received into buffers of
+    `pool` (a block `get` returns is lent: `release` it when its content is no longer used)."""
 
-    def __init__(self, aws: Aws, timeout: float | None = None, connect_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        aws: Aws,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        pool: BufferPool | None = None,
+    ) -> None:
         url = urllib.parse.urlsplit(aws.ebs.meta.endpoint_url)
         self.https = url.scheme == "https"
         self.host = url.hostname or ""
@@ -135,6 +201,11 @@ class BlockClient:
         )
         self._local = threading.local()
         self._ssl = tls_context(getattr(aws, "verify", True)) if self.https else None
+        self.pool = pool if pool is not None else BufferPool()
+
+    def release(self, data: object) -> None:
+        """Give a block's buffer back for reuse (a body not from the pool: nothing)."""
+        self.pool.give(data)
 
     @classmethod
     def usable(cls, aws: Aws) -> bool:
@@ -177,6 +248,7 @@ class BlockClient:
         extra: dict[str, str],
         body: bytes | bytearray | memoryview = b"",
         payload_hash: str = EMPTY_SHA256,
+        pool: BufferPool | None = None,
     ) -> tuple[int, dict[str, str], bytearray, int]:
         creds = self.credentials.get_frozen_credentials()
         headers = self.signer.headers(
@@ -205,7 +277,7 @@ class BlockClient:
         try:
             sock = self._sock()
             self._send(sock, head, body)
-            status, fields, data, got = self._read_response(sock)
+            status, fields, data, got = self._read_response(sock, pool)
         except ssl.SSLCertVerificationError as exc:
             self._drop()
             raise errors.untrusted_certificate(operation, self.host, exc, resource=resource) from exc
@@ -243,21 +315,25 @@ class BlockClient:
         resource = f"{snapshot_id} block {ref.index}"
         path = f"{self.base_path}/snapshots/{snapshot_id}/blocks/{ref.index}"
         _status, fields, data, got = self._exchange(
-            "GetSnapshotBlock", resource, "GET", path, [("blockToken", ref.token)], {}
+            "GetSnapshotBlock", resource, "GET", path, [("blockToken", ref.token)], {}, pool=self.pool
         )
-        if got != len(data):
-            self._drop()
-            raise ChecksumMismatch(
-                f"GetSnapshotBlock {resource}: body ended after {got} of {len(data)} bytes"
+        try:
+            if got != len(data):
+                self._drop()
+                raise ChecksumMismatch(
+                    f"GetSnapshotBlock {resource}: body ended after {got} of {len(data)} bytes"
+                )
+            return verified_block(
+                f"GetSnapshotBlock {resource}",
+                ref.index,
+                data,
+                fields.get("x-amz-data-length"),
+                fields.get("x-amz-checksum-algorithm"),
+                fields.get("x-amz-checksum"),
             )
-        return verified_block(
-            f"GetSnapshotBlock {resource}",
-            ref.index,
-            data,
-            fields.get("x-amz-data-length"),
-            fields.get("x-amz-checksum-algorithm"),
-            fields.get("x-amz-checksum"),
-        )
+        except BaseException:
+            self.pool.give(data)  # a failed attempt's buffer: nobody else holds it
+            raise
 
     def put(self, snapshot_id: str, index: int, data: bytes | bytearray | memoryview, checksum: str) -> None:
         """One PutSnapshotBlock attempt (the payload is sent unsigned, as botocore does)."""
@@ -273,13 +349,18 @@ class BlockClient:
             "PutSnapshotBlock", resource, "PUT", path, [], extra, data, payload_hash="UNSIGNED-PAYLOAD"
         )
 
-    def _read_response(self, sock: socket.socket) -> tuple[int, dict[str, str], bytearray, int]:
-        """A minimal HTTP/1.1 response reader: status, lower-cased headers, body by length."""
+    def _read_response(
+        self, sock: socket.socket, pool: BufferPool | None = None
+    ) -> tuple[int, dict[str, str], bytearray, int]:
+        """A minimal HTTP/1.1 response reader: status, lower-cased headers, body by length.
+
+        A 200 body of exactly the pool's size is received into a buffer lent by `pool`
+        (given back here if the read fails); any other body into a fresh buffer."""
         head: bytearray = self._local.head
         view = memoryview(head)
         have = 0
         while True:
-            n = sock.recv_into(view[have:])
+            n = sock.recv_into(view[have:], HEAD_FIRST if not have else len(head) - have)
             if not n:
                 raise ConnectionResetError("connection closed before the response headers")
             have += n
@@ -300,16 +381,23 @@ class BlockClient:
         if "chunked" in fields.get("transfer-encoding", "").lower():
             raise ValueError("chunked responses are not expected from GetSnapshotBlock")
         length = int(fields.get("content-length", "0"))
-        body = bytearray(length)
-        bview = memoryview(body)
-        extra = min(have - end - 4, length)
-        bview[:extra] = view[end + 4 : end + 4 + extra]
-        got = extra
-        while got < length:
-            n = sock.recv_into(bview[got:])
-            if not n:
-                break
-            got += n
+        lend = pool is not None and status == 200 and length == pool.size
+        body = pool.take() if pool is not None and lend else bytearray(length)
+        try:
+            bview = memoryview(body)
+            extra = min(have - end - 4, length)
+            bview[:extra] = view[end + 4 : end + 4 + extra]
+            got = extra
+            while got < length:
+                n = sock.recv_into(bview[got:])
+                if not n:
+                    break
+                got += n
+            bview.release()
+        except BaseException:
+            if pool is not None:
+                pool.give(body)
+            raise
         return status, fields, body, got
 
 
@@ -325,8 +413,8 @@ def tls_context(verify: str | bool) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile if isinstance(cafile, str) else None)
 
 
-def fast_client(aws: Aws) -> BlockClient | None:
+def fast_client(aws: Aws, pool: BufferPool | None = None) -> BlockClient | None:
     """The fast path where it can be used (BACULA_EC2_BOTO3_BLOCKS=1 forces boto3)."""
     if os.environ.get("BACULA_EC2_BOTO3_BLOCKS") == "1" or not BlockClient.usable(aws):
         return None
-    return BlockClient(aws)
+    return BlockClient(aws, pool=pool)

@@ -5,17 +5,22 @@ through a window of at most `window` blocks (`transfer.TransferConfig`): memory 
 by the window, never by the volume, and when the consumer (Bacula) reads slowly the window
 fills and requests stop. A block absent from the newer snapshot (no token) reads as zeros:
 its result is known without a request.
+
+Blocks are received into recycled buffers (`blocks.BufferPool`): a block `fetch` yields is
+valid until the caller asks for the next one (or closes the iterator); then its buffer goes
+back to the pool and is overwritten by a later block. A caller that keeps a block longer
+must copy it. The pool keeps at most a window's worth (+1) of buffers.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..formats.blockimage import ZERO_BLOCK_SHA256
 from ..pacing import Pacer
 from ..retry import RetryPolicy
-from .blocks import fast_client
+from .blocks import BufferPool, fast_client
 from .client import Aws, BlockBody, BlockRef
 from .transfer import BLOCK_RETRY, BlockTransfer, TransferConfig, read_ahead
 
@@ -41,7 +46,9 @@ class BlockDownloader:
         self.aws = aws
         self.config = TransferConfig.of(concurrency, window)
         self.cancel = cancel
-        self.reader = fast_client(aws)
+        #: The block buffers: those of the window plus the one the caller holds.
+        self.pool = BufferPool(keep=self.config.window + 1)
+        self.reader = fast_client(aws, self.pool)
         self.engine = BlockTransfer(
             self.config, name="ebs-get", policy=policy, pacer=pacer, stats=aws.stats, cancel=cancel
         )
@@ -53,10 +60,27 @@ class BlockDownloader:
         )
 
     def fetch(self, snapshot_id: str, refs: Iterable[BlockRef]) -> Iterator[BlockBody]:
-        """Yield every listed block, in the order listed; raise on the first block lost."""
-        return self.engine.map(
+        """Yield every listed block, in the order listed; raise on the first block lost.
+
+        A yielded block's data is valid until the next block is asked for (see above)."""
+        blocks = self.engine.map(
             refs,
             lambda ref: self._get(snapshot_id, ref),
             ready=_zero,
             doing=f"reading the blocks of {snapshot_id}",
         )
+        return blocks if self.reader is None else _recycling(blocks, self.reader.release)
+
+
+def _recycling(blocks: Iterator[BlockBody], release: Callable[[object], None]) -> Iterator[BlockBody]:
+    """Yield each block; when the caller comes back for the next one it is done with this
+    one, whose buffer is released for reuse. A caller that stops (closes the iterator, or
+    an exception) may still hold its last block: that buffer is not released, only dropped."""
+    try:
+        for body in blocks:
+            yield body
+            release(body.data)
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
