@@ -215,7 +215,7 @@ class Parameters(BaseModel):
     restore_as: Literal["volume", "instance", "snapshot", "files"] = Field(
         "volume",
         description="Into AWS: new volumes, a new instance, or snapshots only (you build the rest); "
-        "files: the guest files restore_files= names, under where=/dir (docs/RESTORE.md)",
+        "files: the guest files restore_files= names, under where=/dir",
     )
     restore_files: list[str] = Field(
         default_factory=list,
