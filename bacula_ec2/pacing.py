@@ -12,9 +12,44 @@ Time comes from a `retry.Clock`, so tests can drive the pacer with a fake one.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
 import threading
 
 from .retry import REAL_CLOCK, Clock
+
+
+class SharedSchedule:
+    """The next free start slot of pacers in several processes of one host, in a file.
+
+    Two Plugin lines of one job are two backend processes, and every job of the host lists
+    under the same account quota: their list pacers keep one schedule here. The slot is a
+    CLOCK_MONOTONIC time (one clock for every process of the host), read and advanced under
+    an exclusive `flock` (about 10 microseconds a request). Each process keeps its own rate
+    (its own AIMD reaction to throttling); the schedule makes their requests take turns.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def read(self) -> float | None:
+        raw = os.pread(self._fd, 8, 0)
+        return struct.unpack("<d", raw)[0] if len(raw) == 8 else None
+
+    def write(self, value: float) -> None:
+        os.pwrite(self._fd, struct.pack("<d", value), 0)
+
+    def __enter__(self) -> SharedSchedule:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class Pacer:
@@ -28,6 +63,7 @@ class Pacer:
         cooldown: float = 0.25,
         burst: float = 0.1,
         clock: Clock = REAL_CLOCK,
+        shared: SharedSchedule | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"a pacer's rate must be positive, not {rate}")
@@ -44,6 +80,30 @@ class Pacer:
         self._last_raise = clock.now()
         self._lock = threading.Lock()
         self.throttles = 0
+        #: the schedule kept with other processes (None: this pacer's own); real time only
+        self.shared = shared if clock is REAL_CLOCK else None
+
+    def _take(self, now: float, lead: float, spare: bool) -> float | None:
+        """The next slot, taken (under the lock); None for `spare` while none is free."""
+        if self.shared is None:
+            return self._take_local(now, lead, spare)
+        with self.shared:
+            theirs = self.shared.read()
+            # A slot more than a minute ahead is not a queue: a file from before a reboot
+            # (CLOCK_MONOTONIC starts again at 0) or damaged: ignored, and overwritten.
+            if theirs is not None and self._next < theirs < now + 60.0:
+                self._next = theirs
+            slot = self._take_local(now, lead, spare)
+            if slot is not None:
+                self.shared.write(self._next)
+            return slot
+
+    def _take_local(self, now: float, lead: float, spare: bool) -> float | None:
+        if spare and self._next > now:
+            return None
+        slot = max(now - self.burst, self._next - lead)
+        self._next = max(self._next, slot) + 1.0 / self.rate
+        return slot
 
     def _recover(self, now: float) -> None:
         """The additive increase (under the lock)."""
@@ -63,9 +123,8 @@ class Pacer:
         with self._lock:
             now = self.clock.now()
             self._recover(now)
-            lead = 1.0 / self.rate if priority else 0.0
-            slot = max(now - self.burst, self._next - lead)
-            self._next = max(self._next, slot) + 1.0 / self.rate
+            slot = self._take(now, 1.0 / self.rate if priority else 0.0, spare=False)
+            assert slot is not None
         delay = slot - now
         if delay > 0 and not (cancel is not None and cancel.is_set()):
             self.clock.sleep(delay)
@@ -80,8 +139,7 @@ class Pacer:
             with self._lock:
                 now = self.clock.now()
                 self._recover(now)
-                if self._next <= now:
-                    self._next = max(now - self.burst, self._next) + 1.0 / self.rate
+                if self._take(now, 0.0, spare=True) is not None:
                     return
                 delay = self._next - now
             if cancel is not None and cancel.is_set():

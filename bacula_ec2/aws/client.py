@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
 from ..formats.blockimage import BLOCK_SIZE
-from ..pacing import Pacer
+from ..pacing import Pacer, SharedSchedule
 from ..retry import REAL_CLOCK, Clock, RetriesExhausted, Retryable, RetryPolicy, RetryStats, call_with_retry
 from . import errors, shapes, wait
 from .errors import AmbiguousCreate as AmbiguousCreate
@@ -157,6 +158,21 @@ MAX_FILTER_VALUES = 200
 DESCRIBE_PAGES = {"DescribeInstances": 1000, "DescribeVolumes": 500, "DescribeSnapshots": 1000}
 
 
+def list_schedule(directory: str | None, region: str) -> SharedSchedule | None:
+    """The list pacers' schedule shared by the backends of this host in `directory` (one
+    file per region), or None (no directory, or it cannot be used: the pacer is then this
+    process's own, as it was, and a warning says why)."""
+    if not directory:
+        return None
+    name = "".join(c if c.isalnum() or c == "-" else "_" for c in region)
+    path = os.path.join(directory, f"bacula-ec2-list-{name}.pace")
+    try:
+        return SharedSchedule(path)
+    except OSError as exc:
+        log.warning("list pacing is not shared with other backends: %s: %s", path, exc.strerror)
+        return None
+
+
 def verify_setting(settings: AwsSettings, core: botocore.session.Session) -> str | bool:
     """The CA bundle boto3 verifies TLS with, resolved as botocore does: the `ca_bundle`
     setting (the clients' `verify=`), else AWS_CA_BUNDLE or the profile's `ca_bundle`,
@@ -202,7 +218,6 @@ class Aws(RestoreCalls):
         self.policy = policy or RetryPolicy(attempts=settings.control_attempts)
         self.connect_timeout = settings.connect_timeout
         self.read_timeout = settings.read_timeout
-        self.list_pacer = Pacer(LIST_RATE, floor=5.0)
         try:
             session = _session(settings)
         except ProfileNotFound as exc:
@@ -214,6 +229,7 @@ class Aws(RestoreCalls):
             raise AwsError(
                 "configuration", "NoRegion", "no region: add region=<name> (e.g. region=eu-west-1)"
             )
+        self.list_pacer = Pacer(LIST_RATE, floor=5.0, shared=list_schedule(settings.pace_dir, self.region))
         # total_max_attempts counts the first attempt (botocore's max_attempts does not: 1
         # there means two requests). Our own retry policies are the only retries.
         control = Config(

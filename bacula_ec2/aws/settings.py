@@ -54,6 +54,10 @@ class AwsSettings:
     read_timeout: float = 60.0
     control_attempts: int = 8  # attempts of a control-plane or listing call in all (ours; botocore's are off)
     block_threads: int = 64  # block requests in flight: the EBS connection pool holds as many
+    # --- pacing: a directory where the list pacers of every backend of this host keep one
+    # schedule per region (pacing.SharedSchedule: two Plugin lines of a job are two
+    # processes under one 50/s List quota); None: this process's own pacer
+    pace_dir: str | None = None
 
     def in_region(self, region: str | None) -> AwsSettings:
         """The same settings for another region (None: unchanged)."""

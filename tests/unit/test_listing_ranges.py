@@ -15,6 +15,7 @@ import bisect
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bacula_ec2.aws import transfer
-from bacula_ec2.aws.client import Aws, AwsError
+from bacula_ec2.aws.client import Aws, AwsError, list_schedule
 from bacula_ec2.aws.settings import AwsSettings, Secret
 from bacula_ec2.aws.transfer import split_ranges
-from bacula_ec2.pacing import Pacer
+from bacula_ec2.pacing import Pacer, SharedSchedule
 from bacula_ec2.retry import Cancelled, Clock, RetryPolicy, RetryStats
 from devkit.simulator.fixtures import ACCESS_KEY, SECRET_KEY, RunningSimulator
 from devkit.simulator.model import DEFAULT_REGION
@@ -317,3 +318,45 @@ def test_a_ranged_listing_of_the_simulator_equals_the_sequential_one(sim: Runnin
     assert [r.index for r in ranged] == sequential == changed
     pages = sim.client.stats()["requests"]["ListChangedBlocks"]
     assert 48 <= pages <= 48 + 2 * 6
+
+
+def test_pacers_of_two_processes_share_one_schedule(tmp_path: Path) -> None:
+    """Two Plugin lines are two backends: with a shared schedule file their list pacers
+    together keep one rate (each holds its own descriptor, as two processes do: flock
+    excludes across descriptors)."""
+    path = str(tmp_path / "bacula-ec2-list-us-east-1.pace")
+    pacers = [Pacer(100.0, burst=0.0, shared=SharedSchedule(path)) for _ in range(2)]
+    count = [0, 0]
+    stop = time.monotonic() + 0.5
+
+    def worker(n: int) -> None:
+        while time.monotonic() < stop:
+            pacers[n].wait()
+            count[n] += 1
+
+    threads = [threading.Thread(target=worker, args=(n % 2,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # ~50 in 0.5 s at 100/s (unshared, the two would make ~100), and both are served
+    assert 35 <= sum(count) <= 65 and min(count) > 10
+
+
+def test_a_shared_schedule_from_before_a_reboot_is_ignored(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.pace")
+    schedule = SharedSchedule(path)
+    schedule.write(time.monotonic() + 1e6)  # CLOCK_MONOTONIC of a host that ran longer
+    pacer = Pacer(100.0, burst=0.0, shared=SharedSchedule(path))
+    t0 = time.monotonic()
+    pacer.wait()
+    pacer.wait()
+    assert time.monotonic() - t0 < 0.1
+    assert (schedule.read() or 0.0) < time.monotonic() + 1
+
+
+def test_the_client_shares_its_list_schedule_when_given_a_directory(tmp_path: Path) -> None:
+    assert list_schedule(None, "us-east-1") is None
+    shared = list_schedule(str(tmp_path), "us-east-1")
+    assert shared is not None and shared.path == str(tmp_path / "bacula-ec2-list-us-east-1.pace")
+    assert list_schedule(str(tmp_path / "missing"), "us-east-1") is None  # warned, not fatal
