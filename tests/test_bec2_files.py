@@ -331,3 +331,12 @@ def test_help_shows_both_operations_with_examples(capsys: pytest.CaptureFixture[
     assert "bec2 --operation=ls-files --output=/backups --path=/etc" in out
     assert "bec2 --operation=restore-files --output=/backups --local_path=/srv/restores" in out
     assert "--path [PART:]PATH" in out and "--files GLOBS" in out
+
+
+def test_ls_files_of_every_volume(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --volumes every volume is listed; one without the path is a warning."""
+    code, out, err = bec2(capsys, "--operation=ls-files", f"--output={world.folder}", "--path=/home/app")
+    assert code == 0, err
+    assert f"volume {GPT} (" in out and f"volume {XFS} (" in out and RAW not in out, out
+    assert "p2 (ext4) /home/app:" in out and "p1 (xfs) /home/app:" in out, out
+    assert f"volume {RAW}" in err and "no filesystem" in err, err
