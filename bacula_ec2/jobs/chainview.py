@@ -227,19 +227,18 @@ class ChainView:
     def _order(parts: list[ViewPart]) -> list[ViewPart]:
         """The chain, oldest first, by the local restore's rules; the parts older than the
         last chain start are dropped (they are not part of the result)."""
-        rparts: list[restore_local.Part] = []
+        held: list[ViewPart] = []
         for p in parts:
             try:
-                restore_local.check_part(parts[0].header.volume_id, rparts, p.header, p.name)
+                restore_local.check_part(parts[0].header.volume_id, held, p.header, p.name)
             except FormatError as exc:
                 raise ChainDamaged(f"{p.name}: {exc}") from exc
-            rparts.append(restore_local.Part(p.header, p.name))
-        back = {id(rp): p for rp, p in zip(rparts, parts, strict=True)}
+            held.append(p)
         try:
-            chain, _older = restore_local.chain_order(parts[0].header.volume_id, rparts)
+            chain, _older = restore_local.chain_order(parts[0].header.volume_id, held)
         except restore_local.RestoreFailed as exc:
             raise ChainDamaged(str(exc)) from exc
-        return [back[id(rp)] for rp in chain]
+        return chain
 
     def _scan(self, n: int, part: ViewPart) -> None:
         """Index one part's records (headers only) and check its end digest."""

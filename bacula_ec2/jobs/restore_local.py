@@ -39,9 +39,9 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from .. import naming, timefmt
 from ..formats.blockimage import (
@@ -105,12 +105,35 @@ class Part:
 
     def label(self) -> str:
         """`Incremental job 43`: what the part is, for lists of parts."""
-        h = self.header
-        job = f" job {h.job_id}" if h.job_id is not None else ""
-        return f"{naming.LEVEL_NAMES.get(h.level, h.level)}{job}"
+        return part_label(self.header)
 
     def describe(self) -> str:
-        return f"{self.label()} (snapshot {self.header.snapshot_id} of {self.header.created})"
+        return describe_part(self.header)
+
+
+def part_label(h: ImageHeader) -> str:
+    """`Incremental job 43`: what a part is, from its header."""
+    job = f" job {h.job_id}" if h.job_id is not None else ""
+    return f"{naming.LEVEL_NAMES.get(h.level, h.level)}{job}"
+
+
+def describe_part(h: ImageHeader) -> str:
+    """`Incremental job 43 (snapshot snap-... of 2026-...)`."""
+    return f"{part_label(h)} (snapshot {h.snapshot_id} of {h.created})"
+
+
+class ChainPart(Protocol):
+    """What the chain checks need of a part: its header and its name for messages
+    (`Part` here, `chainview.ViewPart`)."""
+
+    @property
+    def header(self) -> ImageHeader: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+P = TypeVar("P", bound=ChainPart)
 
 
 @dataclass
@@ -268,10 +291,10 @@ def _vid(t: _Target) -> str:
     return t.catalog.volume_id
 
 
-def check_part(volume_id: str, parts: list[Part], header: ImageHeader, name: str) -> None:
+def check_part(volume_id: str, parts: Sequence[ChainPart], header: ImageHeader, name: str) -> None:
     """Whether a part may join the parts of volume `volume_id` already held: same volume,
     same chain (Job resource and block size), no snapshot twice. FormatError says why not,
-    worded about the part (\"it ...\"), naming the part it conflicts with.
+    worded about the part ("it ..."), naming the part it conflicts with.
 
     The one implementation of these checks: `LocalRestore` runs it as each part's header
     arrives, `chainview.ChainView` on the parts it opens."""
@@ -298,25 +321,29 @@ def check_part(volume_id: str, parts: list[Part], header: ImageHeader, name: str
             )
 
 
-def chain_order(volume_id: str, parts: list[Part]) -> tuple[list[Part], list[Part]]:
+def chain_order(volume_id: str, parts: Sequence[P]) -> tuple[list[P], list[P]]:
     """(the chain in order, the older parts not used) of one volume's parts (any order),
     or RestoreFailed naming the gap: it must start with a Full (or a part that read every
     block) and every later part must build on what came before it."""
-    parts = sorted(parts, key=lambda p: (p.created, not p.starts_chain))
-    starts = [i for i, p in enumerate(parts) if p.starts_chain]
-    if not starts:
-        first = parts[0]
+
+    def starts(p: P) -> bool:
+        return p.header.base_snapshot_id is None
+
+    ordered = sorted(parts, key=lambda p: (_time(p.header.created), not starts(p)))
+    begins = [i for i, p in enumerate(ordered) if starts(p)]
+    if not begins:
+        first = ordered[0].header
         raise RestoreFailed(
-            f"volume {volume_id}: the restore holds {first.describe()} but not the Full backup "
-            f"it builds on (snapshot {first.header.base_snapshot_id}): select the Full and the "
+            f"volume {volume_id}: the restore holds {describe_part(first)} but not the Full backup "
+            f"it builds on (snapshot {first.base_snapshot_id}): select the Full and the "
             "later backups too"
         )
-    chain, older = parts[starts[-1] :], parts[: starts[-1]]
+    chain, older = ordered[begins[-1] :], ordered[: begins[-1]]
     for prev, part in itertools.pairwise(chain):
-        if _time(part.header.base_created) > prev.created:
+        if _time(part.header.base_created) > _time(prev.header.created):
             raise RestoreFailed(
-                f"volume {volume_id}: a backup is missing between {prev.describe()} and "
-                f"{part.describe()}, which builds on snapshot {part.header.base_snapshot_id} of "
+                f"volume {volume_id}: a backup is missing between {describe_part(prev.header)} and "
+                f"{describe_part(part.header)}, which builds on snapshot {part.header.base_snapshot_id} of "
                 f"{part.header.base_created}: select every backup of the chain"
             )
     return chain, older
