@@ -16,6 +16,7 @@ import fcntl
 import os
 import struct
 import threading
+from collections.abc import Callable
 
 from .retry import REAL_CLOCK, Clock
 
@@ -129,13 +130,19 @@ class Pacer:
         if delay > 0 and not (cancel is not None and cancel.is_set()):
             self.clock.sleep(delay)
 
-    def wait_spare(self, cancel: threading.Event | None = None) -> None:
+    def wait_spare(
+        self, cancel: threading.Event | None = None, promoted: Callable[[], bool] | None = None
+    ) -> None:
         """Block until the schedule has a free slot now, then take it; never reserve one ahead.
 
         For speculative requests (block ranges listed ahead of the consumer): they use what
         the ordinary and `priority` requests leave of the rate, and never make those wait
-        longer than one slot."""
+        longer than one slot. Once `promoted()` says the request is awaited after all (the
+        consumer reached its range), it waits as a `priority` one."""
         while True:
+            if promoted is not None and promoted():
+                self.wait(cancel, priority=True)
+                return
             with self._lock:
                 now = self.clock.now()
                 self._recover(now)

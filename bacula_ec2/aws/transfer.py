@@ -249,7 +249,7 @@ def paced_request(
             elif urgent():
                 pacer.wait(cancel, priority=True)
             else:
-                pacer.wait_spare(cancel)
+                pacer.wait_spare(cancel, promoted=urgent)
         try:
             return errors.call(operation, fn, resource=resource)
         except Retryable as exc:
@@ -477,8 +477,7 @@ def merge_ranges(
 
     try:
         ranges[0].urgent = True
-        refresh(0)
-        for page in first:
+        for page in first:  # the chains ahead start once its first page is taken
             yield from page
             refresh(0)
         learn(ranges[0])

@@ -360,3 +360,35 @@ def test_the_client_shares_its_list_schedule_when_given_a_directory(tmp_path: Pa
     shared = list_schedule(str(tmp_path), "us-east-1")
     assert shared is not None and shared.path == str(tmp_path / "bacula-ec2-list-us-east-1.pace")
     assert list_schedule(str(tmp_path / "missing"), "us-east-1") is None  # warned, not fatal
+
+
+def test_a_starved_spare_request_is_promoted_when_its_range_is_reached() -> None:
+    """Spare requests wait while others keep the schedule full; once the consumer reaches
+    their range (`promoted`), they wait as priority requests and start."""
+    pacer = Pacer(50.0, burst=0.0)
+    stop = threading.Event()
+
+    def hog() -> None:  # ordinary requests reserving slots ahead: never a free slot now
+        while not stop.is_set():
+            pacer.wait()
+
+    hogs = [threading.Thread(target=hog) for _ in range(3)]
+    for t in hogs:
+        t.start()
+    promoted, started = threading.Event(), threading.Event()
+
+    def spare() -> None:
+        pacer.wait_spare(promoted=promoted.is_set)
+        started.set()
+
+    waiter = threading.Thread(target=spare)
+    try:
+        time.sleep(0.05)
+        waiter.start()
+        assert not started.wait(0.3)  # starved while speculative
+        promoted.set()
+        assert started.wait(0.5)
+    finally:
+        stop.set()
+        for t in [*hogs, waiter]:
+            t.join(2)
