@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -351,7 +352,9 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def extract(sel: Selection, dest: str | safefs.Dir, chunk: int = CHUNK) -> ExtractReport:
+def extract(
+    sel: Selection, dest: str | safefs.Dir, chunk: int = CHUNK, cancel: threading.Event | None = None
+) -> ExtractReport:
     """Write the selection under `dest` (created if missing; or a directory already opened
     through safefs, which stays the caller's) as `<dest>/<partition>/<path>`.
 
@@ -359,7 +362,8 @@ def extract(sel: Selection, dest: str | safefs.Dir, chunk: int = CHUNK) -> Extra
     problems are in the report. Exact or nothing: if any entry cannot be read or written
     (a damaged block of the backup, a damaged filesystem, a link in the target), every
     file, link and directory this call created is removed and the error raised. (An
-    existing file it replaced stays replaced by the guest's version.)"""
+    existing file it replaced stays replaced by the guest's version.) Once `cancel` is set
+    it stops before the next entry the same way."""
     report = ExtractReport(problems=list(sel.problems), partitions=dict(sel.filesystems))
     if not sel.matches:
         raise GuestError("; ".join(sel.problems) or "nothing selected")
@@ -371,6 +375,10 @@ def extract(sel: Selection, dest: str | safefs.Dir, chunk: int = CHUNK) -> Extra
         )
     try:
         for m in sel.matches:
+            if cancel is not None and cancel.is_set():
+                raise GuestError(
+                    f"cancelled while restoring {m.fs.where(m.entry.path)}: what was written is removed"
+                )
             _one(w, m)
         w.close()
     except BaseException:

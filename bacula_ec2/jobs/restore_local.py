@@ -1033,7 +1033,7 @@ class FilesRestore(LocalRestore):
                 dest = folder.subdir(vid)
                 assert dest is not None
                 try:
-                    report = extract(sel, dest)
+                    report = extract(sel, dest, cancel=self.ctx.cancel)
                 finally:
                     dest.close()
             finally:

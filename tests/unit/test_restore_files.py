@@ -159,3 +159,47 @@ def test_parameters_and_target_refuse_what_does_not_fit(tmp_path: Path) -> None:
     ctx = JobContext(bad, "restore.2026-12-01_11.00.00_09", 9, "F", Recorder(), "")
     with pytest.raises(RestoreFailed, match="restore_files=relative/path"):
         open_restore(ctx, restore_target(bad, where=str(tmp_path)), str(tmp_path))
+
+
+def test_a_cancel_during_extraction_leaves_nothing(tmp_path: Path, part: tuple[str, bytes, Path]) -> None:
+    name, data, _tree = part
+    where = tmp_path / "where"
+    r, _rec = restore(where, "/etc/**")
+    try:
+        feed(r, name, data)
+        r.ctx.cancel.set()  # the job is cancelled once the stream is in, before the files are out
+        with pytest.raises(RestoreFailed, match="cancelled"):
+            r.finish()
+    finally:
+        r.close()
+    assert staged(where) == []
+    assert not (where / "@amazon-ec2" / IID / VID / "disk").exists()
+
+
+def test_extract_stops_at_a_cancel_and_removes_what_it_wrote(
+    tmp_path: Path, part: tuple[str, bytes, Path]
+) -> None:
+    import threading
+
+    from bacula_ec2.guest import FileSource, GuestError, extract, open_disk, parse_patterns, select
+
+    name, data, _tree = part
+    where = tmp_path / "img"
+    r, _rec = restore(where, "/etc/**")
+    feed(r, name, data)
+    image = r.assemble()[0][0].path  # the staged image, before FilesRestore extracts it
+    sel = select(open_disk(FileSource(image)), parse_patterns("/etc/**"))
+    calls = {"n": 0}
+
+    class Stop(threading.Event):
+        def is_set(self) -> bool:  # set after the first two entries were written
+            calls["n"] += 1
+            return calls["n"] > 2
+
+    out = tmp_path / "out"
+    with pytest.raises(GuestError, match="cancelled while restoring"):
+        extract(sel, str(out), cancel=Stop())
+    assert calls["n"] == 3
+    assert not (out / "disk").exists()
+    r.close()
+    assert staged(where) == []
