@@ -308,8 +308,9 @@ def test_exit_codes_and_help(sim: Any, tmp_path: Path, capsys: Any) -> None:
     assert "concurrent_threads" in err
     _o, err = bec2(capsys, None, "--operation=restore", f"--output={tmp_path}", "--before=yesterday", code=2)
     assert "--before" in err
+    # A selection that names nothing that exists: a configuration error (README's table).
     _o, err = bec2(
-        capsys, sim, "--operation=backup", "--instances=i-0123456789abcdef0", f"--output={tmp_path}", code=1
+        capsys, sim, "--operation=backup", "--instances=i-0123456789abcdef0", f"--output={tmp_path}", code=2
     )
     assert "i-0123456789abcdef0" in err and "not found" in err
     assert sim.client.snapshots() == []
