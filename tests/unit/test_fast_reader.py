@@ -49,6 +49,16 @@ def test_uri_encode(text: str, encoded: str) -> None:
     assert uri_encode(text) == encoded
 
 
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(token_chars, st.text(), st.text(alphabet="+/=-_.~%aZ09 \u00e9")))
+def test_uri_encode_is_sigv4_encoding_for_any_text(text: str) -> None:
+    """The fast path for base64 tokens gives what percent-encoding every byte but the
+    unreserved ones gives (the general rule, kept for anything else)."""
+    import urllib.parse
+
+    assert uri_encode(text) == urllib.parse.quote(text, safe="-_.~")
+
+
 def test_put_signature_matches_botocore() -> None:
     """PutSnapshotBlock: botocore signs the checksum headers and sends the payload unsigned."""
     import base64
