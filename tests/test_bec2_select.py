@@ -32,7 +32,6 @@ from bacula_ec2.jobs.folder import (
     iso,
     plan_restore,
     reference_backup,
-    reference_since,
 )
 
 FOLDER = Folder("/nowhere", "0123456789abcdef", "")
@@ -66,11 +65,15 @@ class History:
         volumes: tuple[StoredVolume, ...] = ()
         files: tuple[StoredFile, ...] = ()
         if include:
-            since = dt.datetime.fromtimestamp(reference_since(ref, level), dt.UTC) if ref else None
-            choice = chain.choose_base(level, VID, self.kept, ref.job_name if ref else None, since)
+            choice = chain.choose_base(level, VID, self.kept, ref.job_name if ref else None)
             base = choice.base
-            if level == "I" and self.kept:
-                assert base is not None, "an Incremental reads everything although the chain has a base left"
+            # The base is the reference's own snapshot when it is left, else none (an older
+            # snapshot's changes are no superset of the reference's: docs/SNAPSHOTS.md).
+            ref_kept = [k for k in self.kept if ref is not None and k.job_name == ref.job_name]
+            if level == "I" and ref_kept:
+                assert base is not None and base.snapshot_id == ref_kept[-1].snapshot_id, (base, ref_kept)
+            elif level == "I":
+                assert base is None, base
             sid = f"snap-{step}"
             if base is None:
                 self.content[sid] = dict(self.state)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import tempfile
 import time
@@ -395,10 +394,9 @@ class BackupJob:
         if ctx.level == "F":
             return {v: BaseChoice(None) for v in volume_ids}
         chains = self.ledger.chains(volume_ids)
-        since = dt.datetime.fromtimestamp(ctx.since, dt.UTC) if ctx.since else None
         choices = {}
         for vid in volume_ids:
-            choice = choose_base(ctx.level, vid, chains.get(vid, []), ctx.reference_job, since)
+            choice = choose_base(ctx.level, vid, chains.get(vid, []), ctx.reference_job)
             if choice.note:
                 (ctx.reporter.warning if choice.warn else ctx.reporter.info)(choice.note)
             choices[vid] = choice

@@ -5,8 +5,11 @@ The rules that keep a chain from losing blocks:
 - only committed (`state=base`) snapshots of the same Bacula Job and volume are candidates;
 - the base is the snapshot of the reference job Bacula names (`PrevJobName`: the last
   backup for an Incremental, the last Full for a Differential);
-- if that snapshot is gone (a Differential deletes its own), any older committed snapshot
-  of the chain still works: it yields a superset of the changed blocks, never fewer;
+- if that snapshot is gone, there is no base: an older snapshot would not do, since the
+  changes against it are *not* a superset of the changes against the reference (a block
+  changed after the older snapshot and changed back is in neither listing), and a restore
+  merges the part over the reference job's part (restore_local.chain_order requires each
+  part's base to be the snapshot of the part before it);
 - with no candidate at all, the job reads every allocated block (and says so).
 """
 
@@ -81,9 +84,7 @@ def committed(snaps: list[Snapshot], job: str, volume_id: str) -> list[Kept]:
     return sorted(kept, key=lambda k: k.start)
 
 
-def choose_base(
-    level: str, volume_id: str, kept: list[Kept], reference_job: str | None, since: dt.datetime | None
-) -> BaseChoice:
+def choose_base(level: str, volume_id: str, kept: list[Kept], reference_job: str | None) -> BaseChoice:
     if level == "F":
         return BaseChoice(None)
     what = "Incremental" if level == "I" else "Differential"
@@ -95,20 +96,11 @@ def choose_base(
         return BaseChoice(
             base, f"{what} of {volume_id}: changes since snapshot {base.snapshot_id} of {base.job_name}"
         )
-    older = [k for k in kept if since is not None and k.start <= since]
-    if older:
-        base = older[-1]
-        return BaseChoice(
-            base,
-            f"{what} of {volume_id}: the snapshot of {reference_job or 'the previous backup'} is gone; "
-            f"comparing with the older snapshot {base.snapshot_id} of {base.job_name} "
-            "(a few more blocks are read, the restore is the same)",
-        )
     hint = " (keep_full_snapshot=yes keeps the Full's snapshot for Differentials)" if level == "D" else ""
     return BaseChoice(
         None,
-        f"{what} of {volume_id}: no snapshot of this job's chain is left to compare with{hint}; "
-        "backing up every allocated block",
+        f"{what} of {volume_id}: the snapshot of {reference_job or 'the reference backup'} is not "
+        f"left to compare with{hint}; backing up every allocated block (the part restores on its own)",
         warn=True,
     )
 
@@ -121,19 +113,16 @@ def to_delete(level: str, own: str, kept: list[Kept], keep_full: bool, base: str
     candidates (a newer one belongs to a job that ran at the same time, and is its business).
     Full and Incremental keep their own and retire every older one, except, for an
     Incremental with keep_full_snapshot, the Full's its chain descends from (the newest Full
-    not newer than its base). A Differential retires its own and keeps what the next jobs
-    compare with: its base (the Full, for the next Differential) and the newest older one
-    (for the next Incremental, whose reference is this Differential). So what a job that
-    Bacula never confirmed left committed is retired by the next confirmed job, unless it is
-    that one snapshot a Differential keeps (older than the Differential: a valid base).
+    not newer than its base). A Differential keeps its own (the next Incremental's
+    reference: an Incremental after it must compare with exactly this snapshot, see the
+    module's docstring) and its base (the Full's, for the next Differential), and retires
+    the other older ones. So what a job that Bacula never confirmed left committed is
+    retired by the next confirmed job.
     """
     mine = next((k for k in kept if k.snapshot_id == own), None)
     older = [k for k in kept if mine is not None and k.snapshot_id != own and k.start < mine.start]
     if level == "D":
-        keep = {base} if base else set()
-        if older:
-            keep.add(older[-1].snapshot_id)
-        return [own] + [k.snapshot_id for k in older if k.snapshot_id not in keep]
+        return [k.snapshot_id for k in older if k.snapshot_id != base]
     if level == "I" and keep_full:
         fulls = [k for k in older if k.level == "F"]
         anchor = next((k for k in older if k.snapshot_id == base), None)

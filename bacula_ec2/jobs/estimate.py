@@ -163,9 +163,8 @@ class Estimate:
         ctx, vid = self.ctx, vol.volume_id
         level = ctx.level if ctx.level in ("I", "D") else "F"
         if level != "F":
-            since = dt.datetime.fromtimestamp(ctx.since, dt.UTC) if ctx.since else None
             kept = chain.committed(snaps, job, vid)
-            base = chain.choose_base(level, vid, kept, ctx.reference_job, since).base
+            base = chain.choose_base(level, vid, kept, ctx.reference_job).base
             if base is not None:
                 newer = latest_completed(snaps, vid, after=base.start)
                 if newer is None:

@@ -339,13 +339,26 @@ def chain_order(volume_id: str, parts: Sequence[P]) -> tuple[list[P], list[P]]:
             "later backups too"
         )
     chain, older = ordered[begins[-1] :], ordered[: begins[-1]]
+    # Each part holds the changes against exactly one snapshot, its base: it must follow the
+    # part that holds that snapshot. Newest-wins merging is exact only then: changes against
+    # an older snapshot are not a superset of the changes against a newer one (a block
+    # changed after the older snapshot and changed back is in neither listing), so a part
+    # in between, already applied, would leave its version of such a block.
     for prev, part in itertools.pairwise(chain):
-        if _time(part.header.base_created) > _time(prev.header.created):
+        base = part.header.base_snapshot_id
+        if base == prev.header.snapshot_id:
+            continue
+        if any(p.header.snapshot_id == base for p in chain):
             raise RestoreFailed(
-                f"volume {volume_id}: a backup is missing between {describe_part(prev.header)} and "
-                f"{describe_part(part.header)}, which builds on snapshot {part.header.base_snapshot_id} of "
-                f"{part.header.base_created}: select every backup of the chain"
+                f"volume {volume_id}: {describe_part(part.header)} builds on snapshot {base}, not on "
+                f"{describe_part(prev.header)}, which the restore also holds: the two are not one "
+                "chain, leave that backup out of the restore"
             )
+        raise RestoreFailed(
+            f"volume {volume_id}: a backup is missing between {describe_part(prev.header)} and "
+            f"{describe_part(part.header)}, which builds on snapshot {base} of "
+            f"{part.header.base_created}: select every backup of the chain"
+        )
     return chain, older
 
 

@@ -654,14 +654,10 @@ class SnapshotLedger:
             for old in chain.to_delete(level, sid, chains.get(volume_id, []), keep_full, base):
                 doomed[old] = (sid, volume_id)
         failed = self._delete_all(list(doomed))
-        for old, (sid, volume_id) in doomed.items():
+        for old, (_sid, volume_id) in doomed.items():
             if old in failed:
                 continue
-            if old == sid:
-                self.created.remove(sid)
-                self.ctx.reporter.info(f"deleted snapshot {sid} of {volume_id}: a Differential keeps none")
-            else:
-                self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
+            self.ctx.reporter.info(f"deleted snapshot {old} of {volume_id}: no longer a base")
         if failed:
             first = next(iter(failed.values()))
             for old, exc in failed.items():

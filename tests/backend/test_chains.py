@@ -62,12 +62,13 @@ def test_full_incremental_differential_chain_restores_every_point(sim, tmp_path:
     assert sizes[2] < 3 * BLOCK and sizes[3] < 4 * BLOCK and sizes[5] < 3 * BLOCK
 
     # Retention, with keep_full_snapshot=yes: the Full's stays; an Incremental keeps its own
-    # and retires the previous one; a Differential keeps none.
+    # and retires the previous one; a Differential keeps its own (the next Incremental's
+    # reference) and its base, the Full's.
     assert len(kept_after[1]) == 1
     (s_full,) = kept_after[1]
     assert s_full in kept_after[2] and len(kept_after[2]) == 2
     assert s_full in kept_after[3] and len(kept_after[3]) == 2 and kept_after[3] != kept_after[2]
-    assert kept_after[4] == kept_after[3]
+    assert s_full in kept_after[4] and len(kept_after[4]) == 2 and kept_after[4] != kept_after[3]
     assert s_full in kept_after[5] and len(kept_after[5]) == 2 and kept_after[5] != kept_after[4]
 
     for n, job in enumerate((f1, i2, i3, d4, i5)):

@@ -145,15 +145,15 @@ def header_length(part: Built) -> int:
 
 # Bacula's selections: the last Full, the last Differential after it, the Incrementals after
 # that. The 5-part chain's first Incremental after the Differential is based on the
-# Incremental before the Differential (the Differential retired its own snapshot), which is
-# not in the restore.
+# Differential's snapshot (the Differential keeps it for exactly that; docs/SNAPSHOTS.md);
+# the Incremental before the Differential is not in the restore.
 ONE = build(VID, "F", seed=1)
 TWO = build(VID, "FI", seed=2)
-FIVE_HISTORY = build(VID, "FIDIII", seed=5, bases={3: 1})
+FIVE_HISTORY = build(VID, "FIDIII", seed=5)
 FIVE = History(FIVE_HISTORY.pick(0, 2, 3, 4, 5))
 CHAINS = {1: ONE, 2: TWO, 5: FIVE}
-OTHER_VOLUME = build("vol-0bbb", "FIDIII", seed=7, bases={3: 1})  # another chain (volume)
-OTHER_JOB = build(VID, "FIDIII", seed=9, job="otherjob", bases={3: 1})  # same volume, another Job
+OTHER_VOLUME = build("vol-0bbb", "FIDIII", seed=7)  # another chain (volume)
+OTHER_JOB = build(VID, "FIDIII", seed=9, job="otherjob")  # same volume, another Job
 
 
 # ---------------------------------------------------------------------------- driver

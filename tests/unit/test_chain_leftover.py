@@ -85,7 +85,7 @@ def test_a_leftover_base_never_loses_a_block(history: tuple[list[tuple[int, int]
         return  # Bacula upgrades the job to a Full
     ref = next(r for r in runs if r.name == ref_name)
     kept = sorted((r.kept() for r, p in zip(runs, present, strict=True) if p), key=lambda k: k.start)
-    choice = choose_base(new.level, "vol-1", kept, ref.name, at(ref.start))
+    choice = choose_base(new.level, "vol-1", kept, ref.name)
     base = choice.base
     if base is not None:
         # Either the reference job's own snapshot, or one not newer than its start: never a
@@ -129,12 +129,12 @@ def test_differential_keeps_its_base_and_the_next_incrementals_base() -> None:
     f1, x1, i2, x2, d3 = (kept("f1", "F", 1), kept("x1", "I", 2), kept("i2", "I", 3), kept("x2", "F", 2),
                           kept("d3", "D", 6))
     chain = sorted([f1, x1, i2, x2, d3], key=lambda k: k.start)
-    # Its own goes; its base (the Full) and the newest other (i2) stay; leftovers go.
+    # Its own (the next Incremental's reference) and its base (the Full) stay; the others go.
     assert sorted(to_delete("D", "snap-d3", chain, keep_full=True, base="snap-f1")) == sorted(
-        ["snap-d3", "snap-x1", "snap-x2"]
+        ["snap-x1", "snap-i2", "snap-x2"]
     )
-    # Without a base (keep_full_snapshot=no): only the newest other stays.
-    assert sorted(to_delete("D", "snap-d3", [i2, d3], keep_full=False)) == ["snap-d3"]
+    # Without a base (keep_full_snapshot=no): only its own stays.
+    assert sorted(to_delete("D", "snap-d3", [i2, d3], keep_full=False)) == ["snap-i2"]
 
 
 def test_a_newer_snapshot_of_a_concurrent_job_is_never_retired() -> None:
@@ -142,7 +142,7 @@ def test_a_newer_snapshot_of_a_concurrent_job_is_never_retired() -> None:
     chain = [f1, f2, f3]  # f2's job is confirmed while f3's, which started later, still runs
     assert to_delete("F", "snap-f2", chain, keep_full=False) == ["snap-f1"]
     assert to_delete("I", "snap-f2", chain, keep_full=True, base="snap-f1") == []
-    assert to_delete("D", "snap-f2", chain, keep_full=False, base="snap-f1") == ["snap-f2"]
+    assert to_delete("D", "snap-f2", chain, keep_full=False, base="snap-f1") == []
     # Its own snapshot not (yet) visible in the listing: nothing else is touched.
     assert to_delete("F", "snap-f9", chain, keep_full=False) == []
-    assert to_delete("D", "snap-f9", chain, keep_full=False) == ["snap-f9"]
+    assert to_delete("D", "snap-f9", chain, keep_full=False) == []
