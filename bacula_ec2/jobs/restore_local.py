@@ -14,9 +14,8 @@ promises").
   (Bacula orders a restore by storage volume, not by job). Each is applied to the raw
   image as it streams in, one pass, memory bounded by one block: a block is written only
   if no newer part has written it already. At the end the chain is checked: it must start
-  with a Full (or a part that read every block) and every later part must build on what
-  came before it (by time: an Incremental after a Differential may be based on an older
-  snapshot than the Differential's, which is a superset of the changes).
+  with a Full (or a part that read every block) and every later part must build on the
+  snapshot of the part before it (`chain_order`).
 * The image is assembled under a temporary name inside the target and renamed to its
   final name only once the chain check passed; on every failure path it is removed.
 * The newest part of the chain describes the result: the image's name (device, size),
