@@ -140,7 +140,8 @@ def test_chain_survives_five_percent_faults(sim, bacula_stack, tmp_path: Path) -
         time.sleep(1.1)
     want = sim.client.volume_sha256(vid)
     stats = sim.client.stats()
-    assert sum(stats["faults"].values()) > 5 and sum(stats["throttled"].values()) > 0, stats
+    # About 5% of some 250 requests; which ones depends on the threads' order: a few at least.
+    assert sum(stats["faults"].values()) >= 3 and sum(stats["throttled"].values()) > 0, stats
     retries = [int(m) for log in logs for m in re.findall(r"(\d+) AWS retries", log)]
     assert sum(retries) > 0, logs
     sim.client.set_options(
