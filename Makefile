@@ -56,6 +56,7 @@ test-package: bacula package
 
 bench: bacula
 	$(PY) -m bench.backup --gib 8
+	$(PY) -m bench.incremental --sizes 1024,16384 --changed 1000 --runs 1
 	$(PY) -m bench.restore_throughput --blocks 8000
 
 format: venv
