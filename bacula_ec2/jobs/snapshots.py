@@ -523,6 +523,19 @@ class SnapshotLedger:
         token: dict[str, tuple[str, str]] = {}
         changed: dict[str, float] = {}
         shown = clock.now()
+
+        def give_up(sids: list[str], code: str, why: str) -> None:
+            """These snapshots will not complete: the job fails naming their groups, or
+            (with `failed`) each group holding one is handed over and no longer waited for."""
+            hit = [k for k, members in left.items() if set(members) & set(sids)]
+            if failed is None:
+                text = f"snapshot(s) {', '.join(sids)} of {', '.join(labels[k] for k in hit)}"
+                raise AwsError("CreateSnapshots", code, text + why)
+            for k in hit:
+                mine = [sid for sid in left.pop(k) if sid in sids]
+                text = f"snapshot(s) {', '.join(mine)} of {labels[k]}"
+                failed(k, AwsError("CreateSnapshots", code, text + why))
+
         while left:
             ids = [sid for members in left.values() for sid in members]
             found = poll(ids)
@@ -532,24 +545,7 @@ class SnapshotLedger:
                 self.latest.update(found)
                 bad = failed_snapshots(list(found.values()))
                 if bad:
-                    hit = [k for k, members in left.items() if set(members) & set(bad)]
-                    if failed is None:
-                        raise AwsError(
-                            "CreateSnapshots",
-                            "SnapshotError",
-                            f"snapshot(s) {', '.join(bad)} of {', '.join(labels[k] for k in hit)} "
-                            "ended in state error",
-                        )
-                    for k in hit:
-                        mine = [sid for sid in left.pop(k) if sid in bad]
-                        failed(
-                            k,
-                            AwsError(
-                                "CreateSnapshots",
-                                "SnapshotError",
-                                f"snapshot(s) {', '.join(mine)} of {labels[k]} ended in state error",
-                            ),
-                        )
+                    give_up(bad, "SnapshotError", " ended in state error")
                     continue
                 done = [
                     k
@@ -574,26 +570,12 @@ class SnapshotLedger:
                     if not self._completed(found.get(sid)) and now - changed.get(sid, now) >= limit
                 ]
                 if stuck:
-                    hit = [k for k, members in left.items() if set(members) & set(stuck)]
-                    if failed is None:
-                        raise AwsError(
-                            "CreateSnapshots",
-                            "Timeout",
-                            f"snapshot(s) {', '.join(stuck)} of {', '.join(labels[k] for k in hit)}: "
-                            f"no progress for {now - min(changed[s] for s in stuck):.0f} s "
-                            "(raise snapshot_timeout=)",
-                        )
-                    for k in hit:
-                        mine = [sid for sid in left.pop(k) if sid in stuck]
-                        failed(
-                            k,
-                            AwsError(
-                                "CreateSnapshots",
-                                "Timeout",
-                                f"snapshot(s) {', '.join(mine)} of {labels[k]}: no progress for "
-                                f"{now - min(changed[s] for s in mine):.0f} s (raise snapshot_timeout=)",
-                            ),
-                        )
+                    waited = now - min(changed[s] for s in stuck)
+                    give_up(
+                        stuck,
+                        "Timeout",
+                        f": no progress for {waited:.0f} s (raise snapshot_timeout=)",
+                    )
                     continue
             if now - shown >= progress.interval(PROGRESS_EVERY):
                 shown = now
