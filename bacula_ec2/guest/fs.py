@@ -98,6 +98,26 @@ class GuestFS:
     def where(self, path: str) -> str:
         return f"{self.partition.name}:{path}"
 
+    def _extent_stream(
+        self, fh: BinaryIO, node: Any, extents: list[tuple[int, int | None, int]], size: int, bs: int
+    ) -> tuple[BinaryIO, list[tuple[int, int]]]:
+        """A file's data from its extents (logical block, physical block or None for an
+        unwritten one, count): holes and unwritten extents read as zeros, as the kernel
+        reads them; (the stream, its data ranges)."""
+        runs: list[tuple[int | None, int]] = []
+        at = 0
+        for logical, physical, count in sorted(extents, key=lambda e: e[0]):
+            if logical < at:
+                raise GuestError(f"{self.where('inode ' + str(node.inum))}: overlapping extents")
+            if logical > at:
+                runs.append((None, logical - at))
+            runs.append((physical, count))
+            at = logical + count
+        blocks = -(-size // bs)
+        if at < blocks:
+            runs.append((None, blocks - at))
+        return RunlistStream(fh, runs, size, bs), _blocks_to_ranges(runs, bs, size)
+
     def _wrap(self, path: str, exc: Exception) -> Exception:
         failure = source_failure(self.partition.source)
         if failure is not None:  # the backup cannot give the bytes: that, not the filesystem
@@ -289,23 +309,13 @@ class _ExtFS(GuestFS):
             return io.BytesIO(data[:size]), ([(0, size)] if size else [])
         if not ino.i_flags & _EXT4_EXTENTS_FL:
             return node.open(), ([(0, size)] if size else [])  # ext2/3 block maps
-        runs: list[tuple[int | None, int]] = []
-        at = 0
-        for ext in sorted(_parse_extents(node, io.BytesIO(ino.i_block)), key=lambda e: int(e.ee_block)):
-            logical, length = int(ext.ee_block), int(ext.ee_len)
+        extents = []
+        for ext in _parse_extents(node, io.BytesIO(ino.i_block)):
+            length = int(ext.ee_len)
             unwritten = length > 0x8000
-            if unwritten:
-                length -= 0x8000
-            if logical < at:
-                raise GuestError(f"{self.where('inode ' + str(node.inum))}: overlapping extents")
-            if logical > at:
-                runs.append((None, logical - at))
-            runs.append((None if unwritten else (int(ext.ee_start_hi) << 32) | int(ext.ee_start_lo), length))
-            at = logical + length
-        blocks = -(-size // bs)
-        if at < blocks:
-            runs.append((None, blocks - at))
-        return RunlistStream(self.fs.fh, runs, size, bs), _blocks_to_ranges(runs, bs, size)
+            start = (int(ext.ee_start_hi) << 32) | int(ext.ee_start_lo)
+            extents.append((int(ext.ee_block), None if unwritten else start, length - 0x8000 * unwritten))
+        return self._extent_stream(self.fs.fh, node, extents, size, bs)
 
 
 class _XFS(GuestFS):
@@ -352,20 +362,11 @@ class _XFS(GuestFS):
         ):
             return node.open(), ([(0, size)] if size else [])
         bs = int(self.fs.block_size)
-        runs: list[tuple[int | None, int]] = []
-        at = 0
-        for logical, block, count, unwritten in sorted(node._iter_blocks()):
-            if logical < at:
-                raise GuestError(f"{self.where('inode ' + str(node.inum))}: overlapping extents")
-            if logical > at:
-                runs.append((None, logical - at))
+        extents = []
+        for logical, block, count, unwritten in node._iter_blocks():
             agnum, blknum = fsb_to_bb(block, node.ag.sb.sb_agblklog)
-            runs.append((None if unwritten else agnum * self.fs.sb.sb_agblocks + blknum, count))
-            at = logical + count
-        blocks = -(-size // bs)
-        if at < blocks:
-            runs.append((None, blocks - at))
-        return RunlistStream(self.fs.fh, runs, size, bs), _blocks_to_ranges(runs, bs, size)
+            extents.append((logical, None if unwritten else agnum * self.fs.sb.sb_agblocks + blknum, count))
+        return self._extent_stream(self.fs.fh, node, extents, size, bs)
 
 
 class _NTFS(GuestFS):
