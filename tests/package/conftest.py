@@ -227,3 +227,19 @@ def next_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
     deb = Path(proc.stdout.strip().splitlines()[-1])
     assert deb.name.startswith(f"bacula-ec2-plugin_{nxt}_"), deb
     return Release(nxt, deb)
+
+
+def full_restored_exactly(stack: BaculaStack, sim: Any, release: str, where: Path, iid: str, vid: str,
+                          image_name: str) -> None:  # fmt: skip
+    """`status client` lists ec2(<release>); a Full ends OK with no warning; restored into
+    ``where``, the image ``image_name`` of instance ``iid`` holds volume ``vid``'s bytes."""
+    from devkit.helpers import sha256_file
+
+    status = stack.status_client()
+    assert re.search(rf"\bec2\({re.escape(release)}\)", status), status
+    jobid = stack.run_job(level="Full", timeout=180)
+    log = stack.job_log(jobid)
+    assert stack.job_status(jobid) == "T" and "with warnings" not in log, log + stack.logs()
+    rjobid, rstatus = stack.restore(jobid, where=where)
+    assert rstatus == "T", stack.job_log(rjobid) + stack.logs()
+    assert sha256_file(where / "@amazon-ec2" / iid / image_name) == sim.client.volume_sha256(vid)

@@ -12,15 +12,20 @@ recipe linked into /opt/bacula/bin; a Full of a simulated instance is restored a
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from devkit.helpers import sha256_file
-
 from ..e2e.common import BLOCK, plugin_line
-from .conftest import REPO, TrixieRoot, doc_block, find_deb, project_version, without_systemctl
+from .conftest import (
+    REPO,
+    TrixieRoot,
+    doc_block,
+    find_deb,
+    full_restored_exactly,
+    project_version,
+    without_systemctl,
+)
 
 FLAGS = REPO / "packaging" / "opt-bacula" / "configure-flags"
 TARBALL = Path(os.environ.get("BACULA_EC2_CACHE", Path.home() / ".cache/bacula-ec2")) / (
@@ -79,13 +84,6 @@ def test_opt_bacula_recipe_as_written(trixie_root: TrixieRoot, root_stack, sim, 
         fd_plugin_dir="/opt/bacula/plugins",
     )
     assert os.readlink(f"/proc/{stack._procs['fd'].pid}/exe").endswith(OPT_FD)
-    status = stack.status_client()
-    assert re.search(rf"\bec2\({re.escape(project_version())}\)", status), status
-    jobid = stack.run_job(level="Full", timeout=180)
-    log = stack.job_log(jobid)
-    assert stack.job_status(jobid) == "T" and "with warnings" not in log, log + stack.logs()
-    where = tmp_path / "restored"
-    rjobid, rstatus = stack.restore(jobid, where=where)
-    assert rstatus == "T", stack.job_log(rjobid) + stack.logs()
-    image = where / "@amazon-ec2" / iid / f"{vid}-xvda-1G.img"
-    assert sha256_file(image) == sim.client.volume_sha256(vid)
+    full_restored_exactly(
+        stack, sim, project_version(), tmp_path / "restored", iid, vid, f"{vid}-xvda-1G.img"
+    )

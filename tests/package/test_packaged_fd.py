@@ -19,7 +19,7 @@ from pathlib import Path
 from devkit.helpers import sha256_file
 
 from ..e2e.common import BLOCK, SECRET, end_time, plugin_line, restore_before
-from .conftest import FD, Release, TrixieRoot, apt_install, project_version
+from .conftest import FD, Release, TrixieRoot, apt_install, full_restored_exactly, project_version
 
 
 def _fd_root_of(stack) -> str:  # type: ignore[no-untyped-def]
@@ -161,13 +161,6 @@ def test_packaged_so_refuses_a_backend_of_another_release_then_the_upgrade_runs(
 
     apt_install(root, next_release.deb)  # dpkg replaces the hand-copied tree with its own
     stack = root_stack(root, [line])
-    status = stack.status_client()
-    assert re.search(rf"\bec2\({re.escape(next_release.version)}\)", status), status
-    jobid = stack.run_job(level="Full", timeout=180)
-    log = stack.job_log(jobid)
-    assert stack.job_status(jobid) == "T" and "with warnings" not in log, log + stack.logs()
-    where = tmp_path / "restored"
-    rjobid, rstatus = stack.restore(jobid, where=where)
-    assert rstatus == "T", stack.job_log(rjobid) + stack.logs()
-    image = where / "@amazon-ec2" / iid / f"{vid}-sda1-1G.img"
-    assert sha256_file(image) == sim.client.volume_sha256(vid)
+    full_restored_exactly(
+        stack, sim, next_release.version, tmp_path / "restored", iid, vid, f"{vid}-sda1-1G.img"
+    )
