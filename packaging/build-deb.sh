@@ -300,6 +300,10 @@ stage_package() {
     find "$stage/usr/lib/bacula-ec2" -type d -exec chmod 0755 {} +
     find "$stage/usr/lib/bacula-ec2" -type f -exec chmod 0644 {} +
     chmod 0755 "$stage/usr/lib/bacula-ec2/ec2-backend" "$stage/usr/lib/bacula-ec2/bec2"
+    # Its shared objects (CPython's extension modules, compiled wheels such as dissect.util's
+    # Rust extension) stripped as dh_strip strips them; the executables are left alone.
+    find "$stage/usr/lib/bacula-ec2/_internal" -type f -name '*.so*' \
+        -exec strip --remove-section=.comment --remove-section=.note --strip-unneeded {} +
     ln -s ../lib/bacula-ec2/ec2-backend "$stage/usr/sbin/ec2-backend"
     ln -s ../lib/bacula-ec2/bec2 "$stage/usr/bin/bec2"
     # Docs (gzipped above 4 KiB, Debian policy 12.3), man pages, changelog, copyright.

@@ -164,3 +164,41 @@ def test_packaged_so_refuses_a_backend_of_another_release_then_the_upgrade_runs(
     full_restored_exactly(
         stack, sim, next_release.version, tmp_path / "restored", iid, vid, f"{vid}-sda1-1G.img"
     )
+
+
+def test_packaged_bec2_restores_single_files_of_ext4_xfs_and_vfat(
+    packaged_root: TrixieRoot, tmp_path: Path
+) -> None:
+    """The frozen bec2 of the package (its own Python, dissect.* bundled by PyInstaller) reads
+    guest filesystems made by their own mkfs tools: a folder with a GPT disk (EFI vfat + ext4)
+    and an MBR XFS disk, `ls-files` and `restore-files` run inside the root."""
+    import datetime as dt
+
+    from bacula_ec2.formats.blockimage import BLOCK_SIZE
+    from devkit import guestdisks as gd
+
+    t0 = dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC)
+    tree, efi = tmp_path / "tree", tmp_path / "efi"
+    gd.make_tree(tree, 1, owners=True)
+    gd.make_efi_tree(efi)
+    gpt = gd.gpt_disk(tmp_path / "gpt.img", tree, efi)
+    xfs = gd.mbr_xfs_disk(tmp_path / "xfs.img", tree)
+    folder = tmp_path / "folder"
+    for k, (vid, disk) in enumerate((("vol-0gpt000000000009", gpt), ("vol-0xfs000000000009", xfs))):
+        when = t0.strftime("%Y-%m-%dT%H:%M:%SZ")
+        spec = gd.PartSpec(vid, disk.size, f"snap-0pkg{k}", when, instance_id="i-0pkg0000000000009")
+        gd.folder_backup(
+            folder, spec, gd.image_blocks(disk.path, BLOCK_SIZE), started=t0.timestamp() + 60 * k
+        )
+    root = packaged_root
+    listed = root.run("/usr/bin/bec2", "--operation=ls-files", f"--output={folder}", "--path=/etc/nginx",
+                      bind=tmp_path)  # fmt: skip
+    assert "nginx.conf" in listed and "sites-enabled" in listed, listed
+    out = tmp_path / "out"
+    root.run("/usr/bin/bec2", "--operation=restore-files", f"--output={folder}", f"--local_path={out}",
+             "--files=/etc/nginx/**,/EFI/**", bind=tmp_path)  # fmt: skip
+    got = sorted(out.rglob("nginx.conf"))
+    assert len(got) == 2, got  # from the ext4 and from the XFS partition
+    for path in got:
+        assert path.read_bytes() == (tree / "etc/nginx/nginx.conf").read_bytes(), path
+    assert list(out.rglob("EFI")), sorted(p.name for p in out.rglob("*"))
