@@ -340,3 +340,36 @@ def test_ls_files_of_every_volume(world: World, capsys: pytest.CaptureFixture[st
     assert f"volume {GPT} (" in out and f"volume {XFS} (" in out and RAW not in out, out
     assert "p2 (ext4) /home/app:" in out and "p1 (xfs) /home/app:" in out, out
     assert f"volume {RAW}" in err and "no filesystem" in err, err
+
+
+def test_ntfs_and_btrfs_through_bec2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The two other filesystems the library reads, each a whole-disk filesystem made by its
+    own tools (mkntfs + ntfscp, mkfs.btrfs --rootdir): listed and restored from a folder."""
+    ntfs_files = {"hello.txt": b"hello ntfs\n", "big.bin": gd._pattern(11, 3 * gd.MIB)}
+    tree = tmp_path / "tree"
+    gd.make_tree(tree, 1, owners=ROOT)
+    ntfs = gd.ntfs_disk(tmp_path / "ntfs.img", ntfs_files)
+    btrfs = gd.btrfs_disk(tmp_path / "btrfs.img", tree)
+    folder = tmp_path / "folder"
+    vntfs, vbtrfs = "vol-0ntfs00000000001", "vol-0btrfs0000000001"
+    for k, (vid, disk) in enumerate(((vntfs, ntfs), (vbtrfs, btrfs))):
+        spec = full_spec(vid, disk.size, f"snap-0fs{k}", T0)
+        gd.folder_backup(
+            folder, spec, gd.image_blocks(disk.path, BLOCK_SIZE), started=T0.timestamp() + 60 * k
+        )
+    code, out, err = bec2(
+        capsys, "--operation=ls-files", f"--output={folder}", f"--volumes={vntfs}", "--path=/"
+    )
+    assert code == 0, err
+    assert "hello.txt" in out and "big.bin" in out, out
+    dest = tmp_path / "out"
+    code, _out, err = bec2(
+        capsys, "--operation=restore-files", f"--output={folder}", f"--local_path={dest}",
+        "--files=/*.txt,/big.bin,/etc/nginx/**",
+    )  # fmt: skip
+    assert code == 0, err
+    for name, data in ntfs_files.items():
+        assert (dest / "@amazon-ec2" / IID / vntfs / "disk" / name).read_bytes() == data
+    broot = dest / "@amazon-ec2" / IID / vbtrfs / "disk"
+    for src in [tree / "etc/nginx", *(tree / "etc/nginx").rglob("*")]:
+        same_entry(src, broot / src.relative_to(tree))

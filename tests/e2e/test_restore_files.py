@@ -151,3 +151,35 @@ def test_restore_files_through_bacula(sim, bacula_stack, tmp_path: Path) -> None
     assert vgpt in log and vxfs in log and re.search(rf"{vraw}: .*no filesystem", log), log
     assert not (where / "@amazon-ec2").exists() or not any((where / "@amazon-ec2").rglob("*"))
     no_staging(where)
+
+
+def test_ntfs_and_btrfs_files_through_bacula(sim, bacula_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The two other filesystems the library reads (whole-disk NTFS and btrfs, made by their
+    own tools) on the volumes of one instance: a Full, then restore_as=files of files on both."""
+    ntfs_files = {"hello.txt": b"hello ntfs\n", "big.bin": gd._pattern(13, 3 * gd.MIB)}
+    tree = tmp_path / "tree"
+    gd.make_tree(tree, 1, owners=ROOT)
+    ntfs = gd.ntfs_disk(tmp_path / "ntfs.img", ntfs_files)
+    btrfs = gd.btrfs_disk(tmp_path / "btrfs.img", tree)
+    inst = sim.client.create_instance(
+        "files-win",
+        volumes=[{"size_gib": 1, "device": "/dev/sda1"}, {"size_gib": 1, "device": "/dev/xvdb"}],
+    )
+    iid = inst["instance_id"]
+    vntfs, vbtrfs = inst["volume_ids"]
+    write_disk(sim, vntfs, gd.image_blocks(ntfs.path, BLOCK))
+    write_disk(sim, vbtrfs, gd.image_blocks(btrfs.path, BLOCK))
+    stack = bacula_stack([plugin_line(sim.endpoint, "instances=files-win")])
+    full = stack.run_job(level="Full", timeout=180)
+    assert "Backup OK" in stack.job_log(full)
+    where = tmp_path / "restored"
+    _jobid, status, log = restore_files(stack, "2099-01-01 00:00:00", where, "/*.txt,/big.bin,/etc/nginx/**")
+    assert status == "T" and "Restore OK" in log, log
+    base = where / "@amazon-ec2" / iid
+    for name, data in ntfs_files.items():
+        assert (base / vntfs / "disk" / name).read_bytes() == data
+    broot = base / vbtrfs / "disk"
+    for src in [tree / "etc/nginx", *(tree / "etc/nginx").rglob("*")]:
+        same_entry(src, broot / src.relative_to(tree))
+    assert f"volume {vntfs}" in log and "ntfs" in log and "btrfs" in log, log
+    no_staging(where)
