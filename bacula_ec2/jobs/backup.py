@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -100,6 +100,12 @@ class _PartSink:
                 "restore it from another job"
             )
         return "nothing of it is in this job"
+
+
+def _sorted_when_read(items: Iterator[str], key: Callable[[str], tuple[int, str]]) -> Iterator[str]:
+    """`items` sorted, consumed at the first `next()`, not here: a failure while waiting for
+    them then comes from `next()`, where the job handles it like any other."""
+    yield from sorted(items, key=key)
 
 
 @dataclass
@@ -217,10 +223,12 @@ class BackupJob:
 
         ready = self.ledger.completed(groups, labels, failed=lost)
         if self.wait_all_first:
-            ready = iter(sorted(ready, key=lambda k: (int(k.partition(":")[0]), k)))
-        # Nothing to wait for first (an instance with every volume excluded), then each
-        # instance as soon as its snapshots are completed.
-        order = itertools.chain((str(n) for n, t in enumerate(targets) if not t.volumes), ready)
+            ready = _sorted_when_read(ready, key=lambda k: (int(k.partition(":")[0]), k))
+        # Nothing to wait for first (an instance with every volume excluded; not a target all
+        # of whose volumes failed already), then each instance as soon as its snapshots are
+        # completed.
+        empty = (str(n) for n, t in enumerate(targets) if not t.volumes and str(n) not in dead)
+        order = itertools.chain(empty, ready)
         done: set[str] = set()
         standalone: list[Snapshot] = []  # the standalone volumes backed up
         while True:

@@ -211,6 +211,20 @@ def test_standalone_volumes_fail_one_by_one() -> None:
     assert len(rec.texts("E")) == 2
 
 
+def test_standalone_volumes_that_all_fail_fail_the_job() -> None:
+    """Every volume of volumes= fails its snapshot: nothing was backed up, so the job fails
+    (the emptied standalone target is not "backed up")."""
+    aws, _ids = fleet(("web-1",))
+    bad1, bad2 = aws.add_volume(), aws.add_volume()
+    aws.write(bad1, 0, 1)
+    aws.fail("CreateSnapshot", "UnauthorizedOperation", "not allowed", times=2)  # both refused
+    backup, sink, _rec, exc = run(aws, ("volumes", f"{bad1},{bad2}"))
+    assert isinstance(exc, JobError) and str(exc).startswith("nothing was backed up"), exc
+    assert backup.backed_up == []
+    assert not sink.ending(".bimg")
+    assert aws.snapshot_ids() == set()
+
+
 def test_nothing_selected_or_nothing_backed_up_fails_and_leaves_nothing() -> None:
     aws, ids = fleet()
     _b, _s, _r, exc = run(aws, ("instances", "nope-1,nope-2"))
