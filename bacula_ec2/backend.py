@@ -265,7 +265,6 @@ class Backend:
             level=job.level or "F",
             reporter=self.reporter,
             working_dir=job.working_dir or "",
-            since=job.since,
             reference_job=job.prev_job_name or None,
             cancel=s.cancelled,
         )

@@ -51,7 +51,6 @@ from .jobs.folder import (
     plan_restore,
     read_header,
     reference_backup,
-    reference_since,
     scan,
 )
 from .jobs.progress import Progress
@@ -548,7 +547,6 @@ def _backup_locked(
     _INTERRUPTS.watch(ctx.cancel)
     if ref is not None and ref.started is not None:
         ctx.reference_job = ref.job_name
-        ctx.since = reference_since(ref, level)
         reporter.info(f"{LEVEL_NAMES[level]} backup against {ref.describe()}")
     run = BackupRun(ctx)
 

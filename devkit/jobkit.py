@@ -190,7 +190,6 @@ class Director:
             level,
             rec,
             self.working_dir,
-            since=ref.start if ref else None,
             reference_job=ref.name if ref else None,
         )
         job = BackupJob(ctx, self.aws)

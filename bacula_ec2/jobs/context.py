@@ -37,7 +37,6 @@ class JobContext:
     level: str  # F, I or D
     reporter: Reporter
     working_dir: str
-    since: int | None = None  # start time of the reference job (Bacula's Since=)
     reference_job: str | None = None  # unique name of that job (Bacula's PrevJobName=)
     cancel: threading.Event = field(default_factory=threading.Event)
 

@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import itertools
 import json
-import math
 import os
 import re
 import secrets
@@ -459,24 +458,6 @@ def reference_backup(backups: list[Backup], level: str, job: str) -> Backup | No
     (Incremental) or its newest complete Full (Differential)."""
     usable = [b for b in backups if b.complete and b.job == job and (level == "I" or b.level == "F")]
     return max(usable, key=lambda b: (b.started or 0.0, b.job_id or 0), default=None)
-
-
-def reference_since(ref: Backup, level: str) -> int:
-    """Bacula's Since= for a backup at `level` against `ref` (whole seconds, like Bacula's):
-    the base of a volume whose reference snapshot is gone may be any committed snapshot of
-    the chain not newer than this. Times are the reference's snapshot starts (AWS's clock,
-    not ours).
-
-    Incremental: the reference is the newest complete backup and backups into a folder
-    never overlap, so nothing of the chain is newer than its snapshots; their newest start
-    is rounded up (rounding down could miss the snapshot just before the reference).
-    Differential: the reference is the last Full, and Incrementals after it are newer: its
-    oldest snapshot start, rounded down (a Differential never builds on an Incremental).
-    """
-    times = [parse_time(v.created) for v in ref.volumes]
-    if level == "I":
-        return math.ceil(max(times, default=ref.started or 0.0))
-    return math.floor(min(times, default=ref.started or 0.0))
 
 
 # ---------------------------------------------------------------------- writing a backup

@@ -41,12 +41,11 @@ def run_estimate(
     level: str = "F",
     *,
     reference: str | None = None,
-    since: int | None = None,
     name: str = "web-1",
 ) -> tuple[list, RecordingSink, Recorder]:  # type: ignore[type-arg]
     params = parse_parameters([("instances", name)])
     rec = Recorder()
-    ctx = JobContext(params, CONSOLE, 0, level, rec, "", since=since, reference_job=reference)
+    ctx = JobContext(params, CONSOLE, 0, level, rec, "", reference_job=reference)
     sink = RecordingSink()
     before = set(aws.snapshot_ids())
     calls = len(aws.calls)
@@ -142,8 +141,7 @@ def test_an_incremental_estimate_counts_the_changes_since_the_base_up_to_a_newer
     aws.discard(vid, 7)  # TRIM: listed as changed, reads as zeros, no data
     newer = aws.put_snapshot(vid, {})
     aws.advance(30)
-    since = d.runs[-1].start
-    (v,), sink, rec = run_estimate(aws, "I", reference=ref, since=since)
+    (v,), sink, rec = run_estimate(aws, "I", reference=ref)
     assert (v.basis, v.base.snapshot_id, v.snapshot.snapshot_id) == (Basis.CHANGED, base, newer)
     assert (v.blocks, v.zeroed, v.bytes) == (6, 1, 5 * BLOCK_SIZE)
     assert bimg_size(sink) == 5 * BLOCK_SIZE
@@ -162,7 +160,7 @@ def test_without_a_newer_snapshot_than_the_base_the_changes_are_unknown_and_said
     aws.write(vid, 0, 1)
     d, ref = chain_of(aws)
     aws.write(vid, 1, 2)  # after the base: no snapshot has it
-    (v,), sink, rec = run_estimate(aws, "D", reference=ref, since=d.runs[-1].start)
+    (v,), sink, rec = run_estimate(aws, "D", reference=ref)
     assert (v.basis, v.bytes) == (Basis.NO_NEWER, 0)
     assert bimg_size(sink) == 0
     (warning,) = rec.texts("W")
@@ -176,7 +174,7 @@ def test_an_incremental_without_a_base_reads_everything_and_says_so() -> None:
         aws.write(vid, i, 3)
     aws.put_snapshot(vid, {})  # someone's snapshot, not this job's chain
     aws.advance(5)
-    (v,), _sink, rec = run_estimate(aws, "I", reference="backup-web.2026-11-26_16.00.00_1", since=1)
+    (v,), _sink, rec = run_estimate(aws, "I", reference="backup-web.2026-11-26_16.00.00_1")
     assert (v.basis, v.blocks) == (Basis.ALLOCATED, 4)
     (line,) = [t for t in rec.texts("I") if t.startswith(vid)]
     assert line.endswith(
