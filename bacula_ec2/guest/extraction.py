@@ -301,12 +301,14 @@ class _Writer:
             parent.unlink(tmp)
             raise
         os.close(fd)
+        existed = parent.lstat(name) is not None
         try:
             parent.replace(tmp, parent, name)
         except BaseException:
             parent.unlink(tmp)
             raise
-        self.installed.append((*key, name))
+        if not existed:  # a rollback removes what this restore created, never what was there
+            self.installed.append((*key, name))
         self.report.files += 1
         self.report.bytes += e.size
         self.report.data_bytes += written
@@ -335,13 +337,15 @@ class _Writer:
     def symlink(self, e: Entry, key: Key, parent: safefs.Dir, name: str) -> None:
         tmp = safefs.check_name(f".{name}.{secrets.token_hex(6)}.tmp")
         os.symlink(e.target or "", tmp, dir_fd=parent.fd)
+        existed = parent.lstat(name) is not None
         try:
             self._apply(None, (parent, tmp), e)
             parent.replace(tmp, parent, name)
         except BaseException:
             parent.unlink(tmp)
             raise
-        self.installed.append((*key, name))
+        if not existed:
+            self.installed.append((*key, name))
         self.report.symlinks += 1
 
 

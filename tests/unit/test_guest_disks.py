@@ -419,6 +419,17 @@ def test_through_a_chain_of_block_images_each_point_in_time(disks: Disks, tmp_pa
         with pytest.raises(ChainDamaged, match=r"backups/1/full.bimg is damaged: block .* SHA-256"):
             extract(sel, str(bad))
     assert [p.name for p in bad.iterdir()] == ["kept"]  # everything it wrote is gone
+    # A file that was there before (an earlier restore into the same place) is never removed
+    # by the rollback: it stays, replaced by the guest's version.
+    again = tmp_path / "again"
+    (again / "p2/etc").mkdir(parents=True)
+    (again / "p2/etc/hostname").write_bytes(b"from an earlier restore\n")
+    with ChainView([str(full)], ["backups/1/full.bimg"]) as view:
+        sel = select(open_disk(view), parse_patterns("p2:/etc/**,p2:/home/app/data/one-mib.bin"))
+        with pytest.raises(ChainDamaged):
+            extract(sel, str(again))
+    assert sorted(str(p.relative_to(again)) for p in again.rglob("*")) == ["p2", "p2/etc", "p2/etc/hostname"]
+    assert (again / "p2/etc/hostname").read_bytes() == (tree / "etc/hostname").read_bytes()
 
 
 def test_a_deep_tree_keeps_few_directories_open_and_leaks_none(
