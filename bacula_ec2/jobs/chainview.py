@@ -123,7 +123,11 @@ class ChainView:
                 header, raw = self._read_header(fd, name)
                 opened.append(ViewPart(path, name, header, raw))
             self.parts = self._order(opened)
-            self._fds = [self._fds[opened.index(p)] for p in self.parts]
+            keep = [self._fds[opened.index(p)] for p in self.parts]
+            for fd in self._fds:
+                if fd not in keep:  # a part older than the chain's start: not read
+                    os.close(fd)
+            self._fds = keep
             newest = self.parts[-1].header
             self.volume_id = newest.volume_id
             self.block_size = newest.block_size

@@ -200,9 +200,12 @@ def test_the_chain_rules_are_the_local_restores(tmp_path: Path) -> None:
     # an older chain before the last Full is not part of the result
     full2 = tmp_path / "full2.bimg"
     write_part(full2, spec(3, size, level="F"), [(3, b"F" * BS)])
+    fds_before = len(os.listdir("/proc/self/fd"))
     with ChainView([str(full), str(i1), str(full2)]) as view:
         assert [p.name for p in view.parts] == [str(full2)]
         assert view.read(0, size) == bytes(3 * BS) + b"F" * BS
+        assert len(os.listdir("/proc/self/fd")) == fds_before + 1  # the older parts are closed
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_a_bec2_folder_chain_is_chosen_and_checked_as_a_restore_does(tmp_path: Path) -> None:
