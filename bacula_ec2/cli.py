@@ -922,6 +922,8 @@ def _files(
                     done += 1
                     continue
                 sel = guest.select(disk, patterns)
+            except guest.GuestDamaged:
+                raise  # a damaged filesystem fails the volume (below), it is not "not there"
             except guest.GuestError as exc:
                 problems.append(f"{label}: {exc}")
                 continue

@@ -10,7 +10,17 @@ of file data (holes and unwritten extents from the extent map) and safe extracti
 
 from __future__ import annotations
 
-from .disk import FileSource, GuestDisk, GuestError, Partition, Source, SourceFailure, StreamSource, open_disk
+from .disk import (
+    FileSource,
+    GuestDamaged,
+    GuestDisk,
+    GuestError,
+    Partition,
+    Source,
+    SourceFailure,
+    StreamSource,
+    open_disk,
+)
 from .extraction import ExtractReport, Selection, extract, select
 from .fs import Entry, GuestFS, NotFound
 from .listing import Listed, list_path, ls_line
@@ -20,6 +30,7 @@ __all__ = [
     "Entry",
     "ExtractReport",
     "FileSource",
+    "GuestDamaged",
     "GuestDisk",
     "GuestError",
     "GuestFS",

@@ -21,6 +21,12 @@ class GuestError(Exception):
     names the partition and path and says what was found."""
 
 
+class GuestDamaged(GuestError):
+    """The guest's filesystem structure cannot be read where it should be (a damaged
+    filesystem): unlike a path or partition that is not there, this fails the volume, since
+    what it holds there cannot be restored."""
+
+
 class SourceFailure(Exception):
     """Raised by a Source that cannot return exact bytes (a damaged backup). The guest
     reader never turns it into a GuestError; where a parser swallowed it (dissect tries one

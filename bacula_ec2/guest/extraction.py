@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..jobs import safefs
-from .disk import GuestDisk, GuestError, Partition, SourceFailure, source_failure
+from .disk import GuestDamaged, GuestDisk, GuestError, Partition, SourceFailure, source_failure
 from .fs import SUPPORTED, Entry, GuestFS, NotFound, open_fs
 from .paths import Pattern
 
@@ -60,7 +60,8 @@ def select(disk: GuestDisk, patterns: list[Pattern]) -> Selection:
     """Resolve each pattern; a pattern without partition searches every readable
     filesystem. Problems are collected, not raised (the caller decides: nothing selected
     at all is an error, a partial selection a warning). A damaged backup (SourceFailure)
-    is raised: nothing read from it can be trusted."""
+    is raised: nothing read from it can be trusted; so is a damaged filesystem
+    (GuestDamaged): what it holds there would be missing from the restore."""
     sel = Selection()
     cache: dict[str, GuestFS | GuestError] = {}
     seen: set[tuple[str, str]] = set()
@@ -77,9 +78,13 @@ def select(disk: GuestDisk, patterns: list[Pattern]) -> Selection:
                 for p in readable:
                     try:
                         targets.append(_open(p, cache))
+                    except GuestDamaged:
+                        raise
                     except GuestError as exc:
                         if f"{exc}" not in sel.problems:
                             sel.problems.append(f"{exc}")
+        except GuestDamaged:
+            raise
         except GuestError as exc:
             sel.problems.append(f"{pat.text}: {exc}")
             continue
@@ -88,6 +93,8 @@ def select(disk: GuestDisk, patterns: list[Pattern]) -> Selection:
             sel.filesystems[fs.partition.name] = fs.fstype
             try:
                 found += _select_in(fs, pat, sel, seen)
+            except GuestDamaged:
+                raise
             except GuestError as exc:
                 sel.problems.append(f"{pat.text}: {exc}")
                 failed = True

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from dissect.util.stream import RunlistStream  # type: ignore[import-untyped]
 
-from .disk import GuestError, Partition, SourceFailure, source_failure
+from .disk import GuestDamaged, GuestError, Partition, SourceFailure, source_failure
 
 
 class NotFound(GuestError):
@@ -108,7 +108,7 @@ class GuestFS:
         at = 0
         for logical, physical, count in sorted(extents, key=lambda e: e[0]):
             if logical < at:
-                raise GuestError(f"{self.where('inode ' + str(node.inum))}: overlapping extents")
+                raise GuestDamaged(f"{self.where('inode ' + str(node.inum))}: overlapping extents")
             if logical > at:
                 runs.append((None, logical - at))
             runs.append((physical, count))
@@ -122,7 +122,7 @@ class GuestFS:
         failure = source_failure(self.partition.source)
         if failure is not None:  # the backup cannot give the bytes: that, not the filesystem
             return failure
-        return GuestError(
+        return GuestDamaged(
             f"cannot read {self.where(path)} on the {self.fstype} filesystem of partition "
             f"{self.partition.name}: {type(exc).__name__}: {exc} (damaged filesystem structure?)"
         )

@@ -15,6 +15,7 @@ import pytest
 
 from bacula_ec2.guest import (
     FileSource,
+    GuestDamaged,
     GuestError,
     StreamSource,
     extract,
@@ -365,6 +366,11 @@ def test_a_damaged_filesystem_fails_naming_partition_and_path(disks: Disks, tmp_
         bfs = disk.open_fs("p2")
         bfs.listdir("/etc")
     assert info.value.__cause__ is not None
+    # Not a "not there" to warn about and restore the rest: selecting from it fails the volume.
+    assert isinstance(info.value, GuestDamaged)
+    for pattern in ("p2:/etc/**", "/etc/**"):
+        with pytest.raises(GuestDamaged, match="p2"):
+            select(disk, parse_patterns(pattern))
 
 
 def test_extraction_never_writes_through_a_link_in_the_target(disks: Disks, tmp_path: Path) -> None:
