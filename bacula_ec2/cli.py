@@ -903,7 +903,6 @@ def _files(
         return EXIT_USAGE if isinstance(exc, guest.GuestError) else exit_code(exc)
     problems: list[str] = []
     done = 0
-    total = guest.ExtractReport()
     for vid in sorted(plan.chains):
         parts = plan.chains[vid]
         newest = parts[-1][1]
@@ -944,8 +943,6 @@ def _files(
                 f"{label}: {report.summary()} under {where}; read {view.bytes_read} bytes "
                 f"({view.blocks_read} blocks) of the chain's parts"
             )
-            for key in ("files", "bytes", "directories", "symlinks"):
-                setattr(total, key, getattr(total, key) + getattr(report, key))
         except FAILURES as exc:
             # a damaged chain (ChainDamaged), a failed write, or a guest file that cannot be
             # read whole: extract() removed what it had written of this volume

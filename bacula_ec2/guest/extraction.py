@@ -17,7 +17,7 @@ from typing import Any
 
 from ..jobs import safefs
 from .disk import GuestDamaged, GuestDisk, GuestError, Partition, SourceFailure, source_failure
-from .fs import SUPPORTED, Entry, GuestFS, NotFound, open_fs
+from .fs import SUPPORTED, Entry, GuestFS, NotFound, open_fs, resolve_link
 from .paths import Pattern
 
 CHUNK = 1 << 20
@@ -115,7 +115,7 @@ def _select_in(fs: GuestFS, pat: Pattern, sel: Selection, seen: set[tuple[str, s
         return 0  # the fixed part of the path does not exist on this filesystem
     ent = fs.entry(node, start)
     if ent.kind == "symlink" and pat.prefix != pat.path:  # /bin/** on a merged-/usr guest
-        start, node = fs.lookup(_follow(start, ent.target or ""))
+        start, node = fs.lookup(resolve_link(start, ent.target or ""))
     base = "" if pat.prefix == "/" else pat.prefix
     found = 0
     inside: str | None = None  # a matched directory: everything below it is selected
@@ -136,14 +136,6 @@ def _select_in(fs: GuestFS, pat: Pattern, sel: Selection, seen: set[tuple[str, s
             seen.add(key)
             sel.matches.append(Match(fs, e, n))
     return found
-
-
-def _follow(linkpath: str, target: str) -> str:
-    import posixpath
-
-    if target.startswith("/"):
-        return target
-    return posixpath.normpath(posixpath.join(posixpath.dirname(linkpath), target))
 
 
 # ---------------------------------------------------------------------- extraction

@@ -196,7 +196,7 @@ class GuestFS:
         canonical, node = self.lookup(path)
         ent = self.entry(node, canonical)
         if ent.kind == "symlink":
-            canonical, node = self.lookup(_resolve(canonical, ent.target or ""))
+            canonical, node = self.lookup(resolve_link(canonical, ent.target or ""))
             ent = self.entry(node, canonical)
         if ent.kind != "dir":
             raise NotFound(f"{self.where(canonical)} is not a directory")
@@ -228,7 +228,8 @@ class GuestFS:
         return fh, runs
 
 
-def _resolve(linkpath: str, target: str) -> str:
+def resolve_link(linkpath: str, target: str) -> str:
+    """The guest path a symbolic link at `linkpath` with `target` points to."""
     return (
         target
         if target.startswith("/")

@@ -25,10 +25,8 @@ from ..aws import Aws
 from ..aws.model import Instance
 from .chain import STATE_TAG, TAG
 from .context import JobError
-from .selection import select_instances
+from .selection import GONE_STATES, INSTANCE_ID, select_instances
 
-_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_GONE_STATES = {"terminated", "shutting-down"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Every `.query parameter=<p>` value, with what it answers (one line each for `help`).
@@ -81,11 +79,11 @@ def shown_name(name: str | None) -> str | None:
 def find_instance(aws: Aws, key: str) -> Instance:
     """The instance `key` names in this region: its id, else its Name tag (instances being
     terminated are not candidates for a Name). Refuses a Name that matches none or several."""
-    if _INSTANCE_ID.match(key):
+    if INSTANCE_ID.match(key):
         found = aws.describe_instances(ids=[key])
         if found:
             return found[0]
-    named = [i for i in aws.describe_instances(names=[key]) if i.state not in _GONE_STATES]
+    named = [i for i in aws.describe_instances(names=[key]) if i.state not in GONE_STATES]
     if len(named) == 1:
         return named[0]
     region = aws.region

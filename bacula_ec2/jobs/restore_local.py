@@ -1082,10 +1082,12 @@ class FilesRestore(LocalRestore):
 
     def _remove_stage(self) -> None:
         """Remove the staging directory and everything in it (idempotent)."""
-        stage, self._stage = self._stage, None
-        if stage is None:
+        if self._stage is None:
             return
-        super().close()  # the assembly's temporary files and open directories first
+        # The assembly's temporary files and open directories first, while the staging
+        # directory is still known (abandoning a current file opens the target again).
+        super().close()
+        stage, self._stage = self._stage, None
         try:
             shutil.rmtree(stage)
         except FileNotFoundError:

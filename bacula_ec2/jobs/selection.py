@@ -24,8 +24,9 @@ from ..params import Parameters
 from .chain import TAG
 from .context import JobError
 
-_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_GONE_STATES = {"terminated", "shutting-down"}
+#: An instance id, as instances= may give it (else a Name); states no longer backed up.
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+GONE_STATES = {"terminated", "shutting-down"}
 #: The tag every resource a restore creates carries (value: the source instance or volume).
 RESTORED_TAG = TAG + "restored-from"
 
@@ -106,8 +107,8 @@ def _restored_from(tags: dict[str, str]) -> str | None:
 
 
 def _describe_selected(aws: Aws, params: Parameters, sel: Selection) -> list[Instance]:
-    ids = [i for i in params.instances if _INSTANCE_ID.match(i)]
-    names = [i for i in params.instances if not _INSTANCE_ID.match(i)]
+    ids = [i for i in params.instances if INSTANCE_ID.match(i)]
+    names = [i for i in params.instances if not INSTANCE_ID.match(i)]
     found: dict[str, Instance] = {}
     if ids:
         for inst in aws.describe_instances(ids=ids):
@@ -124,7 +125,7 @@ def _describe_selected(aws: Aws, params: Parameters, sel: Selection) -> list[Ins
     if names:
         by_name: dict[str, list[Instance]] = {}
         for inst in aws.describe_instances(names=names):
-            if inst.state in _GONE_STATES:
+            if inst.state in GONE_STATES:
                 continue
             by_name.setdefault(inst.name or "", []).append(inst)
         missing = [n for n in names if n not in by_name]
@@ -184,14 +185,14 @@ def select(aws: Aws, params: Parameters, *, strict: bool = False) -> Selection:
     targets = sel.targets
     if params.selects_instances():
         excluded = set(params.exclude_instances)
-        by_id = {i for i in params.instances if _INSTANCE_ID.match(i)}
+        by_id = {i for i in params.instances if INSTANCE_ID.match(i)}
         described = _describe_selected(aws, params, sel)
         check()
         for inst in sorted(described, key=lambda i: i.instance_id):
             name = inst.name
             if inst.instance_id in excluded or (name and name in excluded):
                 continue
-            if inst.state in _GONE_STATES:
+            if inst.state in GONE_STATES:
                 continue
             source = _restored_from(inst.tags)
             named = inst.instance_id in by_id
