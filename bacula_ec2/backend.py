@@ -17,6 +17,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from protocol import (
     BackendSession,
@@ -37,17 +38,15 @@ from protocol.backup import FileWriter as ProtocolFileWriter
 from protocol.text import has_undecodable, looks_secret, printable, set_message_scrubber
 
 from . import __version__
-from .jobs import browse
 from .jobs.context import JobContext, connect
 from .jobs.progress import Progress, log_line
-from .jobs.restore_aws import AwsRestore
-from .jobs.restore_local import LocalRestore, RestoreFailed
 from .jobs.runner import (
     EXPECTED_FAILURES,
     BackupRun,
     CommitFailed,
     failure_text,
     finish_restore,
+    open_backup,
     open_restore,
     restore_target,
     text_of,
@@ -56,6 +55,12 @@ from .jobs.sink import DIR_MODE, FILE_MODE, FileInfo
 from .logs import REDACTOR, quiet_until_configured, setup_backend_logging
 from .params import ParameterError, parse_parameters
 from .retry import Cancelled
+
+if TYPE_CHECKING:
+    # A backup never needs these: imported where a restore, .ls or .query uses them (each
+    # costs start-up time, tests/unit/test_startup.py).
+    from .jobs.restore_aws import AwsRestore
+    from .jobs.restore_local import LocalRestore
 
 PLUGIN_NAME = "ec2"
 #: The Hello's second word: the protocol API and this release. ec2-fd.so sends its own
@@ -107,12 +112,17 @@ class _Writer:
     """Coalesces the 48-byte records of a block image with the block that follows them.
 
     A record header and its block leave as one D packet (one Bacula record) in one writev;
-    runs of small pieces (empty-block records) are gathered up to 64 KiB.
+    runs of small pieces (empty-block records) are gathered up to 64 KiB. With a smaller
+    packet size (BACULA_EC2_DATA_PACKET, diagnostic: bacula_ec2/fdpipe.py) the same bytes
+    leave as D packets of that size, still in one writev per write.
     """
 
     def __init__(self, inner: ProtocolFileWriter) -> None:
+        from .fdpipe import current
+
         self.inner = inner
         self.small = bytearray()
+        self.packet = current().packet
 
     def write(self, *parts: bytes | bytearray | memoryview) -> None:
         if sum(len(p) for p in parts) < COALESCE:
@@ -123,11 +133,11 @@ class _Writer:
             return
         pending = bytes(self.small)
         self.small.clear()
-        self.inner.write(pending, *parts)
+        self.inner.write(pending, *parts, packet_size=self.packet)
 
     def _flush(self) -> None:
         if self.small:
-            self.inner.write(bytes(self.small))
+            self.inner.write(bytes(self.small), packet_size=self.packet)
             self.small.clear()
 
     def close(self) -> None:
@@ -181,6 +191,8 @@ class RestoreAdapter(BaseRestoreHandler):
 
     @staticmethod
     def _refused(name: str, exc: BaseException) -> RestoreRefused:
+        from .jobs.restore_local import RestoreFailed
+
         text = str(exc) if isinstance(exc, RestoreFailed) else f"{name}: {exc}"
         return RestoreRefused(text)
 
@@ -279,8 +291,16 @@ class Backend:
 
     # ------------------------------------------------------------------ modes
     def _backup(self, ctx: JobContext, mode: Mode) -> None:
+        # The list pacers of every backend of this host (two Plugin lines of a job, other
+        # jobs) keep one schedule in the FD's working directory (docs/PERFORMANCE.md).
+        run = BackupRun(ctx, lambda c: open_backup(c, pace_dir=c.working_dir or None))
+        try:
+            self._run_backup(run, mode)
+        finally:
+            run.close()
+
+    def _run_backup(self, run: BackupRun, mode: Mode) -> None:
         s = self.session
-        run = BackupRun(ctx)
         try:
             run.open()
             stream = s.item_stream()
@@ -328,6 +348,8 @@ class Backend:
             run.rollback(quiet=True)
 
     def _listing(self, ctx: JobContext) -> None:
+        from .jobs import browse
+
         s = self.session
         try:
             stream = s.item_stream()
@@ -353,6 +375,8 @@ class Backend:
 
     def _query(self, ctx: JobContext) -> None:
         """Errors are answered as `error=...` rows: a .query has no job log to read."""
+        from .jobs import browse
+
         s = self.session
         q = s.query_stream()
         try:
@@ -454,6 +478,8 @@ def main() -> int:
     set_message_scrubber(REDACTOR.scrub)  # every message packet, from any module
     session: BackendSession | None = None
     try:
+        from . import fdpipe
+
         conn = Connection.from_fds(0, 1)
         session = BackendSession(
             conn,
@@ -463,6 +489,9 @@ def main() -> int:
             abort_note=PTCOMM_NOTE,
         )
         session.install_signal_handlers()
+        # fd 1's pipe to the FD: 1 MiB unless BACULA_EC2_PIPE_SIZE says otherwise (a bad
+        # value: an A naming it); a pipe that cannot grow stays as it is (fdpipe.py).
+        fdpipe.apply(fdpipe.from_environ(), 1)
         Backend(session).run()
     except EndOfStream:
         _quietly(lambda: log.info("the FD closed the connection"))

@@ -50,7 +50,10 @@ class SharedSchedule:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the file (idempotent)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class Pacer:
@@ -105,6 +108,14 @@ class Pacer:
         slot = max(now - self.burst, self._next - lead)
         self._next = max(self._next, slot) + 1.0 / self.rate
         return slot
+
+    def close_shared(self) -> None:
+        """Stop sharing the schedule and close its file (idempotent): the job is over. A
+        request after it is paced by this pacer alone."""
+        with self._lock:
+            shared, self.shared = self.shared, None
+        if shared is not None:
+            shared.close()
 
     def _recover(self, now: float) -> None:
         """The additive increase (under the lock)."""

@@ -1,7 +1,11 @@
 """The one module that talks to AWS (EC2 control plane and EBS direct reads).
 
 Everything above it sees plain dicts, small dataclasses and our own exceptions; nothing
-above it imports boto3. Secrets go into botocore and nowhere else.
+above it imports boto3 or botocore. Secrets go into botocore and nowhere else.
+
+The clients are botocore's, made by a botocore session directly: boto3's `Session` adds
+nothing the jobs use (its resources and S3 transfer manager), and importing it costs about
+0.1 s of every job's start-up (s3transfer and more).
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
+from .. import __version__
 from ..formats.blockimage import BLOCK_SIZE
 from ..pacing import Pacer, SharedSchedule
 from ..retry import REAL_CLOCK, Clock, RetriesExhausted, Retryable, RetryPolicy, RetryStats, call_with_retry
@@ -80,7 +84,16 @@ def verified_block(
     return BlockBody(index, data, digest)
 
 
-def _session(settings: AwsSettings) -> boto3.Session:
+#: Appended to botocore's User-Agent of every control-plane and listing request (AWS
+#: CloudTrail shows it): which product and release made the call.
+USER_AGENT_EXTRA = f"bacula-ec2/{__version__}"
+
+
+def _session(settings: AwsSettings) -> botocore.session.Session:
+    """The botocore session the clients are made from: credentials (given keys, a profile,
+    a credentials file, else botocore's default chain; `role_arn`: assumed through STS,
+    refreshed before they expire) and region (`region`, else the profile's or
+    AWS_DEFAULT_REGION). Raises ProfileNotFound for a profile the config does not have."""
     if settings.credentials_file:
         # Before botocore reads it: its own answer would be a bare NoCredentials.
         problem = credentials_file_problem(
@@ -89,6 +102,9 @@ def _session(settings: AwsSettings) -> boto3.Session:
         if problem:
             raise AwsError("credentials", "CredentialsFile", problem)
     core = botocore.session.Session(profile=settings.profile)
+    core.user_agent_extra = USER_AGENT_EXTRA
+    if settings.region:
+        core.set_config_variable("region", settings.region)
     if settings.credentials_file:
         core.set_config_variable("credentials_file", settings.credentials_file)
     if settings.access_key or settings.secret_key:
@@ -138,10 +154,7 @@ def _session(settings: AwsSettings) -> boto3.Session:
         core._credentials = DeferredRefreshableCredentials(
             method="assume-role", refresh_using=fetcher.fetch_credentials
         )
-    try:
-        return boto3.Session(botocore_session=core, region_name=settings.region)
-    except ProfileNotFound as exc:
-        raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
+    return core
 
 
 log = logging.getLogger("bacula-ec2.aws")
@@ -174,7 +187,7 @@ def list_schedule(directory: str | None, region: str) -> SharedSchedule | None:
 
 
 def verify_setting(settings: AwsSettings, core: botocore.session.Session) -> str | bool:
-    """The CA bundle boto3 verifies TLS with, resolved as botocore does: the `ca_bundle`
+    """The CA bundle the clients verify TLS with, resolved as botocore does: the `ca_bundle`
     setting (the clients' `verify=`), else AWS_CA_BUNDLE or the profile's `ca_bundle`,
     else True (botocore's own bundle)."""
     if settings.ca_bundle:
@@ -220,16 +233,15 @@ class Aws(RestoreCalls):
         self.read_timeout = settings.read_timeout
         try:
             session = _session(settings)
+            self.credentials = session.get_credentials()  # botocore Credentials, refreshable
+            self.verify = verify_setting(settings, session)  # also the fast path's (blocks.py)
+            self.region = settings.region or session.get_config_variable("region")
         except ProfileNotFound as exc:
             raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
-        self.credentials = session.get_credentials()  # botocore Credentials, refreshable
-        self.verify = verify_setting(settings, session._session)  # also the fast path's (blocks.py)
-        self.region = settings.region or session.region_name
         if not self.region:
             raise AwsError(
                 "configuration", "NoRegion", "no region: add region=<name> (e.g. region=eu-west-1)"
             )
-        self.list_pacer = Pacer(LIST_RATE, floor=5.0, shared=list_schedule(settings.pace_dir, self.region))
         # total_max_attempts counts the first attempt (botocore's max_attempts does not: 1
         # there means two requests). Our own retry policies are the only retries.
         control = Config(
@@ -246,14 +258,14 @@ class Aws(RestoreCalls):
         )
         verify = settings.ca_bundle or None  # None: botocore resolves AWS_CA_BUNDLE / the profile
         try:
-            self.ec2 = session.client(
+            self.ec2 = session.create_client(
                 "ec2",
                 region_name=self.region,
                 config=control,
                 endpoint_url=settings.ec2_endpoint_url or settings.endpoint_url,
                 verify=verify,
             )
-            self.ebs = session.client(
+            self.ebs = session.create_client(
                 "ebs",
                 region_name=self.region,
                 config=data,
@@ -262,6 +274,23 @@ class Aws(RestoreCalls):
             )
         except NoRegionError as exc:
             raise AwsError("configuration", "NoRegion", "no region: add region=<name>") from exc
+        except ProfileNotFound as exc:
+            raise AwsError("credentials", "ProfileNotFound", str(exc)) from exc
+        # Last: nothing after it can fail, so its file (the shared schedule) is closed by
+        # `close()` or never opened.
+        self.list_pacer = Pacer(LIST_RATE, floor=5.0, shared=list_schedule(settings.pace_dir, self.region))
+
+    def close(self) -> None:
+        """The job is done with these clients: the shared list schedule's file and the
+        clients' connections are closed (idempotent). A call after it still works: on a
+        new connection, with this process's own list pacer."""
+        pacer: Pacer | None = getattr(self, "list_pacer", None)
+        if pacer is not None:
+            pacer.close_shared()
+        for name in ("ec2", "ebs"):
+            client = getattr(self, name, None)
+            if client is not None:
+                client.close()
 
     # ------------------------------------------------------------------ plumbing
     def _call(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Generic, TypeVar
 
 from .. import naming, timefmt
 from ..aws import Aws, AwsError, BlockRef
@@ -24,15 +25,17 @@ from ..formats.blockimage import (
     RecordKind,
 )
 from ..pacing import Pacer
-from ..retry import RetriesExhausted
+from ..retry import Cancelled, RetriesExhausted
 from . import progress
-from .chain import BaseChoice, choose_base
+from .chain import BaseChoice, Kept, choose_base
 from .context import JobContext, JobError
 from .selection import Failure, InstanceTarget, VolumeTarget, select
 from .sink import BackupSink, FileInfo, FileWriter
 from .snapshots import SnapshotLedger
 
 SPOOL_IN_MEMORY = 4 << 20
+
+T = TypeVar("T")
 
 
 _epoch = timefmt.epoch
@@ -108,6 +111,120 @@ def _sorted_when_read(items: Iterator[str], key: Callable[[str], tuple[int, str]
     yield from sorted(items, key=key)
 
 
+def _close(refs: object) -> None:
+    close = getattr(refs, "close", None)
+    if close is not None:
+        close()
+
+
+class _Resumed(Iterator[BlockRef]):
+    """A block listing the preflight began: its first entry again (None: the listing is
+    empty), then the rest of it. `close()` closes the listing, started or not."""
+
+    def __init__(self, first: BlockRef | None, rest: Iterator[BlockRef]) -> None:
+        self._first, self._rest = first, rest
+
+    def __iter__(self) -> _Resumed:
+        return self
+
+    def __next__(self) -> BlockRef:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return next(self._rest)
+
+    def close(self) -> None:
+        self._first = None
+        _close(self._rest)
+
+
+class _InThread(Generic[T]):
+    """`fn()` in a thread of its own; `result()` waits for it, returns what it returned or
+    raises what it raised."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="backup-call", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to the caller (`result`)
+            self._error = exc
+
+    def result(self) -> T | None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Count:
+    """A Full's blocks, counted by a listing of their own in a thread of its own while the
+    read runs (its requests pass the job's one list pacer, like the read's listing).
+
+    The read's first block waits for nothing: the count of a 1 TiB volume is 210 pages, ~5 s
+    at the List quota. `result()` (the consumer's thread) says the count once it is known,
+    or raises the count's failure: the volume then fails as if its read had failed.
+    `stop()` ends the thread at its next entry; a cancel of the job does too.
+    """
+
+    def __init__(
+        self, listing: Callable[[], Iterator[BlockRef]], cancel: threading.Event | None, label: str
+    ) -> None:
+        self.cancel = cancel
+        self.label = label
+        self.ended = threading.Event()
+        self._stop = threading.Event()
+        self._count: int | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(listing,), name=f"count-{label}", daemon=True)
+        self._thread.start()
+
+    def _stopped(self) -> bool:
+        return self._stop.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    def _run(self, listing: Callable[[], Iterator[BlockRef]]) -> None:
+        refs: Iterator[BlockRef] | None = None
+        try:
+            refs = listing()
+            n = 0
+            for _ in refs:
+                if self._stopped():
+                    return
+                n += 1
+            self._count = n
+        except BaseException as exc:  # handed to the consumer (`result`)
+            self._error = exc
+        finally:
+            if refs is not None:
+                _close(refs)
+            self.ended.set()
+
+    def result(self) -> int:
+        """The count; call once `ended` is set. Raises the listing's failure, or Cancelled."""
+        if self._error is not None:
+            raise self._error
+        if self._count is None:
+            raise Cancelled(f"{self.label}: counting its blocks: cancelled")
+        return self._count
+
+    def wait(self) -> int:
+        """`result()` once the count has ended (a cancel of the job stops the wait)."""
+        while not self.ended.wait(0.1):
+            if self._stopped():
+                self.stop()
+                raise Cancelled(f"{self.label}: counting its blocks: cancelled")
+        return self.result()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 @dataclass
 class VolumeStats:
     blocks: int = 0
@@ -149,6 +266,8 @@ class BackupJob:
         self.failures: list[Failure] = []
         #: What was: instance labels, "volume vol-..." for standalone volumes.
         self.backed_up: list[str] = []
+        #: Snapshot id -> the listing its preflight began, for the read of that volume.
+        self._begun: dict[str, _Resumed] = {}
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, sink: BackupSink) -> None:
@@ -361,6 +480,10 @@ class BackupJob:
         except PART_FAILURES as exc:
             self._part_failed(target, exc, list(snaps.values()), vol, part.abandon())
             return False
+        finally:
+            for begun in self._begun.values():  # a preflight's listing its read did not take
+                begun.close()
+            self._begun.clear()
         self.backed_up.append(f"volume {vol.volume_id}" if vol is not None else target.label)
         return True
 
@@ -429,9 +552,17 @@ class BackupJob:
         again = iid in self.covered  # its JSON and directory came with the other Plugin line
         # What can fail before any of its blocks is read, before any of its files is handed
         # over: a failure then leaves nothing of it in the job.
-        user_data = None if target.standalone or again else self.aws.instance_user_data(iid)
-        for vol in target.volumes:
-            self._preflight(vol, snaps[vol.volume_id])
+        # The user data is asked for while the volumes' listings are checked (one round trip
+        # less before the first block); its failure is the one reported if both fail.
+        asked = None if target.standalone or again else _InThread(lambda: self.aws.instance_user_data(iid))
+        try:
+            # The first volume read keeps the listing its preflight began (its read starts
+            # one round trip earlier); the others' are closed (`_backup_target` closes a
+            # kept one that was not read).
+            for n, vol in enumerate(target.volumes):
+                self._preflight(vol, snaps[vol.volume_id], keep=n == 0)
+        finally:
+            user_data = asked.result() if asked is not None else None
         if target.standalone:
             for vol in target.volumes:
                 self._backup_volume(sink, target, vol, snaps[vol.volume_id])
@@ -455,21 +586,27 @@ class BackupJob:
             self._backup_volume(sink, target, vol, snaps[vol.volume_id])
         sink.directory(naming.instance_dir(iid), mtime)
 
-    def _preflight(self, vol: VolumeTarget, snap: Snapshot) -> None:
+    def _block_listing(self, base: Kept | None, snapshot_id: str) -> Iterator[BlockRef]:
+        """What a volume's read lists: the changes since its base, or (a Full) every block."""
+        if base:
+            return self.aws.list_changed_blocks(base.snapshot_id, snapshot_id)
+        return self.aws.list_snapshot_blocks(snapshot_id)
+
+    def _preflight(self, vol: VolumeTarget, snap: Snapshot, *, keep: bool = False) -> None:
         """The first page of the volume's block listing (one request): a refused or unknown
-        snapshot fails its instance before anything of it is in the job."""
+        snapshot fails its instance before anything of it is in the job. `keep`: the
+        volume's read goes on from this listing (`_begun`) instead of listing again."""
         base = (self.bases.get(vol.volume_id) or BaseChoice(None)).base
-        refs = (
-            self.aws.list_changed_blocks(base.snapshot_id, snap.snapshot_id)
-            if base
-            else self.aws.list_snapshot_blocks(snap.snapshot_id)
-        )
+        refs = iter(self._block_listing(base, snap.snapshot_id))
         try:
-            next(iter(refs), None)
-        finally:
-            close = getattr(refs, "close", None)
-            if close is not None:
-                close()
+            first = next(refs, None)
+        except BaseException:
+            _close(refs)
+            raise
+        if keep:
+            self._begun[snap.snapshot_id] = _Resumed(first, refs)
+        else:
+            _close(refs)
 
     def _backup_volume(
         self, sink: BackupSink, target: InstanceTarget, vol: VolumeTarget, snap: Snapshot
@@ -519,43 +656,72 @@ class BackupJob:
         t0 = time.monotonic()
         path = naming.volume_image(iid, vid, vol.device, vol.size_gib, ctx.level, ctx.job_id)
 
-        def listing() -> Iterator[BlockRef]:
-            if base:
-                return self.aws.list_changed_blocks(base.snapshot_id, sid)
-            return self.aws.list_snapshot_blocks(sid)
-
-        # Progress needs a total. A Full counts its ListSnapshotBlocks listing first: its
-        # pages follow the data (10,000 blocks, 5 GiB, a page), so the count costs about 1% of
-        # reading them. ListChangedBlocks pages follow the volume's size, not the changes (a
-        # 1 TiB volume: 210 pages whatever changed), and often take longer than reading the
-        # changes: an Incremental lists once, and its total is known when its listing ends.
+        # Progress needs a total. A Full counts its ListSnapshotBlocks listing (`_Count`, in
+        # a thread of its own while the read runs): its pages follow the data (10,000 blocks,
+        # 5 GiB, a page), so the count costs about 1% of reading them; its total and its
+        # "N block(s) to read" message come when the count ends. ListChangedBlocks pages
+        # follow the volume's size, not the changes (a 1 TiB volume: 210 pages whatever
+        # changed), and often take longer than reading the changes: an Incremental lists
+        # once, and its total is known when its listing ends.
         tracker = progress.Tracker(vid, "backed up", None, progress.emitter(ctx.reporter))
-        if base is None:
-            listed = sum(1 for _ in listing())
-            tracker.total = listed * BLOCK_SIZE
+        counting = (
+            _Count(lambda: self._block_listing(None, sid), ctx.cancel, f"volume {vid}")
+            if base is None
+            else None
+        )
+        listed = 0
+
+        def counted(count: int) -> None:
+            """The count is known: the total, and the job message (from the consumer's thread:
+            job messages go through the FD's connection, between data packets)."""
+            nonlocal listed
+            listed = count
+            tracker.total = count * BLOCK_SIZE
             ctx.reporter.info(
-                f"volume {vid}: {listed} block(s) to read from {sid} ({progress.size(listed * BLOCK_SIZE)})"
+                f"volume {vid}: {count} block(s) to read from {sid} ({progress.size(count * BLOCK_SIZE)})"
             )
 
         def listed_all(count: int) -> None:
             tracker.total = count * BLOCK_SIZE
 
-        writer = sink.open_file(FileInfo(path, vol.size_gib * naming.GIB, mtime))
-        writer.write(image.start())
-        for body in self.downloader.fetch(sid, read_ahead(listing(), on_done=listed_all)):
-            offset = body.index * BLOCK_SIZE
-            stats.blocks += 1
-            tracker.add(BLOCK_SIZE)
-            if body.sha256 == ZERO_BLOCK_SHA256:
-                rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.ZERO, body.sha256)
-                writer.write(image.record(rec))
-                spools[1].write(maps[1].record(rec))
-                stats.zero_blocks += 1
-            else:
-                rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.DATA, body.sha256)
-                writer.write(image.record(rec), body.data)
-                stats.data_blocks += 1
-            spools[0].write(maps[0].record(rec))
+        try:
+            writer = sink.open_file(FileInfo(path, vol.size_gib * naming.GIB, mtime))
+            writer.write(image.start())
+            begun = self._begun.pop(sid, None)
+            source = begun if begun is not None else self._block_listing(base, sid)
+            for body in self.downloader.fetch(sid, read_ahead(source, on_done=listed_all)):
+                if counting is not None and counting.ended.is_set():
+                    counted(counting.result())
+                    counting = None
+                offset = body.index * BLOCK_SIZE
+                stats.blocks += 1
+                tracker.add(BLOCK_SIZE)
+                if body.sha256 == ZERO_BLOCK_SHA256:
+                    rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.ZERO, body.sha256)
+                    writer.write(image.record(rec))
+                    spools[1].write(maps[1].record(rec))
+                    stats.zero_blocks += 1
+                else:
+                    rec = BlockRecord(offset, BLOCK_SIZE, RecordKind.DATA, body.sha256)
+                    writer.write(image.record(rec), body.data)
+                    stats.data_blocks += 1
+                spools[0].write(maps[0].record(rec))
+            # The end record only once the count agrees: a failed count fails the volume
+            # like a failed read (its image then has no end record).
+            if counting is not None:
+                counted(counting.wait())
+                counting = None
+        finally:
+            if counting is not None:
+                counting.stop()
+        if base is None and listed != stats.blocks:
+            raise AwsError(
+                "ListSnapshotBlocks",
+                "InconsistentListing",
+                f"volume {vid}: {stats.blocks} block(s) listed and read, but another listing of the "
+                f"same snapshot counted {listed}: the two must agree",
+                resource=sid,
+            )
         writer.write(image.end())
         writer.close()
         stats.seconds = time.monotonic() - t0
@@ -602,3 +768,9 @@ class BackupJob:
 
     def rollback(self) -> list[str]:
         return self.ledger.rollback()
+
+    def close(self) -> None:
+        """The front is done with the job (after retention or rollback): AWS clients closed."""
+        close: Callable[[], None] | None = getattr(self.aws, "close", None)
+        if close is not None:
+            close()

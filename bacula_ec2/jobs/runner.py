@@ -17,23 +17,28 @@ an internal error: its traceback goes to the log and its message says so.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from ..aws import AwsError
+from ..aws import Aws, AwsError
 from ..formats.blockimage import FormatError
 from ..guest import GuestError
 from ..params import ParameterError, Parameters
 from ..retry import Cancelled, RetriesExhausted
 from .backup import BackupJob
-from .context import JobContext, JobError, connect
-from .restore_aws import AwsRestore
-from .restore_local import FilesRestore, LocalRestore
+from .context import JobContext, JobError, aws_settings
 from .selection import Failure
 from .sink import BackupSink
+
+if TYPE_CHECKING:
+    # A backup never needs them: imported by the restore functions that use them (start-up
+    # time of every backup job, tests/unit/test_startup.py).
+    from .restore_aws import AwsRestore
+    from .restore_local import LocalRestore
 
 log = logging.getLogger("bacula-ec2.runner")
 
@@ -98,9 +103,13 @@ class CommitFailed(JobError):
     message names them, says whether they are gone, and what to do."""
 
 
-def open_backup(ctx: JobContext) -> Job:
-    """The product's backup job: AWS clients of the job's region, then `BackupJob`."""
-    return BackupJob(ctx, connect(ctx.params, cancel=ctx.cancel))
+def open_backup(ctx: JobContext, pace_dir: str | None = None) -> Job:
+    """The product's backup job: AWS clients of the job's region, then `BackupJob`.
+
+    `pace_dir`: the directory where the list pacers of this host's backends keep one
+    schedule (`AwsSettings.pace_dir`; the backend's is the FD's working directory)."""
+    settings = dataclasses.replace(aws_settings(ctx.params), pace_dir=pace_dir)
+    return BackupJob(ctx, Aws(settings, cancel=ctx.cancel))
 
 
 def _nothing() -> None:
@@ -111,7 +120,8 @@ class BackupRun:
     """One backup, as both fronts drive it (docs/SNAPSHOTS.md "Commit or roll back").
 
     `open()`, then `backup(sink, ...)` (or `estimate(sink)`); once the front's job is
-    confirmed, `retire(...)`; if it is not after all (EOF without END), `rollback()`.
+    confirmed, `retire(...)`; if it is not after all (EOF without END), `rollback()`;
+    at last `close()`.
     """
 
     def __init__(self, ctx: JobContext, open_job: Callable[[JobContext], Job] = open_backup) -> None:
@@ -222,6 +232,13 @@ class BackupRun:
                 reporter.warning(msg)
         return left
 
+    def close(self) -> None:
+        """The front is done with the job: its AWS clients' connections and files (the
+        shared list schedule) are closed. Idempotent; nothing to do if it never opened."""
+        close: Callable[[], None] | None = getattr(self.job, "close", None)  # a fake job may have none
+        if close is not None:
+            close()
+
     def retire(self, warning: Callable[[str], str]) -> bool:
         """The job is confirmed: retention. Nothing here can fail the job any more: a
         failure is a warning (`warning(reason)` words it), the next confirmed job retires
@@ -288,6 +305,9 @@ def open_restore(
 ) -> LocalRestore | AwsRestore:
     """The restore for `target`; `open_now`: a link as the local target fails the job
     before any file."""
+    from .restore_aws import AwsRestore
+    from .restore_local import FilesRestore, LocalRestore
+
     restore: LocalRestore
     if ctx.params.restore_as == "files":
         if target.kind == "aws":
@@ -326,6 +346,8 @@ def finish_restore(
 
     `failed`: files the front already saw fail; an AWS restore then creates nothing.
     """
+    from .restore_aws import AwsRestore
+
     if isinstance(restore, AwsRestore) and failed:
         restore.abandon_all()
         raise JobError(

@@ -267,7 +267,8 @@ class SimulatorClient:
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset: ``requests``/``throttled``/``faults_by_operation``
         (operation -> n), ``throttled_by_reason`` (Reason or error code -> n), ``faults``
-        (kind -> n), ``not_found_window`` (operation -> n)."""
+        (kind -> n), ``not_found_window`` (operation -> n), ``first_request_at`` (operation ->
+        time.time() its first request arrived)."""
         result: dict[str, Any] = self._json("GET", "stats")
         return result
 

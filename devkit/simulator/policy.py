@@ -86,6 +86,9 @@ class Policy:
         self.faults: Counter[str] = Counter()
         self.faults_by_operation: Counter[str] = Counter()
         self.not_found: Counter[str] = Counter()
+        #: operation -> time.time() its first request since the last reset arrived (before
+        #: any latency): the bench's "process start to first GetSnapshotBlock".
+        self.first_request_at: dict[str, float] = {}
         if world is not None:
             world.on_reset.append(self.reset)
 
@@ -97,6 +100,7 @@ class Policy:
             for counter in (self.requests, self.throttled, self.throttled_by_reason,
                             self.faults, self.faults_by_operation, self.not_found):
                 counter.clear()
+            self.first_request_at.clear()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -107,6 +111,7 @@ class Policy:
                 "faults": dict(self.faults),
                 "faults_by_operation": dict(self.faults_by_operation),
                 "not_found_window": dict(self.not_found),
+                "first_request_at": dict(self.first_request_at),
             }
 
     def count_not_found(self, operation: str) -> None:
@@ -117,8 +122,10 @@ class Policy:
         if self.world is None:
             return NO_EFFECTS
         opts = self.world.opts
+        arrived = time.time()
         with self._lock:
             self.requests[call.operation] += 1
+            self.first_request_at.setdefault(call.operation, arrived)
         if opts.latency_ms > 0 and (not opts.latency_operations
                                     or call.operation in opts.latency_operations):
             delay = self._rng.gauss(opts.latency_ms, opts.latency_jitter_ms) \
