@@ -14,6 +14,7 @@ had created (snapshots, the backup directory, staged or new AWS resources) is re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -548,63 +549,65 @@ def _backup_locked(
     if ref is not None and ref.started is not None:
         ctx.reference_job = ref.job_name
         reporter.info(f"{LEVEL_NAMES[level]} backup against {ref.describe()}")
-    run = BackupRun(ctx)
+    # closed at the end: its AWS clients' connections (bec2 shares no list schedule with other
+    # processes: one backup per folder at a time, and its folder is the user's, not a spool)
+    with contextlib.closing(BackupRun(ctx)) as run:
 
-    def write_manifest() -> None:
-        """From here on the backup is complete (docs/RESTORE.md "The bec2 folder")."""
-        doc = manifest(
-            folder,
-            bdir,
-            job=job,
-            job_name=unique,
-            level=level,
-            requested_level=requested,
-            finished=time.time(),
-            reference=ref,
-            region=params.region,
-            version=__version__,
-        )
-        bdir.write_manifest(doc)
+        def write_manifest() -> None:
+            """From here on the backup is complete (docs/RESTORE.md "The bec2 folder")."""
+            doc = manifest(
+                folder,
+                bdir,
+                job=job,
+                job_name=unique,
+                level=level,
+                requested_level=requested,
+                finished=time.time(),
+                reference=ref,
+                region=params.region,
+                version=__version__,
+            )
+            bdir.write_manifest(doc)
 
-    def stop() -> None:
-        ctx.cancel.set()
-        bdir.abandon()
+        def stop() -> None:
+            ctx.cancel.set()
+            bdir.abandon()
 
-    try:
-        run.open()
-        run.backup(bdir, seal=bdir.sync, final=write_manifest, on_failure=stop)
-    except BaseException as exc:
-        stop()  # again (idempotent): also when connecting failed, before the runner had a job
         try:
-            bdir.remove()
-        except FolderError as rm_exc:
-            reporter.warning(str(rm_exc))
-        if isinstance(exc, FAILURES):
-            reporter.error(str(exc))
-            return exit_code(exc)
-        raise
-    what = f"{LEVEL_NAMES[level]} backup job {bdir.job_id} ({unique})"
+            run.open()
+            run.backup(bdir, seal=bdir.sync, final=write_manifest, on_failure=stop)
+        except BaseException as exc:
+            stop()  # again (idempotent): also when connecting failed, before the runner had a job
+            try:
+                bdir.remove()
+            except FolderError as rm_exc:
+                reporter.warning(str(rm_exc))
+            if isinstance(exc, FAILURES):
+                reporter.error(str(exc))
+                return exit_code(exc)
+            raise
+        what = f"{LEVEL_NAMES[level]} backup job {bdir.job_id} ({unique})"
 
-    def retire_failed(reason: str) -> str:
-        return (
-            f"{what} is complete, but retiring the older snapshots failed ({reason}); "
-            "the next backup retires them"
-        )
+        def retire_failed(reason: str) -> str:
+            return (
+                f"{what} is complete, but retiring the older snapshots failed ({reason}); "
+                "the next backup retires them"
+            )
 
-    try:
-        run.retire(retire_failed)
-    except KeyboardInterrupt:
-        reporter.warning(retire_failed("interrupted"))
-        raise
-    if run.failures:  # abort_on_error=0: the rest is backed up and stored; exit 1 all the same
-        reporter.error(
-            f"{what} stored under {bdir.path} is incomplete. Backed up: "
-            f"{', '.join(run.backed_up) or 'nothing'}. NOT backed up ({len(run.failures)}): "
-            + "; ".join(str(f) for f in run.failures)
-        )
-        return EXIT_FAILED
-    reporter.info(f"{what} stored under {bdir.path}")
-    return EXIT_OK
+        try:
+            run.retire(retire_failed)
+        except KeyboardInterrupt:
+            reporter.warning(retire_failed("interrupted"))
+            raise
+        if run.failures:  # abort_on_error=0: the rest is backed up and stored; exit 1 all the same
+            reporter.error(
+                f"{what} stored under {bdir.path} is incomplete. Backed up: "
+                f"{', '.join(run.backed_up) or 'nothing'}. NOT backed up ({len(run.failures)}): "
+                + "; ".join(str(f) for f in run.failures)
+            )
+            return EXIT_FAILED
+        reporter.info(f"{what} stored under {bdir.path}")
+        return EXIT_OK
 
 
 class _EstimatePrinter:

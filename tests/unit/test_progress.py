@@ -266,8 +266,11 @@ def test_a_backup_tracks_each_volume_against_its_listing(monkeypatch: pytest.Mon
     aws.write(vids[0], 9, 1)
     aws.write(vids[0], 5, 2)
     incr = d.backup("I")
-    # A Full counts its listing first; an Incremental lists once (ListChangedBlocks pages
-    # follow the volume's size), its total known only once that listing has ended.
+    # A Full counts its listing beside the read (in a thread of its own: the first block does
+    # not wait for the count), its total known once the count (or the read's own listing)
+    # has ended; an Incremental lists once (ListChangedBlocks pages follow the volume's
+    # size), its total known once that listing has ended. Either way a total, once known,
+    # is the exact one and stays.
     for run, want, counted in (
         (full, {v: len(b) for v, b in written.items()}, True),
         (incr, {vids[0]: 2, vids[1]: 0}, False),
@@ -279,10 +282,12 @@ def test_a_backup_tracks_each_volume_against_its_listing(monkeypatch: pytest.Mon
             live = [p for p in run.reporter.updates if p.label == vid and not p.final]
             assert all(p.total in (None, blocks * BLOCK_SIZE) for p in live), live
             assert all(p.total is None or p.done <= p.total for p in live)
-            if counted:
-                assert all(p.total == blocks * BLOCK_SIZE for p in live), live
+            known = [p.total is not None for p in live]
+            assert known == sorted(known), live  # unknown, then known for good
         said = [t for t in run.reporter.texts("I") if "to read from" in t]
         assert len(said) == (len(want) if counted else 0), said
+        for vid, blocks in want.items() if counted else ():
+            assert f"volume {vid}: {blocks} block(s) to read from snap-" in " ".join(said), said
 
 
 def test_a_local_restore_tracks_each_part_and_sums_up_each_volume(tmp_path: Path) -> None:
