@@ -112,12 +112,17 @@ class _Writer:
     """Coalesces the 48-byte records of a block image with the block that follows them.
 
     A record header and its block leave as one D packet (one Bacula record) in one writev;
-    runs of small pieces (empty-block records) are gathered up to 64 KiB.
+    runs of small pieces (empty-block records) are gathered up to 64 KiB. With a smaller
+    packet size (BACULA_EC2_DATA_PACKET, diagnostic: bacula_ec2/fdpipe.py) the same bytes
+    leave as D packets of that size, still in one writev per write.
     """
 
     def __init__(self, inner: ProtocolFileWriter) -> None:
+        from .fdpipe import current
+
         self.inner = inner
         self.small = bytearray()
+        self.packet = current().packet
 
     def write(self, *parts: bytes | bytearray | memoryview) -> None:
         if sum(len(p) for p in parts) < COALESCE:
@@ -128,11 +133,11 @@ class _Writer:
             return
         pending = bytes(self.small)
         self.small.clear()
-        self.inner.write(pending, *parts)
+        self.inner.write(pending, *parts, packet_size=self.packet)
 
     def _flush(self) -> None:
         if self.small:
-            self.inner.write(bytes(self.small))
+            self.inner.write(bytes(self.small), packet_size=self.packet)
             self.small.clear()
 
     def close(self) -> None:
@@ -473,6 +478,8 @@ def main() -> int:
     set_message_scrubber(REDACTOR.scrub)  # every message packet, from any module
     session: BackendSession | None = None
     try:
+        from . import fdpipe
+
         conn = Connection.from_fds(0, 1)
         session = BackendSession(
             conn,
@@ -482,6 +489,9 @@ def main() -> int:
             abort_note=PTCOMM_NOTE,
         )
         session.install_signal_handlers()
+        # fd 1's pipe to the FD: 1 MiB unless BACULA_EC2_PIPE_SIZE says otherwise (a bad
+        # value: an A naming it); a pipe that cannot grow stays as it is (fdpipe.py).
+        fdpipe.apply(fdpipe.from_environ(), 1)
         Backend(session).run()
     except EndOfStream:
         _quietly(lambda: log.info("the FD closed the connection"))

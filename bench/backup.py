@@ -429,39 +429,158 @@ def scenario_dsnap(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
     )
 
 
-def scenario_bacula(sim: RunningSimulator, tmp: Path, gib: float) -> Run:
-    """The same Full through a real Bacula 15.0.3 FD/SD/DIR (the SD writes to local disk)."""
+REAL_FD = "Full through real Bacula FD/SD"
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [0] state, [1] ppid, [11..14] utime, stime,
+    cutime, cstime (clock ticks)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_and_reaped(pid: int) -> tuple[float, float, float]:
+    """(own utime+stime, of which stime, utime+stime of the children it has reaped) of
+    `pid`, in seconds."""
+    f = _stat_fields(pid)
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(f[11]) + int(f[12])) / tick, int(f[12]) / tick, (int(f[13]) + int(f[14])) / tick
+
+
+class ChildSampler:
+    """The children of `parent` (the FD's backends): each one's last CPU reading from
+    /proc/<pid>/stat and its VmHWM, sampled every `interval` s until it exits or we stop."""
+
+    def __init__(self, parent: int, interval: float = 0.05) -> None:
+        self.parent = parent
+        self.interval = interval
+        self.cpu: dict[int, float] = {}
+        self.peak: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"children-{parent}", daemon=True)
+
+    def start(self) -> ChildSampler:
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        from bench.common import vm_hwm
+
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                f = _stat_fields(pid)
+            except (OSError, IndexError):
+                continue
+            if int(f[1]) != self.parent or f[0] == "Z":
+                continue
+            self.cpu[pid] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            hwm = vm_hwm(pid)
+            if hwm is not None:
+                self.peak[pid] = max(self.peak.get(pid, 0), hwm)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def scenario_bacula(
+    sim: RunningSimulator,
+    tmp: Path,
+    gib: float,
+    *,
+    backend_env: dict[str, str] | None = None,
+    fd_network_buffer: int | None = None,
+    fd_comm_compression: bool | None = None,
+    name: str = REAL_FD,
+) -> Run:
+    """The same Full through a real Bacula 15.0.3 FD/SD/DIR (the SD writes to local disk).
+
+    CPU per process over the job (/proc/<pid>/stat before and after): bacula-fd's own
+    utime+stime; the backend's from the FD's cutime+cstime delta (bacula-fd reaps its
+    backend with waitpid at the end of the job, so the child's whole CPU lands there; it is
+    checked against the backend's last /proc sample); bacula-sd; the simulator. MiB/s is
+    the volume's data phase as the backend logs it. `backend_env` reaches the backend
+    through the FD's environment (the diagnostic knobs of bacula_ec2/fdpipe.py);
+    `fd_network_buffer` is the FD's Maximum Network Buffer Size (None: Bacula's 65536),
+    `fd_comm_compression` its CommCompression (None: Bacula's default, yes).
+    """
     import re
+    import shutil
 
     from devkit.harness import BaculaStack, ensure_build
 
     build = ensure_build()
+    label = f"bench-bacula-{os.getpid()}-{time.monotonic_ns()}"
     inst = sim.client.create_instance(
-        "bench-bacula", volumes=[{"size_gib": max(1, int(gib + 1)), "device": "/dev/sda1"}]
+        label, volumes=[{"size_gib": max(1, int(gib + 1)), "device": "/dev/sda1"}]
     )
     seed_volume(sim, inst["volume_ids"][0], int(gib * 2048))
     line = (
         f"ec2: region=us-east-1 endpoint_url={sim.endpoint} access_key={ACCESS_KEY} "
-        f"secret_key=bench-secret instances=bench-bacula " + " ".join(EXTRA)
+        f"secret_key=bench-secret instances={label} " + " ".join(EXTRA)
     )
     sim.client.reset_stats()
-    with BaculaStack(tmp / "bacula", [line], prefix=build.prefix, plugin_so=build.plugin_so) as stack:
+    stack_dir = tmp / f"bacula-{label}"
+    with BaculaStack(
+        stack_dir,
+        [line],
+        prefix=build.prefix,
+        plugin_so=build.plugin_so,
+        fd_env=backend_env,
+        fd_network_buffer=fd_network_buffer,
+        fd_comm_compression=fd_comm_compression,
+    ) as stack:
+        fd_pid, sd_pid = stack.pid("fd"), stack.pid("sd")
+        fd0, fd_sys0, reaped0 = _cpu_and_reaped(fd_pid)
+        sd0, sim0 = proc_cpu(sd_pid), proc_cpu(sim.process.pid)
+        children = ChildSampler(fd_pid).start()
         jobid = stack.run_job("Full", timeout=1800)
+        children.stop()
+        fd1, fd_sys1, reaped1 = _cpu_and_reaped(fd_pid)
+        sd_cpu, sim_cpu = proc_cpu(sd_pid) - sd0, proc_cpu(sim.process.pid) - sim0
         log = stack.job_log(jobid)
     m = re.search(r"([\d.]+) MiB data, \d+ empty, ([\d.]+) s \(", log)
     if "Backup OK" not in log or not m:
-        return Run("Full through real Bacula FD/SD", 0, 0, note="failed: see job log")
+        (stack_dir / "job.log").write_text(log)
+        tail = " / ".join(log.strip().splitlines()[-6:])
+        return Run(name, 0, 0, note=f"failed (stack kept in {stack_dir}): {tail[-600:]}")
+    shutil.rmtree(stack_dir, ignore_errors=True)  # the SD's volume: as big as the data
     req, thr = get_requests(sim)
-    return Run(
-        "Full through real Bacula FD/SD",
-        int(float(m.group(1)) * MIB),
-        float(m.group(2)),
-        0,
-        0,
-        req,
-        thr,
-        "time of the volume's data as the backend logs it",
+    data = int(float(m.group(1)) * MIB)
+    gib_data = data / (1 << 30)
+    fd_cpu, reaped = fd1 - fd0, reaped1 - reaped0
+    sampled = sum(children.cpu.values())
+    # The reaped figure is exact; the sample misses at most the last interval of the child.
+    backend_cpu, how = (
+        (reaped, "FD's cutime+cstime") if reaped >= sampled > 0 else (sampled, "last /proc sample")
     )
+    peak = max(children.peak.values(), default=0) / MIB
+    note = (
+        f"CPU s/GiB: backend {backend_cpu / gib_data:.2f} ({how}; sampled {sampled / gib_data:.2f}), "
+        f"bacula-fd {fd_cpu / gib_data:.2f} (system {(fd_sys1 - fd_sys0) / gib_data:.2f}), "
+        f"bacula-sd {sd_cpu / gib_data:.2f}, "
+        f"simulator {sim_cpu / gib_data:.2f}; data phase as the backend logs it"
+    )
+    out = Run(name, data, float(m.group(2)), backend_cpu, peak, req, thr, note)
+    out.extra = dict(
+        fd_cpu=fd_cpu,
+        fd_system=fd_sys1 - fd_sys0,
+        backend_cpu=backend_cpu,
+        backend_sampled=sampled,
+        backend_reaped=reaped,
+        backend_how=how,
+        sd_cpu=sd_cpu,
+        simulator_cpu=sim_cpu,
+        backends=len(children.cpu),
+    )
+    return out
 
 
 SCENARIOS = {
@@ -492,6 +611,17 @@ def simulator_capacity() -> str:
         f"{doc['MiB_per_s']:.0f} MiB/s ({doc['req_per_s']:.0f} GetSnapshotBlock/s) using "
         f"{doc['simulator_cores_used']:.2f} cores = "
         f"{doc['MiB_per_simulator_cpu_s']:.0f} MiB per simulator CPU second"
+    )
+
+
+def real_fd_line(real: Run) -> str:
+    """The real-FD Full: MiB/s, and backend + bacula-fd CPU-s/GiB (what a backup proxy whose
+    SD runs elsewhere spends), then the SD's and the simulator's."""
+    gib = real.data_bytes / (1 << 30)
+    x, y = real.extra["backend_cpu"] / gib, real.extra["fd_cpu"] / gib
+    return (
+        f"- real FD: {real.mib_s:.0f} MiB/s; backend {x:.2f} + bacula-fd {y:.2f} = {x + y:.2f} CPU-s/GiB; "
+        f"sd {real.extra['sd_cpu'] / gib:.2f}, simulator {real.extra['simulator_cpu'] / gib:.2f}"
     )
 
 
@@ -528,8 +658,8 @@ def summary(rows: list[Run]) -> str:
         "- Incremental: not run"
     ]
     # The real-FD Full with backend + bacula-fd CPU-s/GiB (issue 15, a later part) goes here.
-    real = by.get("Full through real Bacula FD/SD")
-    lines.append(f"- real FD: {real.mib_s:.0f} MiB/s" if real and real.data_bytes else "- real FD: not run")
+    real = by.get(REAL_FD)
+    lines.append(real_fd_line(real) if real and real.data_bytes else "- real FD: not run")
     return "\n".join(lines)
 
 

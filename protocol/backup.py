@@ -37,6 +37,22 @@ def _add_blob(batch: PacketBatch, keyword: bytes, blob: BytesLike) -> None:
     batch.add("F")
 
 
+def _add_cut(batch: PacketBatch, views: Sequence[memoryview], size: int) -> None:
+    """The concatenation of `views` as D packets of `size` bytes (the last one shorter)."""
+    packet: list[memoryview] = []
+    room = size
+    for mv in views:
+        while len(mv):
+            piece, mv = mv[:room], mv[room:]
+            packet.append(piece)
+            room -= len(piece)
+            if not room:
+                batch.add_parts("D", packet)
+                packet, room = [], size
+    if packet:
+        batch.add_parts("D", packet)
+
+
 class FileWriter:
     """Streams one file's data: `write()` many times, then `close()` (§4.5).
 
@@ -57,20 +73,27 @@ class FileWriter:
             return PacketBatch()
         return batch.add("C", _DATA)  # first data: the attribute block is still pending
 
-    def write(self, *parts: BytesLike) -> int:
+    def write(self, *parts: BytesLike, packet_size: int = MAX_PAYLOAD) -> int:
         """Send the parts, in order, as D packets of at most 999999 bytes; nothing if empty.
 
         Several parts that fit one packet together become one D packet (one Bacula record)
-        written with a single writev, without joining them in memory.
+        written with a single writev, without joining them in memory. With `packet_size`
+        (1..999999) the parts' concatenation is cut into D packets of exactly that many
+        bytes (the last one shorter), packets spanning parts where they meet; all of them
+        still leave in one batch, without copying.
         """
         if self.closed:
             raise ValueError(f"{self.attrs.name}: write after close")
+        if not 0 < packet_size <= MAX_PAYLOAD:
+            raise ValueError(f"packet size {packet_size} outside 1..{MAX_PAYLOAD} (§1.3)")
         views = [mv for mv in (memoryview(p).cast("B") for p in parts) if len(mv)]
         total = sum(len(mv) for mv in views)
         if not total:
             return 0
         batch = self._batch()
-        if len(views) > 1 and total <= MAX_PAYLOAD:
+        if packet_size < MAX_PAYLOAD:
+            _add_cut(batch, views, packet_size)
+        elif len(views) > 1 and total <= MAX_PAYLOAD:
             batch.add_parts("D", views)
         else:
             for mv in views:

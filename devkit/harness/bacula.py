@@ -179,6 +179,8 @@ class BaculaStack:
         fileset_files: Sequence[str] = (),
         fd_command: Sequence[str] | None = None,
         fd_plugin_dir: str | None = None,
+        fd_network_buffer: int | None = None,
+        fd_comm_compression: bool | None = None,
     ) -> None:
         """Describe a stack; nothing is written or started before ``start()``.
 
@@ -190,6 +192,10 @@ class BaculaStack:
         private FD copy, launcher or plugin is installed, and ``fd_plugin_dir`` (default:
         the stack's own plugins/) is that FD's ``Plugin Directory``. Paths in the configs
         are this machine's, so such a FD must see the stack directory at the same path.
+        ``fd_network_buffer`` sets the FD's ``Maximum Network Buffer Size`` (the size of its
+        data records and of its reads from the backend's pipe; Bacula's default: 65536),
+        ``fd_comm_compression`` its ``CommCompression`` (LZ4 of every message to the SD;
+        Bacula's default: yes).
         """
         if not plugin_commands and not fileset_files:
             raise ValueError("a FileSet needs at least one plugin command or file")
@@ -205,6 +211,8 @@ class BaculaStack:
         self.fileset_files = list(fileset_files)
         self.fd_command = list(fd_command) if fd_command else None
         self.fd_plugin_dir = fd_plugin_dir
+        self.fd_network_buffer = fd_network_buffer
+        self.fd_comm_compression = fd_comm_compression
 
         w = self.workdir
         self.etc = w / "etc"
@@ -282,6 +290,13 @@ class BaculaStack:
             self.stop()
             raise
         return self
+
+    def pid(self, daemon: str) -> int:
+        """The process id of a running daemon of this stack: "dir", "sd" or "fd"."""
+        proc = self._procs.get(daemon)
+        if proc is None or proc.poll() is not None:
+            raise BaculaError(f"bacula-{daemon} of {self.workdir} is not running")
+        return proc.pid
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop our own daemons by PID: SIGTERM, then SIGKILL after ``timeout``."""
@@ -397,6 +412,11 @@ class BaculaStack:
             + [f"    File = {_quote(f)}" for f in self.fileset_files]
         )
         accurate = "yes" if self.accurate else "no"
+        netbuf = ""
+        if self.fd_network_buffer:
+            netbuf = f"  Maximum Network Buffer Size = {int(self.fd_network_buffer)}\n"
+        if self.fd_comm_compression is not None:
+            netbuf += f"  CommCompression = {'yes' if self.fd_comm_compression else 'no'}\n"
         q = _quote
         (self.etc / "bacula-dir.conf").write_text(f"""\
 Director {{
@@ -530,7 +550,7 @@ FileDaemon {{
   Pid Directory = {q(str(wd["fd"]))}
   Plugin Directory = {q(self.fd_plugin_dir or str(self.plugin_dir))}
   Maximum Concurrent Jobs = 20
-}}
+{netbuf}}}
 
 Director {{
   Name = {DIR_NAME}
