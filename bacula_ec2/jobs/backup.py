@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import tempfile
 import threading
@@ -552,17 +553,26 @@ class BackupJob:
         again = iid in self.covered  # its JSON and directory came with the other Plugin line
         # What can fail before any of its blocks is read, before any of its files is handed
         # over: a failure then leaves nothing of it in the job.
-        # The user data is asked for while the volumes' listings are checked (one round trip
-        # less before the first block); its failure is the one reported if both fail.
+        # The user data is asked for and the volumes' listings are checked at once (round
+        # trips side by side, not one after the other, before the first block); if several
+        # fail, the one reported is the user data's, else the first volume's in order. The
+        # first volume read keeps the listing its preflight began (its read starts one round
+        # trip earlier); the others' are closed (`_backup_target` closes a kept one that was
+        # not read).
         asked = None if target.standalone or again else _InThread(lambda: self.aws.instance_user_data(iid))
-        try:
-            # The first volume read keeps the listing its preflight began (its read starts
-            # one round trip earlier); the others' are closed (`_backup_target` closes a
-            # kept one that was not read).
-            for n, vol in enumerate(target.volumes):
-                self._preflight(vol, snaps[vol.volume_id], keep=n == 0)
-        finally:
-            user_data = asked.result() if asked is not None else None
+        checks = [
+            _InThread(functools.partial(self._preflight, vol, snaps[vol.volume_id], keep=n == 0))
+            for n, vol in enumerate(target.volumes)
+        ]
+        failed: list[BaseException] = []
+        for check in checks:  # every one ended before anything goes on
+            try:
+                check.result()
+            except BaseException as exc:
+                failed.append(exc)
+        user_data = asked.result() if asked is not None else None
+        if failed:
+            raise failed[0]
         if target.standalone:
             for vol in target.volumes:
                 self._backup_volume(sink, target, vol, snaps[vol.volume_id])

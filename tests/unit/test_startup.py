@@ -237,3 +237,37 @@ def test_a_cancel_while_the_count_runs_stops_the_job_and_the_count() -> None:
     assert not [p for p in sink.ending(".bimg") if f"/{ids['web-1']}/" in p]
     assert not aws.snapshot_ids() - set(aws.deleted)
     assert no_count_thread_left()
+
+
+def test_the_preflights_of_an_instance_run_side_by_side() -> None:
+    """Each volume's first listing page is asked for at once (not one round trip after the
+    other): neither preflight goes on before both have started."""
+    aws = FakeAws()
+    iid = aws.add_instance("web-1", devices=[("/dev/xvda", 1), ("/dev/xvdf", 1)]).instance_id
+    for dev in ("/dev/xvda", "/dev/xvdf"):
+        for block in range(3):
+            aws.write(aws.volume_of(iid, dev), block, block + 1)
+    both = threading.Barrier(2, timeout=WAIT)
+    original: Listing = aws.list_snapshot_blocks
+    calls: dict[str, int] = {}
+
+    def listing(snapshot_id: str, page_size: int = 10000) -> Iterator[BlockRef]:
+        calls[snapshot_id] = calls.get(snapshot_id, 0) + 1
+        refs = original(snapshot_id, page_size)
+        if calls[snapshot_id] > 1:
+            return refs
+
+        def preflight() -> Iterator[BlockRef]:
+            both.wait()  # BrokenBarrierError (the job fails) if the other never starts
+            yield from refs
+
+        return preflight()
+
+    aws.list_snapshot_blocks = listing  # type: ignore[method-assign]
+    sink = RecordingSink()
+    _backup, _rec, exc = run_job(aws, sink, ("instances", "web-1"))
+    assert exc is None
+    assert len(calls) == 2
+    for path in sink.ending(".bimg"):
+        header, blocks = image_blocks(sink.data(path))
+        assert {i: d for i, d in blocks.items() if d is not None} == aws.disk(header.volume_id)
