@@ -119,3 +119,26 @@ def test_the_backend_keeps_the_schedule_in_the_fd_working_directory(
         assert be.stderr() == b""
     assert any(it.name.endswith(".bimg") for it in items)
     assert (tmp_path / PACE_FILE).is_file()
+
+
+def test_the_clients_come_from_botocore_and_say_who_calls(sim: RunningSimulator) -> None:
+    """No boto3 Session around the botocore one: the User-Agent is botocore's with the
+    product and release appended (AWS CloudTrail shows it)."""
+    from bacula_ec2 import __version__
+
+    seeded(sim, "pace-4")
+    aws = Aws(aws_settings(parse_parameters(pairs(sim, "pace-4"))))
+    agents: list[str] = []
+
+    def seen(request: object, **_kw: object) -> None:
+        value = request.headers["User-Agent"]  # type: ignore[attr-defined]
+        agents.append(value.decode() if isinstance(value, bytes) else str(value))
+
+    aws.ec2.meta.events.register("before-send.ec2.DescribeInstances", seen)
+    try:
+        assert [i.name for i in aws.describe_instances(names=["pace-4"])] == ["pace-4"]
+    finally:
+        aws.close()
+    (agent,) = agents
+    assert agent.startswith("Botocore/") and f"bacula-ec2/{__version__}" in agent, agent
+    assert "Boto3/" not in agent
