@@ -446,15 +446,39 @@ def _cpu_and_reaped(pid: int) -> tuple[float, float, float]:
     return (int(f[11]) + int(f[12])) / tick, int(f[12]) / tick, (int(f[13]) + int(f[14])) / tick
 
 
+def _task_switches(pid: int) -> dict[int, int]:
+    """Context switches (voluntary + involuntary) of each live thread of `pid`."""
+    out = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        keys = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
+        out[int(tid)] = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(keys))
+    return out
+
+
 class ChildSampler:
     """The children of `parent` (the FD's backends): each one's last CPU reading from
-    /proc/<pid>/stat and its VmHWM, sampled every `interval` s until it exits or we stop."""
+    /proc/<pid>/stat and its VmHWM, sampled every `interval` s until it exits or we stop;
+    and the context switches of the parent's and the children's threads (a thread's count
+    as last seen: one that ends between two samples loses at most one interval's worth)."""
 
     def __init__(self, parent: int, interval: float = 0.05) -> None:
         self.parent = parent
         self.interval = interval
         self.cpu: dict[int, float] = {}
         self.peak: dict[int, int] = {}
+        self.parent_base = _task_switches(parent)
+        self.parent_switches: dict[int, int] = dict(self.parent_base)
+        self.child_switches: dict[tuple[int, int], int] = {}
+        #: (monotonic time, the children's CPU so far, the parent's own CPU) at each sample.
+        self.series: list[tuple[float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"children-{parent}", daemon=True)
 
@@ -462,9 +486,34 @@ class ChildSampler:
         self._thread.start()
         return self
 
+    def busiest(self, seconds: float) -> tuple[float, float]:
+        """(children's CPU, parent's CPU) in the `seconds`-long window of samples in which
+        the parent (bacula-fd, busy only while data flows) spent the most: the data phase,
+        when `seconds` is its length."""
+        best = (0.0, -1.0)
+        j = 0
+        for t1, c1, p1 in self.series:
+            while self.series[j][0] < t1 - seconds - self.interval / 2:
+                j += 1
+            _t0, c0, p0 = self.series[j]
+            if p1 - p0 > best[1]:
+                best = (c1 - c0, p1 - p0)
+        return best[0], max(0.0, best[1])
+
+    def switches(self) -> tuple[int, int]:
+        """(the parent's context switches since the start, the children's in all)."""
+        fd = sum(n - self.parent_base.get(tid, 0) for tid, n in self.parent_switches.items())
+        return fd, sum(self.child_switches.values())
+
     def sample(self) -> None:
         from bench.common import vm_hwm
 
+        self.parent_switches.update(_task_switches(self.parent))
+        now = time.monotonic()
+        try:
+            own = proc_cpu(self.parent)
+        except (OSError, IndexError, ValueError):
+            own = self.series[-1][2] if self.series else 0.0
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -479,6 +528,9 @@ class ChildSampler:
             hwm = vm_hwm(pid)
             if hwm is not None:
                 self.peak[pid] = max(self.peak.get(pid, 0), hwm)
+            for tid, n in _task_switches(pid).items():
+                self.child_switches[pid, tid] = n
+        self.series.append((now, sum(self.cpu.values()), own))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -498,6 +550,7 @@ def scenario_bacula(
     backend_env: dict[str, str] | None = None,
     fd_network_buffer: int | None = None,
     fd_comm_compression: bool | None = None,
+    fd_tls_psk: bool | None = None,
     name: str = REAL_FD,
 ) -> Run:
     """The same Full through a real Bacula 15.0.3 FD/SD/DIR (the SD writes to local disk).
@@ -509,7 +562,8 @@ def scenario_bacula(
     the volume's data phase as the backend logs it. `backend_env` reaches the backend
     through the FD's environment (the diagnostic knobs of bacula_ec2/fdpipe.py);
     `fd_network_buffer` is the FD's Maximum Network Buffer Size (None: Bacula's 65536),
-    `fd_comm_compression` its CommCompression (None: Bacula's default, yes).
+    `fd_comm_compression` its CommCompression, `fd_tls_psk` its TLS PSK Enable (None:
+    Bacula's defaults, yes and yes).
     """
     import re
     import shutil
@@ -536,6 +590,7 @@ def scenario_bacula(
         fd_env=backend_env,
         fd_network_buffer=fd_network_buffer,
         fd_comm_compression=fd_comm_compression,
+        fd_tls_psk=fd_tls_psk,
     ) as stack:
         fd_pid, sd_pid = stack.pid("fd"), stack.pid("sd")
         fd0, fd_sys0, reaped0 = _cpu_and_reaped(fd_pid)
@@ -562,11 +617,17 @@ def scenario_bacula(
         (reaped, "FD's cutime+cstime") if reaped >= sampled > 0 else (sampled, "last /proc sample")
     )
     peak = max(children.peak.values(), default=0) / MIB
+    fd_switches, backend_switches = children.switches()
+    phase_backend, phase_fd = children.busiest(float(m.group(2)))
     note = (
         f"CPU s/GiB: backend {backend_cpu / gib_data:.2f} ({how}; sampled {sampled / gib_data:.2f}), "
         f"bacula-fd {fd_cpu / gib_data:.2f} (system {(fd_sys1 - fd_sys0) / gib_data:.2f}), "
-        f"bacula-sd {sd_cpu / gib_data:.2f}, "
-        f"simulator {sim_cpu / gib_data:.2f}; data phase as the backend logs it"
+        f"bacula-sd {sd_cpu / gib_data:.2f}, simulator {sim_cpu / gib_data:.2f}; in the data phase "
+        f"(bacula-fd's busiest {float(m.group(2)):.1f} s, sampled): backend "
+        f"{phase_backend / gib_data:.2f}, bacula-fd {phase_fd / gib_data:.2f}; "
+        f"context switches per GiB: bacula-fd "
+        f"{fd_switches / gib_data:.0f}, backend {backend_switches / gib_data:.0f}; "
+        "data phase as the backend logs it"
     )
     out = Run(name, data, float(m.group(2)), backend_cpu, peak, req, thr, note)
     out.extra = dict(
@@ -579,6 +640,10 @@ def scenario_bacula(
         sd_cpu=sd_cpu,
         simulator_cpu=sim_cpu,
         backends=len(children.cpu),
+        fd_switches=fd_switches,
+        phase_backend_cpu=phase_backend,
+        phase_fd_cpu=phase_fd,
+        backend_switches=backend_switches,
     )
     return out
 
@@ -619,8 +684,10 @@ def real_fd_line(real: Run) -> str:
     SD runs elsewhere spends), then the SD's and the simulator's."""
     gib = real.data_bytes / (1 << 30)
     x, y = real.extra["backend_cpu"] / gib, real.extra["fd_cpu"] / gib
+    px, py = real.extra["phase_backend_cpu"] / gib, real.extra["phase_fd_cpu"] / gib
     return (
-        f"- real FD: {real.mib_s:.0f} MiB/s; backend {x:.2f} + bacula-fd {y:.2f} = {x + y:.2f} CPU-s/GiB; "
+        f"- real FD: {real.mib_s:.0f} MiB/s; backend {x:.2f} + bacula-fd {y:.2f} = {x + y:.2f} CPU-s/GiB "
+        f"(whole job; in the data phase {px:.2f} + {py:.2f} = {px + py:.2f}); "
         f"sd {real.extra['sd_cpu'] / gib:.2f}, simulator {real.extra['simulator_cpu'] / gib:.2f}"
     )
 

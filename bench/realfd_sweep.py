@@ -34,6 +34,7 @@ class Setting:
     packet: str = ""  # BACULA_EC2_DATA_PACKET ("": one packet per 524,336-byte record)
     netbuf: int | None = None  # the FD's Maximum Network Buffer Size (None: 65536)
     comm_compression: bool | None = None  # the FD's CommCompression (None: yes)
+    tls_psk: bool | None = None  # the FD's TLS PSK Enable (None: yes)
 
     def env(self) -> dict[str, str]:
         env = {"BACULA_EC2_PIPE_SIZE": self.pipe}
@@ -56,6 +57,8 @@ SETTINGS = {
         Setting("pipe 1M, packet 512K+48, FD CommCompression=no", "1M", "", None, False),
         Setting("pipe 64K, packet 512K+48, FD CommCompression=no", "0", "", None, False),
         Setting("pipe 1M, packet 64K, FD CommCompression=no", "1M", "64K", None, False),
+        Setting("pipe 1M, packet 512K+48, FD TLS PSK off", "1M", "", None, None, False),
+        Setting("pipe 1M, packet 512K+48, FD TLS PSK off + CommCompression=no", "1M", "", None, False, False),
     )
 }
 SHORT = {f"s{n}": name for n, name in enumerate(SETTINGS, 1)}
@@ -69,25 +72,32 @@ def _stats(values: list[float], digits: int = 2) -> str:
 
 def table(results: dict[str, list[Run]]) -> str:
     lines = [
-        "| setting | runs | bacula-fd CPU-s/GiB | backend CPU-s/GiB | backend + FD | bacula-sd CPU-s/GiB "
-        "| MiB/s (data phase) |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | runs | bacula-fd CPU-s/GiB | backend CPU-s/GiB | backend + FD "
+        "| data phase: backend + FD | bacula-sd CPU-s/GiB | MiB/s (data phase) "
+        "| bacula-fd / backend context switches per GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         ok = [r for r in runs if r.data_bytes]
         if not ok:
-            lines.append(f"| {name} | 0 of {len(runs)} | failed | | | | |")
+            lines.append(f"| {name} | 0 of {len(runs)} | failed | | | | | | |")
             continue
         gib = [r.data_bytes / (1 << 30) for r in ok]
         fd = [r.extra["fd_cpu"] / g for r, g in zip(ok, gib, strict=True)]
         be = [r.extra["backend_cpu"] / g for r, g in zip(ok, gib, strict=True)]
         sd = [r.extra["sd_cpu"] / g for r, g in zip(ok, gib, strict=True)]
         both = [a + b for a, b in zip(fd, be, strict=True)]
+        phase = [
+            (r.extra["phase_backend_cpu"] + r.extra["phase_fd_cpu"]) / g for r, g in zip(ok, gib, strict=True)
+        ]
         rate = [r.mib_s for r in ok]
+        sw_fd = [r.extra["fd_switches"] / g for r, g in zip(ok, gib, strict=True)]
+        sw_be = [r.extra["backend_switches"] / g for r, g in zip(ok, gib, strict=True)]
         runs_text = f"{len(ok)}" if len(ok) == len(runs) else f"{len(ok)} of {len(runs)}"
         lines.append(
-            f"| {name} | {runs_text} | {_stats(fd)} | {_stats(be)} | {_stats(both)} | {_stats(sd)} "
-            f"| {_stats(rate, 0)} |"
+            f"| {name} | {runs_text} | {_stats(fd)} | {_stats(be)} | {_stats(both)} | {_stats(phase)} "
+            f"| {_stats(sd)} "
+            f"| {_stats(rate, 0)} | {statistics.mean(sw_fd):.0f} / {statistics.mean(sw_be):.0f} |"
         )
     return "\n".join(lines)
 
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     backend_env=s.env(),
                     fd_network_buffer=s.netbuf,
                     fd_comm_compression=s.comm_compression,
+                    fd_tls_psk=s.tls_psk,
                     name=s.name,
                 )
                 results[s.name].append(run)

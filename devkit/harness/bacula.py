@@ -181,6 +181,7 @@ class BaculaStack:
         fd_plugin_dir: str | None = None,
         fd_network_buffer: int | None = None,
         fd_comm_compression: bool | None = None,
+        fd_tls_psk: bool | None = None,
     ) -> None:
         """Describe a stack; nothing is written or started before ``start()``.
 
@@ -195,7 +196,8 @@ class BaculaStack:
         ``fd_network_buffer`` sets the FD's ``Maximum Network Buffer Size`` (the size of its
         data records and of its reads from the backend's pipe; Bacula's default: 65536),
         ``fd_comm_compression`` its ``CommCompression`` (LZ4 of every message to the SD;
-        Bacula's default: yes).
+        Bacula's default: yes), ``fd_tls_psk`` its ``TLS PSK Enable`` (TLS with the
+        pre-shared key on its connections, FD->SD data included; Bacula 15's default: yes).
         """
         if not plugin_commands and not fileset_files:
             raise ValueError("a FileSet needs at least one plugin command or file")
@@ -213,6 +215,7 @@ class BaculaStack:
         self.fd_plugin_dir = fd_plugin_dir
         self.fd_network_buffer = fd_network_buffer
         self.fd_comm_compression = fd_comm_compression
+        self.fd_tls_psk = fd_tls_psk
 
         w = self.workdir
         self.etc = w / "etc"
@@ -417,6 +420,8 @@ class BaculaStack:
             netbuf = f"  Maximum Network Buffer Size = {int(self.fd_network_buffer)}\n"
         if self.fd_comm_compression is not None:
             netbuf += f"  CommCompression = {'yes' if self.fd_comm_compression else 'no'}\n"
+        if self.fd_tls_psk is not None:
+            netbuf += f"  TLS PSK Enable = {'yes' if self.fd_tls_psk else 'no'}\n"
         q = _quote
         (self.etc / "bacula-dir.conf").write_text(f"""\
 Director {{
