@@ -13,6 +13,7 @@ machine runs. The table goes to stdout and to bench/results/realfd-<time>.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import statistics
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_no + 1}: {s.name}: {run.mib_s:.0f} MiB/s; {run.note}", flush=True)
     finally:
         stop_simulator(sim)
+        with contextlib.suppress(OSError):
+            tmp.rmdir()  # empty unless a failed run kept its stack there (see its note)
     text = (
         f"# bench.realfd_sweep {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
         f"{args.gib:g} GiB Full of one volume through a real Bacula 15.0.3 DIR/SD/FD per run, "
