@@ -25,6 +25,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 import threading
 import urllib.parse
 import urllib.request
@@ -43,6 +44,15 @@ _UNRESERVED = "-_.~"
 #: at most this much of the body, which is then the only part copied (the rest is received
 #: into the block buffer directly).
 HEAD_FIRST = 2048
+#: recv flag: wait until the whole body is in (plain TCP; TLS sockets take no flags).
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+
+
+def _timeval(seconds: float) -> bytes:
+    """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO (0 would mean: wait forever)."""
+    whole = int(seconds)
+    micro = max(1, int((seconds - whole) * 1e6)) if whole == 0 else int((seconds - whole) * 1e6)
+    return struct.pack("@ll", whole, micro)
 
 
 class PoolBuffer(bytearray):
@@ -119,6 +129,9 @@ class SigV4:
         self.region = region
         self.service = service
         self._keys: dict[tuple[str, str], bytes] = {}
+        #: (whole second, its X-Amz-Date, its credential scope): the block requests of one
+        #: second share them (a thousand strftime calls a second otherwise).
+        self._stamp: tuple[int, str, str] = (-1, "", "")
 
     def _key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -144,7 +157,12 @@ class SigV4:
         payload_hash: str = EMPTY_SHA256,
     ) -> dict[str, str]:
         """The X-Amz-Date, Authorization (and token) headers; `extra` headers are signed too."""
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+        second = int(now.timestamp())
+        cached, amz_date, scope = self._stamp
+        if cached != second:
+            amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+            scope = f"{amz_date[:8]}/{self.region}/{self.service}/aws4_request"
+            self._stamp = (second, amz_date, scope)
         day = amz_date[:8]
         signed = {"host": host, "x-amz-date": amz_date}
         signed.update({k.lower(): v for k, v in (extra or {}).items()})
@@ -162,9 +180,8 @@ class SigV4:
                 payload_hash,
             ]
         )
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._key(secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(self._key(secret_key, day), to_sign.encode(), "sha256").hex()
         out = {
             "X-Amz-Date": amz_date,
             "Authorization": (
@@ -237,7 +254,16 @@ class BlockClient:
                 except BaseException:
                     sock.close()
                     raise
-            sock.settimeout(self.timeout)
+            if self._ssl is None:
+                # A blocking socket whose timeouts the kernel keeps (SO_RCVTIMEO/SO_SNDTIMEO):
+                # no poll() before every send and receive, and a body arrives in one
+                # MSG_WAITALL receive. A receive that times out raises BlockingIOError.
+                sock.settimeout(None)
+                tv = _timeval(self.timeout)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            else:
+                sock.settimeout(self.timeout)
             self._local.sock = sock
             self._local.head = bytearray(16384)
         return sock
@@ -291,6 +317,10 @@ class BlockClient:
         except ssl.SSLCertVerificationError as exc:
             self._drop()
             raise errors.untrusted_certificate(operation, self.host, exc, resource=resource) from exc
+        except BlockingIOError as exc:  # SO_RCVTIMEO / SO_SNDTIMEO ran out
+            self._drop()
+            stalled = TimeoutError(f"no data from {self.host} for {self.timeout:g} s")
+            raise errors.transient(operation, stalled, resource=resource) from exc
         except (OSError, ValueError) as exc:
             self._drop()
             raise errors.transient(operation, exc, resource=resource) from exc
@@ -398,8 +428,9 @@ class BlockClient:
             extra = min(have - end - 4, length)
             bview[:extra] = view[end + 4 : end + 4 + extra]
             got = extra
+            flags = _WAITALL if self._ssl is None else 0
             while got < length:
-                n = sock.recv_into(bview[got:])
+                n = sock.recv_into(bview[got:], length - got, flags)
                 if not n:
                     break
                 got += n

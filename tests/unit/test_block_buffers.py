@@ -130,7 +130,7 @@ def test_a_reset_mid_body_gives_the_buffer_back_and_raises() -> None:
         def __init__(self) -> None:
             self.calls = 0
 
-        def recv_into(self, view: memoryview, n: int = 0) -> int:
+        def recv_into(self, view: memoryview, n: int = 0, flags: int = 0) -> int:
             self.calls += 1
             if self.calls == 1:
                 head = f"HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n".encode()
@@ -194,3 +194,51 @@ def test_a_real_download_through_recycled_buffers_is_exact(sim: RunningSimulator
         got += 1
     assert got == blocks
     assert down.pool.created <= 8 + 8 + 1, down.pool.created
+
+
+def test_a_stalled_body_times_out_after_the_read_timeout_and_is_retryable() -> None:
+    """The block sockets are blocking, their timeouts kept by the kernel (SO_RCVTIMEO):
+    a server that sends half a block and then nothing ends the attempt after the read
+    timeout with a retryable error naming the host, the buffer given back, the connection
+    dropped (not left half-read for the next request)."""
+    from types import SimpleNamespace
+
+    from botocore.credentials import Credentials
+
+    from bacula_ec2.retry import Retryable
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    block = 512 * 1024
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        held.append(conn)
+        conn.recv(65536)
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {block}\r\n\r\n".encode() + b"x" * (block // 2))
+
+    threading.Thread(target=serve, daemon=True).start()
+    aws = SimpleNamespace(
+        ebs=SimpleNamespace(meta=SimpleNamespace(endpoint_url=f"http://127.0.0.1:{port}")),
+        credentials=Credentials("AKIDEXAMPLE", "secret"),
+        region="us-east-1",
+        read_timeout=0.4,
+        connect_timeout=2.0,
+    )
+    pool = BufferPool(keep=4)
+    client = BlockClient(aws, pool=pool)  # type: ignore[arg-type]
+    started = time.monotonic()
+    try:
+        client.get("snap-0123456789abcdef0", BlockRef(7, "token"))
+    except Retryable as exc:
+        assert "no data from 127.0.0.1 for 0.4 s" in str(exc) and "block 7" in str(exc)
+    else:
+        raise AssertionError("a stalled body must fail the attempt")
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert 0.35 <= time.monotonic() - started < 5.0
+    assert client._local.sock is None  # dropped
+    assert pool.created == 1 and len(pool._free) == 1 and not pool._free[0].lent
