@@ -27,7 +27,7 @@ from devkit.simulator.fixtures import ACCESS_KEY
 from .bec2_common import BLOCK, SECRET
 
 BLOCKS = 16  # 8 MiB of data
-LATENCY_MS = 150  # per block, one at a time: about 2.4 s of transfer
+LATENCY_MS = 300  # per block, one at a time: ~5 s of transfer, seen several times even under load
 SUMMARY = r"bec2: (vol-[0-9a-f]+): ([0-9.]+) MiB (backed up|restored) in [0-9.]+ s \(([0-9.]+) MiB/s\)"
 LIVE = re.compile(
     r"bec2: vol-[0-9a-f]+ backed up +(\d+)%  [0-9.]+ MiB / 8\.0 MiB  [0-9.]+ MiB/s  ETA \d+:\d\d"
