@@ -27,7 +27,7 @@ from devkit.simulator.fixtures import ACCESS_KEY
 from .bec2_common import BLOCK, SECRET
 
 BLOCKS = 16  # 8 MiB of data
-LATENCY_MS = 300  # per block, one at a time: ~5 s of transfer, seen several times even under load
+LATENCY_MS = 150  # per block, one at a time: about 2.4 s of transfer
 SUMMARY = r"bec2: (vol-[0-9a-f]+): ([0-9.]+) MiB (backed up|restored) in [0-9.]+ s \(([0-9.]+) MiB/s\)"
 LIVE = re.compile(
     r"bec2: vol-[0-9a-f]+ backed up +(\d+)%  [0-9.]+ MiB / 8\.0 MiB  [0-9.]+ MiB/s  ETA \d+:\d\d"
@@ -74,7 +74,9 @@ def test_a_terminal_shows_the_live_line_then_the_summary(sim: Any, volume: str, 
     subprocess.run(
         [*base, "new-session", "-d", "-s", "bec2", "-x", "160", "-y", "30", shell],
         check=True,
-        env={**os.environ, "TERM": "xterm-256color"},
+        # COLUMNS/LINES of the test's own environment (pytest-xdist's workers have them)
+        # would override the pane's 160 columns (shutil.get_terminal_size reads them first).
+        env={**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}, "TERM": "xterm"},
     )
     screens: list[str] = []
     try:
