@@ -57,9 +57,13 @@ test-package: bacula package
 	bash packaging/trixie-root.sh >/dev/null
 	$(PY) -m pytest -q tests/package
 
+# One run of every figure docs/PERFORMANCE.md quotes (about 10 minutes): the Full (and the
+# same Full with the backend of BENCH_BEFORE, the last commit before issue 15's work),
+# four jobs at once, Incrementals of 1 TiB and 16 TiB volumes, memory, dsnap, the real FD;
+# then restore into AWS. Results in bench/results/.
+BENCH_BEFORE ?= 6699807
 bench: bacula
-	$(PY) -m bench.backup --gib 8
-	$(PY) -m bench.incremental --sizes 1024,16384 --changed 1000 --runs 1
+	$(PY) -m bench.backup --gib 8 --before $(BENCH_BEFORE)
 	$(PY) -m bench.restore_throughput --blocks 8000
 
 format: venv

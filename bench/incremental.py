@@ -71,6 +71,7 @@ def one_run(sim: RunningSimulator, tmp: Path, size_gib: int, changed: int, n: in
         "throttled": sum(stats["throttled"].get(op, 0) for op in LISTS),
         "gets": stats["requests"].get("GetSnapshotBlock", 0),
         "cpu": run.cpu,
+        "rss_mib": run.rss_mib,
     }
 
 
