@@ -129,6 +129,10 @@ class Window(Generic[R]):
         """The oldest outstanding result (it may still be running)."""
         return self._items.popleft()
 
+    def oldest_done(self) -> bool:
+        """Whether the oldest outstanding result is there to be taken without waiting."""
+        return bool(self._items) and self._items[0].done()
+
     def cancel(self) -> None:
         """Cancel what has not started and forget everything outstanding."""
         for fut in self._items:
@@ -201,7 +205,10 @@ class BlockTransfer:
         try:
             exhausted = False
             while True:
-                while not exhausted and window.room():
+                # Fill the window, but hand out a result that is ready before asking the
+                # items for more: a slow source (ListChangedBlocks pages, mostly empty, of a
+                # large volume) must not hold back the blocks already read.
+                while not exhausted and window.room() and not window.oldest_done():
                     try:
                         item = next(source)
                     except StopIteration:
@@ -339,7 +346,7 @@ RANGE_MIN_BLOCKS = 1 << 18
 #: page that shows the range's end; 32 cost ~1% of a 16 TiB volume's 3,356 pages).
 RANGE_MAX_COUNT = 32
 #: Ranges listed at once: the one the consumer reads and the ones after it. Four chains of
-#: ~60 ms round trips fill the 45/s list pacer; a chain that lists ahead only takes the
+#: ~60 ms round trips fill the 48/s list pacer; a chain that lists ahead only takes the
 #: pacer's spare slots (`Pacer.wait_spare`), so the range being read is never slowed.
 RANGE_CHAINS = 4
 

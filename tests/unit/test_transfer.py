@@ -158,6 +158,28 @@ def test_a_slow_consumer_stops_new_requests() -> None:
     results.close()
 
 
+def test_a_ready_result_is_handed_out_while_the_items_are_slow_to_come() -> None:
+    """A listing that is slow between entries (ListChangedBlocks pages of a large volume,
+    mostly empty) must not hold back blocks already read: a result that is ready is handed
+    out before the engine waits for the next entry, not once the window is full or the
+    listing has ended."""
+    gate = threading.Event()
+
+    def slow_items() -> Iterator[int]:
+        yield 0
+        time.sleep(0.2)  # the next page: block 0 has been read meanwhile
+        yield 1
+        gate.wait(5.0)  # a long run of empty pages: the third entry comes much later
+        yield 2
+
+    results = engine(concurrency=4, window=8).map(slow_items(), lambda i: i * 10)
+    started = time.monotonic()
+    assert next(results) == 0
+    assert time.monotonic() - started < 2.0 and not gate.is_set()  # not after the gate's 5 s
+    gate.set()
+    assert list(results) == [10, 20]
+
+
 def test_the_first_failure_fails_it_all_and_drops_the_rest() -> None:
     started: list[int] = []
 
