@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +64,26 @@ class RunningBackend:
         return path.read_text() if path.exists() else ""
 
 
+def spawn_backend(env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m bacula_ec2.backend` with stdin, stdout and stderr on pipes, in `/` (as the
+    FD starts it), with `env` (None: this process's environment)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bacula_ec2.backend"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env=dict(env) if env is not None else None,
+    )
+
+
 @contextmanager
 def backend(mode: Mode, params: list[str], working_dir: Path, **job: object) -> Iterator[RunningBackend]:
     """Start `python -m bacula_ec2.backend`, do the setup, and hand over the peer."""
     jobtype = {Mode.BACKUP: "B", Mode.RESTORE: "R"}.get(mode, "E")
     env = dict(os.environ)
     env.pop("BACULA_EC2_LOG", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bacula_ec2.backend"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",
-        env=env,
-    )
+    proc = spawn_backend(env)
     assert proc.stdin is not None and proc.stdout is not None
     peer = FDPeer(Connection.from_fds(proc.stdout.fileno(), proc.stdin.fileno(), strict=True))
     running = RunningBackend(peer, proc, working_dir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from bacula_ec2 import fdpipe
 from bacula_ec2.backend import PLUGIN_API
-from devkit.driver import backend
+from devkit.driver import backend, spawn_backend
 from protocol import Mode
 
 from .common import BLOCK, params
@@ -31,14 +30,7 @@ HELLO = b"C%06d\n" % len(_HELLO_TEXT) + _HELLO_TEXT
 def _start(env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACULA_EC2_")}
     env.update(env_extra)
-    return subprocess.Popen(
-        [sys.executable, "-m", "bacula_ec2.backend"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",
-        env=env,
-    )
+    return spawn_backend(env)
 
 
 def _first_reply(env_extra: dict[str, str]) -> tuple[bytes, int | None, int | None]:
