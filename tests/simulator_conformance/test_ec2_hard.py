@@ -189,7 +189,7 @@ def test_completion_time_follows_the_data_written_since_the_last_snapshot(
 
     first = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
     took, progress = complete(first)
-    assert 0.3 <= took <= 0.7
+    assert 0.3 <= took <= 1.5  # ~0.5 s: never sooner; later only on a loaded machine
     assert progress == sorted(progress) and progress[-1] == 100
     assert max(progress[:-1]) <= 99 and len(set(progress)) >= 3
     _write(sim, vol, 0, 2, seed=1)  # 1 MiB changed -> 0.025 s

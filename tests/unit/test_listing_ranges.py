@@ -343,8 +343,9 @@ def test_pacers_of_two_processes_share_one_schedule(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    # ~50 in 0.5 s at 100/s (unshared, the two would make ~100), and both are served
-    assert 35 <= sum(count) <= 65 and min(count) > 10
+    # ~50 in 0.5 s at 100/s (unshared, the two would make ~100), and both are served (the
+    # lower bounds are loose: on a loaded machine the threads may run late, never early)
+    assert 15 <= sum(count) <= 65 and min(count) > 3
 
 
 def test_a_shared_schedule_from_before_a_reboot_is_ignored(tmp_path: Path) -> None:
@@ -355,7 +356,7 @@ def test_a_shared_schedule_from_before_a_reboot_is_ignored(tmp_path: Path) -> No
     t0 = time.monotonic()
     pacer.wait()
     pacer.wait()
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 1.0  # the stale slot was 10**6 s ahead: not waited for
     assert (schedule.read() or 0.0) < time.monotonic() + 1
 
 
