@@ -45,9 +45,10 @@ class JobContext:
         return {"job_name": self.job_name, "job_id": self.job_id, "level": self.level}
 
 
-def aws_settings(params: Parameters, region: str | None = None) -> AwsSettings:
+def aws_settings(params: Parameters, region: str | None = None, pace_dir: str | None = None) -> AwsSettings:
     """What `aws/` needs of the parameters: credentials, region (`region` overrides
-    `region=`), endpoints, and how many block requests run at once."""
+    `region=`), endpoints, how many block requests run at once, and where the list pacers
+    of this host's backends keep one schedule (`pace_dir`, None: this process's own)."""
     return AwsSettings(
         access_key=params.access_key,
         secret_key=Secret(params.secret_key.get_secret_value()) if params.secret_key else None,
@@ -63,9 +64,17 @@ def aws_settings(params: Parameters, region: str | None = None) -> AwsSettings:
         ebs_endpoint_url=params.ebs_endpoint_url,
         ca_bundle=params.ca_bundle,
         block_threads=params.concurrent_threads,
+        pace_dir=pace_dir,
     )
 
 
-def connect(params: Parameters, *, region: str | None = None, cancel: threading.Event | None = None) -> Aws:
-    """The AWS clients of one region (`region` None: the parameters' region)."""
-    return Aws(aws_settings(params, region), cancel=cancel)
+def connect(
+    params: Parameters,
+    *,
+    region: str | None = None,
+    cancel: threading.Event | None = None,
+    pace_dir: str | None = None,
+) -> Aws:
+    """The AWS clients of one region (`region` None: the parameters' region); `pace_dir`:
+    see `aws_settings`."""
+    return Aws(aws_settings(params, region, pace_dir), cancel=cancel)

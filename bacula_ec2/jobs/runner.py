@@ -17,20 +17,19 @@ an internal error: its traceback goes to the log and its message says so.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from ..aws import Aws, AwsError
+from ..aws import AwsError
 from ..formats.blockimage import FormatError
 from ..guest import GuestError
 from ..params import ParameterError, Parameters
 from ..retry import Cancelled, RetriesExhausted
 from .backup import BackupJob
-from .context import JobContext, JobError, aws_settings
+from .context import JobContext, JobError, connect
 from .selection import Failure
 from .sink import BackupSink
 
@@ -108,8 +107,7 @@ def open_backup(ctx: JobContext, pace_dir: str | None = None) -> Job:
 
     `pace_dir`: the directory where the list pacers of this host's backends keep one
     schedule (`AwsSettings.pace_dir`; the backend's is the FD's working directory)."""
-    settings = dataclasses.replace(aws_settings(ctx.params), pace_dir=pace_dir)
-    return BackupJob(ctx, Aws(settings, cancel=ctx.cancel))
+    return BackupJob(ctx, connect(ctx.params, cancel=ctx.cancel, pace_dir=pace_dir))
 
 
 def _nothing() -> None:
