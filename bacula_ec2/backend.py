@@ -37,7 +37,7 @@ from protocol import (
 from protocol.backup import FileWriter as ProtocolFileWriter
 from protocol.text import has_undecodable, looks_secret, printable, set_message_scrubber
 
-from . import __version__
+from . import __version__, fdpipe
 from .jobs.context import JobContext, connect
 from .jobs.progress import Progress, log_line
 from .jobs.runner import (
@@ -118,11 +118,9 @@ class _Writer:
     """
 
     def __init__(self, inner: ProtocolFileWriter) -> None:
-        from .fdpipe import current
-
         self.inner = inner
         self.small = bytearray()
-        self.packet = current().packet
+        self.packet = fdpipe.current().packet
 
     def write(self, *parts: bytes | bytearray | memoryview) -> None:
         if sum(len(p) for p in parts) < COALESCE:
@@ -478,8 +476,6 @@ def main() -> int:
     set_message_scrubber(REDACTOR.scrub)  # every message packet, from any module
     session: BackendSession | None = None
     try:
-        from . import fdpipe
-
         conn = Connection.from_fds(0, 1)
         session = BackendSession(
             conn,
